@@ -1,0 +1,159 @@
+"""The ``popfuse`` command: a thin layer over the Python API.
+
+Subcommands: ``build`` (YAML → fused ONNX + artifact), ``dump`` (show an
+artifact), ``run`` (execute one subgraph). Each is built from argument groups
+so that shared flags read the same everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from runtime.dump import human_size
+from runtime.errors import PopfuseError
+
+log = logging.getLogger("popfuse")
+
+
+def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the backend's)")
+    group.add_argument(
+        "--no-check-package-hash",
+        action="store_true",
+        help="load an artifact compiled by another backend version anyway",
+    )
+
+
+def _runtime_config(args: argparse.Namespace):
+    from runtime import RuntimeConfig
+
+    return RuntimeConfig(
+        validate_io_params=False,
+        intra_op_num_threads=args.threads,
+        check_package_hash=not args.no_check_package_hash,
+    )
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from fusion import build
+
+    start = time.perf_counter()
+    result = build(args.config, progress=print)
+    print()
+    print(f"{'index':<6}{'name':<20}{'precision':<10}{'inputs':<8}{'outputs':<8}source")
+    for s in result.fusion_map.subgraphs:
+        print(f"{s.index:<6}{s.name:<20}{s.precision:<10}{len(s.inputs):<8}{len(s.outputs):<8}{s.source}")
+    print()
+    print(f"subgraphs: {len(result.fusion_map.subgraphs)}, shared weights: {result.fusion_map.shared_weights}")
+    print(f"sources: {human_size(result.source_bytes)}")
+    print(f"fused model: {result.fused_model_path} ({human_size(result.fused_model_bytes)})")
+    if result.popef_path is not None:
+        print(f"artifact: {result.popef_path} ({human_size(result.artifact_bytes)})")
+    print(f"total time: {time.perf_counter() - start:.2f} s")
+    return 0
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    from runtime.dump import describe, render
+
+    info = describe(args.file)
+    print(json.dumps(info, indent=2) if args.json else render(info))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from runtime import Runner
+
+    runner = Runner(args.file, _runtime_config(args))
+    inputs = _load_inputs(runner, args.index, args.input)
+    outputs = runner.execute(inputs)
+    np.set_printoptions(threshold=20, edgeitems=3)
+    for name, value in outputs.items():
+        print(f"{name}: {value.dtype} {list(value.shape)}")
+        print(f"  {np.array2string(value, prefix='  ')}")
+    if args.iterations > 1:
+        times = []
+        for _ in range(args.iterations):
+            t = time.perf_counter()
+            runner.execute(inputs)
+            times.append(time.perf_counter() - t)
+        ms = np.array(times) * 1e3
+        print(
+            f"{args.iterations} iterations: mean {ms.mean():.3f} ms, p50 {np.percentile(ms, 50):.3f} ms, "
+            f"p99 {np.percentile(ms, 99):.3f} ms"
+        )
+    return 0
+
+
+def _load_inputs(runner, index: int | None, specs: Sequence[str]) -> dict[str, np.ndarray]:
+    from runtime.errors import ExecutionError
+
+    inputs: dict[str, np.ndarray] = {}
+    if index is not None:
+        inputs["index"] = np.array([index], np.uint32)
+    for spec in specs:
+        if "=" not in spec:
+            raise ExecutionError(f"--input {spec!r} must look like NAME=path.npy")
+        name, path = spec.split("=", 1)
+        if index is not None and not name.startswith("graph"):
+            name = f"graph{index}/{name}"
+        try:
+            inputs[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ExecutionError(f"--input {name}: cannot load {path!r} as a .npy array: {e}") from e
+    return inputs
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The ``popfuse`` argument parser."""
+    parser = argparse.ArgumentParser(prog="popfuse", description="Multi-model fusion compiler and runtime.")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="fuse the models of a YAML config and compile the artifact")
+    p.add_argument("config", type=Path, help="the YAML build file")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("dump", help="show an artifact's anchors, metadata and fusion map")
+    p.add_argument("file", type=Path, help="an executable.popef")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_dump)
+
+    p = sub.add_parser("run", help="run one subgraph of an artifact and print its outputs")
+    p.add_argument("file", type=Path, help="an executable.popef")
+    p.add_argument("--index", type=int, default=None, help="the subgraph to run (default: from the names)")
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=PATH.npy",
+        help="an input tensor; NAME is the anchor name, or the model's own name with --index",
+    )
+    p.add_argument("--iterations", type=int, default=1, help="run N times and print latency")
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``popfuse`` console script; returns the exit status."""
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except PopfuseError as e:
+        print(f"popfuse {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

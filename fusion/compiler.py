@@ -1,0 +1,127 @@
+"""``build``: a configuration in, the fused ONNX and the ``executable.popef`` out.
+
+YAML → FusionConfig → loaded models → ``fuse`` → compiled executable → artifact.
+Each output is written atomically, so a failed build leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from runtime import metadata as md
+from runtime.dump import human_size
+from runtime.artifact import Artifact, write_artifact
+from runtime.atomic import write_atomic
+from runtime.backends import resolve_target
+from runtime.errors import BackendError
+
+from .config import FusionConfig, ModelSpec, load_config, parse_config
+from .errors import FusionError
+from .fuse import Progress, fuse, fusion_records
+
+EXECUTABLE_BLOB = "executable"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a build wrote, and how long each stage took."""
+
+    fused_model_path: Path
+    fused_model_bytes: int
+    popef_path: Path | None
+    artifact_bytes: int | None
+    executable_bytes: int | None
+    fusion_map: md.FusionMap
+    source_bytes: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def load_model(spec: ModelSpec) -> onnx.ModelProto:
+    """Load one model file, with an error that names it when it is missing or not ONNX."""
+    try:
+        return onnx.load(spec.path)
+    except FileNotFoundError:
+        raise FusionError(f"model {spec.options.name!r}: file {str(spec.path)!r} not found") from None
+    except DecodeError as e:
+        raise FusionError(f"model {spec.options.name!r}: {str(spec.path)!r} is not an ONNX model: {e}") from e
+    except OSError as e:
+        raise FusionError(f"model {spec.options.name!r}: cannot read {str(spec.path)!r}: {e}") from e
+
+
+def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | None = None) -> Artifact:
+    """Compile a fused model for ``target`` and wrap it as an artifact (not yet written)."""
+    anchors, fusion_map = fusion_records(fused)
+    backend, device = resolve_target(target)
+    executable = backend.compile(fused.SerializeToString(), device)
+    metadata = md.Metadata(
+        anchors=anchors,
+        executable=EXECUTABLE_BLOB,
+        target=target,
+        backend=md.BackendInfo(backend.name, backend.version(), device),
+        ipu_version=ipu_version,
+    )
+    return Artifact(metadata=metadata, fusion_map=fusion_map, executable=executable)
+
+
+def build(config: FusionConfig | Mapping | str | os.PathLike, progress: Progress | None = None) -> BuildResult:
+    """Run a whole build, as ``popfuse build CONFIG.yaml`` does.
+
+    Args:
+        config: A FusionConfig, a mapping with the YAML's keys (paths relative
+            to the working folder), or the path of a YAML file.
+        progress: Called with a line per stage and per model.
+
+    Raises:
+        ConfigError, FusionError, BackendError: naming the file, key or model.
+    """
+    if isinstance(config, Mapping):
+        config = parse_config(config)
+    elif not isinstance(config, FusionConfig):
+        config = load_config(config)
+    say = progress or (lambda line: None)
+    seconds: dict[str, float] = {}
+
+    start = time.perf_counter()
+    models = [load_model(spec) for spec in config.models]
+    source_bytes = sum(spec.path.stat().st_size for spec in config.models)
+    seconds["load"] = time.perf_counter() - start
+    say(f"loaded {len(models)} models ({human_size(source_bytes)}) in {seconds['load']:.2f} s")
+
+    start = time.perf_counter()
+    fused = fuse(models, [spec.options for spec in config.models], progress=say)
+    seconds["fuse"] = time.perf_counter() - start
+    fused_bytes = fused.SerializeToString()
+    write_atomic(config.fused_model_path, fused_bytes)
+    _, fusion_map = fusion_records(fused)
+    say(f"fused into {config.fused_model_path} ({human_size(len(fused_bytes))}) in {seconds['fuse']:.2f} s")
+
+    popef_path = artifact_bytes = executable_bytes = None
+    if config.export_popef:
+        start = time.perf_counter()
+        try:
+            artifact = compile_artifact(fused, config.target, config.ipu_version)
+        except BackendError as e:
+            raise FusionError(f"compiling for {config.target} failed: {e}") from e
+        artifact_bytes = write_artifact(config.popef_path, artifact)
+        executable_bytes = len(artifact.executable)
+        popef_path = config.popef_path
+        seconds["compile"] = time.perf_counter() - start
+        say(f"compiled for {config.target} into {popef_path} ({human_size(artifact_bytes)}) "
+            f"in {seconds['compile']:.2f} s")
+    return BuildResult(
+        fused_model_path=config.fused_model_path,
+        fused_model_bytes=len(fused_bytes),
+        popef_path=popef_path,
+        artifact_bytes=artifact_bytes,
+        executable_bytes=executable_bytes,
+        fusion_map=fusion_map,
+        source_bytes=source_bytes,
+        seconds=seconds,
+    )

@@ -1,0 +1,214 @@
+"""The YAML build configuration, in PopRT's schema, validated into dataclasses.
+
+Keys outside ``model_fusion`` are global. The per-model keys ``input_shape``,
+``precision`` and ``max_tensor_size`` may also be set globally; a value set on
+one model overrides the global one for that model. Relative paths resolve
+against the YAML file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runtime.backends import DEFAULT_TARGET, targets
+
+from .errors import ConfigError
+
+PRECISIONS: dict[str, tuple[str, ...]] = {
+    "onnxruntime-cpu": ("fp32", "fp16"),
+    "onnxruntime-cuda": ("fp32", "fp16"),
+}
+GLOBAL_KEYS = ("output_dir", "output_model", "export_popef", "ipu_version", "target", "model_fusion")
+MODEL_KEYS = ("input_model", "name")
+SHARED_KEYS = ("input_shape", "precision", "max_tensor_size")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to prepare one model for fusion. None means the default.
+
+    Attributes:
+        name: The subgraph's name in the fusion map; defaults to the file's stem,
+            or ``model{i}`` for a model given in memory.
+        input_shape: Input name → full shape, fixing its dynamic dimensions.
+        precision: ``fp32`` (as the model is) or ``fp16``.
+        max_tensor_size: Largest tensor constant folding may create, in bytes;
+            -1 means no bound.
+        source: Where the model came from, recorded in the fusion map.
+    """
+
+    name: str | None = None
+    input_shape: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    precision: str = "fp32"
+    max_tensor_size: int = -1
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One ``model_fusion`` entry: the file to load and how to prepare it."""
+
+    path: Path
+    options: ModelOptions
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """A whole build: the models, where to write, and the target."""
+
+    models: tuple[ModelSpec, ...]
+    output_dir: Path
+    output_model: str = "model_fusion.onnx"
+    export_popef: bool = True
+    target: str = DEFAULT_TARGET
+    ipu_version: str | None = None
+
+    @property
+    def fused_model_path(self) -> Path:
+        """Where the fused ONNX is written."""
+        return self.output_dir / self.output_model
+
+    @property
+    def popef_path(self) -> Path:
+        """Where the artifact is written when ``export_popef`` is set."""
+        return self.output_dir / "executable.popef"
+
+
+def load_config(path: str | os.PathLike) -> FusionConfig:
+    """Read and validate a YAML build file.
+
+    Raises:
+        ConfigError: the file is missing or malformed, a key is unknown or has a
+            bad value, or a model file does not exist.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from e
+    return parse_config(data, base_dir=path.parent, label=str(path))
+
+
+def parse_config(data: Any, base_dir: str | os.PathLike = ".", label: str = "<config>") -> FusionConfig:
+    """Validate an already-parsed configuration mapping (YAML's keys and values)."""
+    base = Path(base_dir)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{label}: expected a mapping of keys at the top level, received {type(data).__name__}")
+    _check_keys(data, (*GLOBAL_KEYS, *SHARED_KEYS), label, "at the top level")
+    target = _get(data, "target", str, DEFAULT_TARGET, label)
+    if target not in targets():
+        raise ConfigError(f"{label}: key 'target' is {target!r}; valid targets: {', '.join(targets())}")
+    entries = data.get("model_fusion")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{label}: key 'model_fusion' must be a non-empty list of models, received {entries!r}")
+    shared = {k: data[k] for k in SHARED_KEYS if k in data}
+    models = tuple(_parse_model(entry, i, shared, target, base, label) for i, entry in enumerate(entries))
+    seen: dict[str, int] = {}
+    for i, m in enumerate(models):
+        if m.options.name in seen:
+            raise ConfigError(
+                f"{label}: model_fusion[{i}] and model_fusion[{seen[m.options.name]}] are both named "
+                f"{m.options.name!r}; give one of them a distinct 'name'"
+            )
+        seen[m.options.name] = i
+    export = _get(data, "export_popef", bool, True, label)
+    ipu_version = data.get("ipu_version")
+    return FusionConfig(
+        models=models,
+        output_dir=base / _get(data, "output_dir", str, ".", label),
+        output_model=_get(data, "output_model", str, "model_fusion.onnx", label),
+        export_popef=export,
+        target=target,
+        ipu_version=None if ipu_version is None else str(ipu_version),
+    )
+
+
+def _parse_model(entry: Any, i: int, shared: dict[str, Any], target: str, base: Path, label: str) -> ModelSpec:
+    where = f"{label}: model_fusion[{i}]"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with 'input_model', received {entry!r}")
+    _check_keys(entry, (*MODEL_KEYS, *SHARED_KEYS), label, f"in model_fusion[{i}]")
+    source = entry.get("input_model")
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f"{where}: key 'input_model' is required and must be a path to an .onnx file")
+    path = base / source
+    if not path.is_file():
+        raise ConfigError(f"{where}: key 'input_model': model file {str(path)!r} not found")
+    merged = {**shared, **entry}
+    precision = _get(merged, "precision", str, "fp32", where)
+    allowed = PRECISIONS[target]
+    if precision not in allowed:
+        raise ConfigError(
+            f"{where}: precision {precision!r} is not supported by target {target}; "
+            f"supported precisions: {', '.join(allowed)}"
+        )
+    max_tensor_size = _get(merged, "max_tensor_size", int, -1, where)
+    if max_tensor_size < -1:
+        raise ConfigError(f"{where}: key 'max_tensor_size' must be -1 (no bound) or a size in bytes, received {max_tensor_size}")
+    return ModelSpec(
+        path=path,
+        options=ModelOptions(
+            name=_get(entry, "name", str, path.stem, where),
+            input_shape=parse_input_shape(merged.get("input_shape", []), where),
+            precision=precision,
+            max_tensor_size=max_tensor_size,
+            source=source,
+        ),
+    )
+
+
+def parse_input_shape(value: Any, where: str = "input_shape") -> dict[str, tuple[int, ...]]:
+    """Parse PopRT's ``['X=1,2', 'Y=1,2']`` (or a mapping ``{X: [1, 2]}``) into name → shape."""
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = []
+        for item in value:
+            if not isinstance(item, str) or "=" not in item:
+                raise ConfigError(f"{where}: input_shape entry {item!r} must look like 'NAME=1,3,224,224'")
+            name, dims = item.rsplit("=", 1)
+            items.append((name.strip(), dims.split(",")))
+    else:
+        raise ConfigError(f"{where}: input_shape must be a list like ['X=1,2'], received {value!r}")
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, dims in items:
+        try:
+            shape = tuple(int(str(d).strip()) for d in dims)
+        except ValueError:
+            raise ConfigError(f"{where}: input_shape for {name!r} has a non-integer dimension: {dims!r}") from None
+        if not name or not shape or any(d < 0 for d in shape):
+            raise ConfigError(f"{where}: input_shape for {name!r} must be non-negative integers, received {dims!r}")
+        shapes[name] = shape
+    return shapes
+
+
+def _check_keys(mapping: Mapping, valid: tuple[str, ...], label: str, where: str) -> None:
+    for key in mapping:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{label}: unknown key {key!r} {where}{hint}; valid keys: {', '.join(valid)}")
+
+
+def _get(mapping: Mapping, key: str, kind: type, default: Any, where: str) -> Any:
+    value = mapping.get(key, default)
+    # bool is an int in Python; a YAML `true` must not pass as a size.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: key {key!r} must be {kind.__name__}, received {value!r}")
+    return value

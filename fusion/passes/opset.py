@@ -1,0 +1,77 @@
+"""Opset harmonisation: every fused model speaks one opset of the default domain.
+
+The branches of an ``If`` share the opset imports of the graph that holds them,
+so all models move to one opset: the highest any of them uses, and at least 15,
+where ``Optional`` inputs (how a request skips other subgraphs' inputs) begin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import onnx
+from onnx import version_converter
+
+from ..errors import FusionError
+
+MIN_OPSET = 15
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The model's opset of the default ONNX domain."""
+    for entry in model.opset_import:
+        if entry.domain in DEFAULT_DOMAINS:
+            return entry.version
+    raise FusionError("the model imports no opset of the default ONNX domain")
+
+
+def target_opset(models: Sequence[onnx.ModelProto]) -> int:
+    """The opset every model is converted to."""
+    return max([MIN_OPSET, *(default_opset(m) for m in models)])
+
+
+def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """Convert ``model`` to ``opset`` of the default domain.
+
+    Raises:
+        FusionError: naming the op that has no conversion.
+    """
+    have = default_opset(model)
+    if have == opset:
+        return model
+    if have > opset:
+        raise FusionError(f"cannot lower the model from opset {have} to {opset}")
+    try:
+        converted = version_converter.convert_version(model, opset)
+    except Exception as e:  # the converter raises bare RuntimeError/IndexError from C++
+        ops = _unconvertible_ops(model, have, opset)
+        which = f"op(s) {', '.join(ops)}" if ops else "an op"
+        raise FusionError(
+            f"cannot convert from opset {have} to {opset}: {which} cannot be converted ({e}). "
+            "Hint: re-export the model at a higher opset"
+        ) from e
+    converted.ir_version = model.ir_version
+    return converted
+
+
+def _unconvertible_ops(model: onnx.ModelProto, have: int, opset: int) -> list[str]:
+    """Op types of the model that the converter fails on, tried one node at a time."""
+    failing: list[str] = []
+    for node in model.graph.node:
+        if node.domain not in DEFAULT_DOMAINS or node.op_type in failing:
+            continue
+        probe = onnx.helper.make_model(
+            onnx.helper.make_graph(
+                [node],
+                "probe",
+                [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in node.input if n],
+                [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in node.output if n],
+            ),
+            opset_imports=[onnx.helper.make_opsetid("", have)],
+        )
+        try:
+            version_converter.convert_version(probe, opset)
+        except Exception:  # same C++ exceptions as above; we only want to know whether it fails
+            failing.append(node.op_type)
+    return failing

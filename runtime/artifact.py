@@ -1,0 +1,83 @@
+"""An artifact is metadata + fusion map + executable (+ tensor data), as PopEF blobs.
+
+``write_artifact`` lays the blobs out; ``read_artifact`` checks that every blob
+the metadata promises is there, so a file cut at a blob boundary is caught too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+
+from . import metadata as md
+from .errors import ArtifactError
+from .popef import Blob, BlobType, read_blobs, write_blobs
+
+FUSION_MAP_BLOB = "fusion_map"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """The parts of an artifact, as read from or written to a file."""
+
+    metadata: md.Metadata
+    fusion_map: md.FusionMap
+    executable: bytes | memoryview
+    tensors: dict[str, bytes | memoryview] = field(default_factory=dict)
+    opaques: dict[str, bytes | memoryview] = field(default_factory=dict)
+
+
+def to_blobs(artifact: Artifact) -> list[Blob]:
+    """The blobs of ``artifact`` in file order, with the metadata's blob list filled in."""
+    rest = [Blob(BlobType.OPAQUE, FUSION_MAP_BLOB, md.dumps(artifact.fusion_map))]
+    rest += [Blob(BlobType.OPAQUE, k, v) for k, v in sorted(artifact.opaques.items())]
+    rest.append(Blob(BlobType.EXECUTABLE, artifact.metadata.executable, artifact.executable))
+    rest += [Blob(BlobType.TENSOR, k, v) for k, v in sorted(artifact.tensors.items())]
+    refs = tuple(md.BlobRef(int(b.type), b.name, len(b.payload)) for b in rest)
+    meta = replace(artifact.metadata, blobs=refs)
+    return [Blob(BlobType.METADATA, "metadata", md.dumps(meta)), *rest]
+
+
+def write_artifact(path: str | os.PathLike, artifact: Artifact) -> int:
+    """Write ``artifact`` to ``path`` atomically; returns the file size in bytes."""
+    return write_blobs(path, to_blobs(artifact))
+
+
+def read_artifact(source: str | os.PathLike | bytes | memoryview) -> Artifact:
+    """Read and verify an artifact from a path or from bytes.
+
+    Raises:
+        ArtifactError: the file is missing, truncated, corrupt, or lacks a blob
+            that its metadata lists.
+    """
+    label = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+    return parse_blobs(read_blobs(source), label)
+
+
+def parse_blobs(blobs: list[Blob], label: str) -> Artifact:
+    """Assemble an artifact from verified blobs; ``label`` names the file in errors."""
+    if blobs[0].type != BlobType.METADATA:
+        raise ArtifactError(f"{label}: the first blob is type {blobs[0].type}, expected metadata")
+    meta: md.Metadata = md.loads(md.Metadata, blobs[0].payload, label)
+    by_key = {(b.type, b.name): b for b in blobs[1:]}
+    for ref in meta.blobs:
+        blob = by_key.get((ref.type, ref.name))
+        if blob is None:
+            raise ArtifactError(f"{label}: blob {ref.name!r} (type {ref.type}) is missing; the file is truncated")
+        if len(blob.payload) != ref.size:
+            raise ArtifactError(
+                f"{label}: blob {ref.name!r} has {len(blob.payload)} bytes, the metadata says {ref.size}"
+            )
+    opaques = {b.name: b.payload for b in blobs if b.type == BlobType.OPAQUE}
+    if FUSION_MAP_BLOB not in opaques:
+        raise ArtifactError(f"{label}: no fusion map; this file was not written by popfuse")
+    executable = by_key.get((BlobType.EXECUTABLE, meta.executable))
+    if executable is None:
+        raise ArtifactError(f"{label}: the executable blob {meta.executable!r} is missing")
+    return Artifact(
+        metadata=meta,
+        fusion_map=md.loads(md.FusionMap, opaques.pop(FUSION_MAP_BLOB), label),
+        executable=executable.payload,
+        tensors={b.name: b.payload for b in blobs if b.type == BlobType.TENSOR},
+        opaques=opaques,
+    )

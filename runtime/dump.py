@@ -1,0 +1,93 @@
+"""What ``popfuse dump`` shows: an artifact's blobs, metadata, anchors and opaques.
+
+Modelled on Poplar's ``popef_dump``: the Anchors section lists every input and
+output (``index`` included), the Opaques section the fusion map.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .artifact import FUSION_MAP_BLOB, parse_blobs
+from .popef import FORMAT_VERSION, BlobType, read_blobs
+
+
+def describe(source: str | os.PathLike) -> dict[str, Any]:
+    """A JSON-ready description of the artifact at ``source``."""
+    blobs = read_blobs(source)
+    artifact = parse_blobs(blobs, str(source))
+    owner = artifact.fusion_map.anchors()
+    anchors = [{**a.to_json(), "subgraph": owner.get(a.name)} for a in artifact.metadata.anchors]
+    return {
+        "file": str(source),
+        "formatVersion": FORMAT_VERSION,
+        "size": sum(len(b.payload) for b in blobs),
+        "blobs": [
+            {"type": _type_name(b.type), "name": b.name, "size": len(b.payload)} for b in blobs
+        ],
+        "metadata": {k: v for k, v in artifact.metadata.to_json().items() if k not in ("anchors", "blobs")},
+        "anchors": anchors,
+        "opaques": {FUSION_MAP_BLOB: artifact.fusion_map.to_json(), **{k: len(v) for k, v in artifact.opaques.items()}},
+    }
+
+
+def render(info: dict[str, Any]) -> str:
+    """``describe``'s result as text, section by section."""
+    lines = [f"PopEF-structured artifact {info['file']} (format version {info['formatVersion']})", "", "Blobs:"]
+    for i, b in enumerate(info["blobs"]):
+        lines.append(f"  [{i}] {b['type']:<10} {b['name']:<24} {human_size(b['size'])}")
+    meta = info["metadata"]
+    backend = meta["backend"]
+    lines += [
+        "",
+        "Metadata:",
+        f"  executable: {meta['executable']}",
+        f"  target: {meta['target']} ({backend['name']} {backend['version']}, device {backend['device']})",
+        f"  ipuVersion: {meta['ipuVersion']}",
+        f"  isInference: {meta['isInference']}",
+        f"  replicationFactor: {meta['replicationFactor']}",
+        "  programFlow: " + ", ".join(f"{k}={v}" for k, v in meta["programFlow"].items()),
+        "",
+        "Anchors:",
+    ]
+    width = max(len(a["name"]) for a in info["anchors"])
+    lines.append(f"  {'name':<{width}}  {'type':<6}  {'dataType':<8}  {'shape':<20}  programs  subgraph")
+    for a in info["anchors"]:
+        shape = "[" + ", ".join("?" if d < 0 else str(d) for d in a["tensorInfo"]["shape"]) + "]"
+        sub = "-" if a["subgraph"] is None else str(a["subgraph"])
+        lines.append(
+            f"  {a['name']:<{width}}  {a['type']:<6}  {a['tensorInfo']['dataType']:<8}  {shape:<20}  "
+            f"{str(a['programs']):<8}  {sub}"
+        )
+    fusion_map = info["opaques"][FUSION_MAP_BLOB]
+    lines += ["", "Opaques:", f"  {FUSION_MAP_BLOB}:", f"    indexAnchor: {fusion_map['indexAnchor']}",
+              f"    sharedWeights: {fusion_map['sharedWeights']}"]
+    for s in fusion_map["subgraphs"]:
+        lines += [
+            f"    subgraph {s['index']}: {s['name']}",
+            f"      source: {s['source']} (sha256 {s['sha256'][:16]}…)",
+            f"      precision: {s['precision']}, source opset: {s['opset']}",
+            f"      inputs: {', '.join(s['inputs'])}",
+            f"      outputs: {', '.join(s['outputs'])}",
+        ]
+    for name, size in info["opaques"].items():
+        if name != FUSION_MAP_BLOB:
+            lines.append(f"  {name}: {human_size(size)}")
+    return "\n".join(lines)
+
+
+def _type_name(blob_type: int) -> str:
+    try:
+        return BlobType(blob_type).name.lower()
+    except ValueError:
+        return f"unknown({blob_type})"
+
+
+def human_size(n: float) -> str:
+    """Bytes as B/KB/MB/GB with two decimals."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return str(n)

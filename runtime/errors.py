@@ -1,0 +1,22 @@
+"""Exception classes shared by the compiler and the runtime.
+
+Every error popfuse raises on purpose derives from :class:`PopfuseError`, so a
+caller can catch one class at a boundary. Messages name the file, key or tensor
+at fault, what was expected and what was received.
+"""
+
+
+class PopfuseError(Exception):
+    """Base class of every error popfuse raises on purpose."""
+
+
+class ArtifactError(PopfuseError):
+    """An artifact file is missing, truncated, corrupt, or built for another backend."""
+
+
+class BackendError(PopfuseError):
+    """A backend is unknown, unavailable here, or failed to compile or load a graph."""
+
+
+class ExecutionError(PopfuseError):
+    """A request to a runner is malformed, or the backend failed while running it."""

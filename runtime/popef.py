@@ -1,0 +1,148 @@
+"""The PopEF-structured container: a file is a sequence of self-describing blobs.
+
+Pure Python (no onnx, no onnxruntime), so the compiler can write artifacts and
+tools can read them anywhere. The byte layout is documented in
+``docs/popef-format.md``; it follows PopEF's structure, not its bytes.
+
+Each blob is a 32-byte little-endian header, then a UTF-8 name, then the payload::
+
+    0  4s magic          b"PFEF"
+    4  H  format version (FORMAT_VERSION)
+    6  H  blob type      (BlobType; unknown types are skipped by readers)
+    8  I  header size    (32; a later version may grow it, readers skip the rest)
+    12 I  name size
+    16 Q  total size     (header + name + payload)
+    24 I  CRC-32 of name + payload
+    28 I  CRC-32 of header bytes 0..27
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import os
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import write_atomic
+from .errors import ArtifactError
+
+MAGIC = b"PFEF"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<4sHHIIQI")
+_HEADER_CRC = struct.Struct("<I")
+HEADER_SIZE = _HEADER.size + _HEADER_CRC.size
+
+
+class BlobType(enum.IntEnum):
+    """Blob types, with PopEF's meanings."""
+
+    METADATA = 1
+    EXECUTABLE = 2
+    TENSOR = 3
+    OPAQUE = 4
+
+
+@dataclass(frozen=True)
+class Blob:
+    """One blob: its type (a BlobType, or an unknown int), name and payload."""
+
+    type: int
+    name: str
+    payload: bytes | memoryview
+
+
+def encode_header(blob: Blob) -> bytes:
+    """The header and name bytes that precede ``blob.payload`` on disk."""
+    name = blob.name.encode("utf-8")
+    total = HEADER_SIZE + len(name) + len(blob.payload)
+    crc = zlib.crc32(blob.payload, zlib.crc32(name))
+    head = _HEADER.pack(MAGIC, FORMAT_VERSION, int(blob.type), HEADER_SIZE, len(name), total, crc)
+    return head + _HEADER_CRC.pack(zlib.crc32(head)) + name
+
+
+def iter_encoded(blobs: Iterable[Blob]) -> Iterator[bytes]:
+    """The file's bytes, chunk by chunk, without joining large payloads."""
+    for blob in blobs:
+        yield encode_header(blob)
+        yield blob.payload
+
+
+def write_blobs(path: str | os.PathLike, blobs: Iterable[Blob]) -> int:
+    """Write ``blobs`` to ``path`` atomically; returns the file size."""
+    return write_atomic(path, iter_encoded(blobs))
+
+
+def read_blobs(source: str | os.PathLike | bytes | memoryview) -> list[Blob]:
+    """Parse and verify every blob of a file (memory-mapped) or of bytes.
+
+    Raises:
+        ArtifactError: the file is missing, is not a PopEF-structured file, or is
+            truncated or corrupt. The message names the blob and the offset.
+    """
+    label, data = _open(source)
+    blobs: list[Blob] = []
+    offset = 0
+    size = len(data)
+    if size == 0:
+        raise ArtifactError(f"{label}: the file is empty; expected a popfuse artifact")
+    while offset < size:
+        blobs.append(_read_one(label, data, offset, len(blobs)))
+        offset += _total_size(data, offset)
+    return blobs
+
+
+def _open(source: str | os.PathLike | bytes | memoryview) -> tuple[str, memoryview]:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>", memoryview(source)
+    path = Path(source)
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return str(path), memoryview(b"")
+            # The map stays valid after the file is closed; payload views keep it alive.
+            return str(path), memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: no such artifact file") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: is a folder; expected an artifact file such as executable.popef") from None
+    except OSError as e:
+        raise ArtifactError(f"{path}: cannot read the artifact: {e.strerror or e}") from e
+
+
+def _total_size(data: memoryview, offset: int) -> int:
+    return _HEADER.unpack_from(data, offset)[5]
+
+
+def _read_one(label: str, data: memoryview, offset: int, number: int) -> Blob:
+    where = f"{label}: blob {number} at byte {offset}"
+    remaining = len(data) - offset
+    if remaining < HEADER_SIZE:
+        raise ArtifactError(f"{where}: truncated; {remaining} bytes left, a header needs {HEADER_SIZE}")
+    magic, version, btype, header_size, name_size, total, crc = _HEADER.unpack_from(data, offset)
+    if magic != MAGIC:
+        hint = " (this is not a popfuse artifact)" if offset == 0 else ""
+        raise ArtifactError(f"{where}: bad magic {bytes(magic)!r}, expected {MAGIC!r}{hint}")
+    (header_crc,) = _HEADER_CRC.unpack_from(data, offset + _HEADER.size)
+    if zlib.crc32(data[offset : offset + _HEADER.size]) != header_crc:
+        raise ArtifactError(f"{where}: the header is corrupt (checksum mismatch)")
+    if version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{where}: format version {version} is newer than this popfuse reads ({FORMAT_VERSION}); "
+            "upgrade popfuse"
+        )
+    if header_size < HEADER_SIZE or total < header_size + name_size:
+        raise ArtifactError(f"{where}: inconsistent sizes (header {header_size}, name {name_size}, total {total})")
+    if total > remaining:
+        raise ArtifactError(f"{where}: truncated; the blob declares {total} bytes but {remaining} remain")
+    body = data[offset + header_size : offset + total]
+    if zlib.crc32(body) != crc:
+        raise ArtifactError(f"{where}: the contents are corrupt (checksum mismatch)")
+    try:
+        name = bytes(body[:name_size]).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ArtifactError(f"{where}: the blob name is not UTF-8") from e
+    return Blob(type=btype, name=name, payload=body[name_size:])

@@ -1,0 +1,293 @@
+"""Runner: load an artifact once, then execute any of its subgraphs by request.
+
+Switching subgraphs never reloads anything: the whole fused executable is one
+backend session, and a request only changes the ``index`` fed to it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import difflib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import metadata as md
+from .artifact import Artifact, read_artifact
+from .backends import SessionOptions, resolve_target
+from .config import RuntimeConfig
+from .dtypes import numpy_from_popef
+from .errors import ArtifactError, ExecutionError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TensorDescriptor:
+    """An input or output of the executable, as PopRT's runner describes it.
+
+    ``shape`` has -1 where a dimension is set at run time; ``size_in_bytes`` is
+    then -1 too. ``subgraph`` is the owning subgraph, None for ``index``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    data_type: str
+    size_in_bytes: int
+    popef_contains_tensor_data: bool
+    subgraph: int | None
+
+    def numpy_data_type(self) -> np.dtype:
+        """The NumPy dtype of this tensor."""
+        return numpy_from_popef(self.data_type)
+
+
+class ExecuteFuture:
+    """The pending result of ``Runner.execute_async``."""
+
+    def __init__(self, future: concurrent.futures.Future):
+        self._future = future
+
+    def wait(self, timeout: float | None = None) -> dict[str, np.ndarray]:
+        """Block until the request finishes; returns its outputs or raises its error."""
+        return self._future.result(timeout)
+
+    def done(self) -> bool:
+        """True once the request has finished."""
+        return self._future.done()
+
+
+class Runner:
+    """Executes the subgraphs of one artifact. PopRT's ``ModelRunner``.
+
+    Args:
+        source: Path to an ``executable.popef``, or its bytes.
+        config: Runtime settings; None means ``RuntimeConfig()``.
+
+    Raises:
+        ArtifactError: the artifact is unreadable, or was compiled by another
+            backend version while ``check_package_hash`` is set.
+        BackendError: the backend cannot load the executable here.
+    """
+
+    def __init__(self, source: str | os.PathLike | bytes, config: RuntimeConfig | None = None):
+        self.config = config or RuntimeConfig()
+        artifact = read_artifact(source)
+        self.metadata: md.Metadata = artifact.metadata
+        self.fusion_map: md.FusionMap = artifact.fusion_map
+        backend, device = resolve_target(artifact.metadata.target)
+        self._check_backend(artifact, backend.name, backend.version(), source)
+        self._session = backend.open(
+            artifact.executable, device, SessionOptions(self.config.intra_op_num_threads)
+        )
+        self._run_errors = backend.run_errors
+        self._anchors = {a.name: a for a in self.metadata.anchors}
+        self._owner = self.fusion_map.anchors()
+        self._index_name = self.fusion_map.index_anchor
+        self._index_values = [np.array([s.index], np.uint32) for s in self.subgraphs]
+        self._dtypes = {a.name: numpy_from_popef(a.tensor_info.data_type) for a in self.metadata.anchors}
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def _check_backend(self, artifact: Artifact, name: str, version: str, source: Any) -> None:
+        built = artifact.metadata.backend
+        if (built.name, built.version) == (name, version):
+            return
+        label = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+        problem = (
+            f"{label} was compiled by {built.name} {built.version}, but this machine has {name} {version}"
+        )
+        if self.config.check_package_hash:
+            raise ArtifactError(
+                f"{problem}. Rebuild it here with `popfuse build CONFIG.yaml`, or set "
+                "RuntimeConfig(check_package_hash=False) to load it anyway"
+            )
+        log.warning("%s; loading anyway because check_package_hash is False", problem)
+
+    @property
+    def subgraphs(self) -> tuple[md.Subgraph, ...]:
+        """The fused models, in index order."""
+        return self.fusion_map.subgraphs
+
+    def get_execute_inputs(self) -> list[TensorDescriptor]:
+        """Descriptors of every input anchor, ``index`` included."""
+        return [self._describe(a) for a in self.metadata.anchors if a.type == md.INPUT]
+
+    def get_execute_outputs(self) -> list[TensorDescriptor]:
+        """Descriptors of every output anchor."""
+        return [self._describe(a) for a in self.metadata.anchors if a.type == md.OUTPUT]
+
+    def _describe(self, anchor: md.Anchor) -> TensorDescriptor:
+        shape = anchor.tensor_info.shape
+        dtype = numpy_from_popef(anchor.tensor_info.data_type)
+        size = -1 if any(d < 0 for d in shape) else int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        return TensorDescriptor(
+            name=anchor.name,
+            shape=shape,
+            data_type=anchor.tensor_info.data_type,
+            size_in_bytes=size,
+            popef_contains_tensor_data=False,
+            subgraph=self._owner.get(anchor.name),
+        )
+
+    def execute(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run one subgraph.
+
+        Args:
+            inputs: Anchor name → array, for the inputs of one subgraph; ``index``
+                may be included, and is inferred from the names otherwise.
+            outputs: Anchor name → pre-allocated array, written in place. None
+                returns every output of the subgraph in new arrays.
+
+        Returns:
+            Output name → array (the caller's arrays when ``outputs`` was given).
+
+        Raises:
+            ExecutionError: an unknown name, tensors of two subgraphs, a missing
+                input, a wrong dtype or shape, or a failure inside the backend.
+        """
+        index = self._select(inputs, outputs)
+        sub = self.subgraphs[index]
+        names = list(outputs) if outputs else list(sub.outputs)
+        feeds = {k: v for k, v in inputs.items() if k != self._index_name}
+        feeds[self._index_name] = self._index_values[index]
+        try:
+            results = self._session.run(names, feeds)
+        except self._run_errors as e:
+            raise ExecutionError(f"subgraph {index} ({sub.name!r}) failed in the backend: {e}") from e
+        if outputs is None:
+            return dict(zip(names, results))
+        for name, result in zip(names, results):
+            _write_into(name, outputs[name], result)
+        return dict(outputs)
+
+    def execute_async(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray] | None = None,
+    ) -> ExecuteFuture:
+        """Start ``execute`` on the runner's thread pool; ``.wait()`` on the result."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="popfuse-runner")
+        return ExecuteFuture(self._pool.submit(self.execute, inputs, outputs))
+
+    def close(self) -> None:
+        """Finish pending asynchronous requests and release the thread pool."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- request checks -------------------------------------------------------------
+
+    def _select(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None) -> int:
+        """The subgraph a request runs, after checking every name it uses."""
+        owners: dict[int, list[str]] = {}
+        for name in inputs:
+            if name != self._index_name:
+                owners.setdefault(self._owner_of(name, md.INPUT), []).append(name)
+        for name in outputs or ():
+            owners.setdefault(self._owner_of(name, md.OUTPUT), []).append(name)
+        if len(owners) > 1:
+            parts = "; ".join(
+                f"subgraph {k} ({self.subgraphs[k].name!r}): {', '.join(v)}" for k, v in sorted(owners.items())
+            )
+            raise ExecutionError(f"tensors of more than one subgraph in one request: {parts}")
+        index = self._requested_index(inputs)
+        if owners:
+            (owner,) = owners
+            if index is not None and index != owner:
+                raise ExecutionError(
+                    f"index {index} selects subgraph {index} ({self.subgraphs[index].name!r}), but the "
+                    f"tensors {', '.join(owners[owner])} belong to subgraph {owner} ({self.subgraphs[owner].name!r})"
+                )
+            index = owner
+        elif index is None:
+            raise ExecutionError(f"the request names no tensor and no {self._index_name!r}; nothing to run")
+        sub = self.subgraphs[index]
+        missing = [n for n in sub.inputs if n not in inputs]
+        if missing:
+            raise ExecutionError(
+                f"subgraph {index} ({sub.name!r}) needs input(s) {', '.join(missing)}, which the request lacks"
+            )
+        if self.config.validate_io_params:
+            for name in sub.inputs:
+                self._check_tensor(name, inputs[name], "input")
+            for name, array in (outputs or {}).items():
+                self._check_tensor(name, array, "output buffer")
+        return index
+
+    def _owner_of(self, name: str, kind: str) -> int:
+        anchor = self._anchors.get(name)
+        if anchor is None or name == self._index_name:
+            known = [a.name for a in self.metadata.anchors if a.type == kind and a.name != self._index_name]
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; known {kind.lower()}s: {', '.join(known)}"
+            raise ExecutionError(f"unknown {kind.lower()} tensor {name!r}{hint}")
+        if anchor.type != kind:
+            raise ExecutionError(f"{name!r} is an {anchor.type.lower()} of the executable, passed as an {kind.lower()}")
+        return self._owner[name]
+
+    def _requested_index(self, inputs: Mapping[str, Any]) -> int | None:
+        if self._index_name not in inputs:
+            if self.config.validate_io_params and len(self.subgraphs) > 1:
+                raise ExecutionError(
+                    f"validate_io_params=True needs the {self._index_name!r} input; pass it, or set "
+                    "RuntimeConfig(validate_io_params=False) to have it inferred from the tensor names"
+                )
+            return None
+        raw = np.asarray(inputs[self._index_name])
+        if raw.size != 1 or raw.dtype.kind not in "iu":
+            raise ExecutionError(
+                f"{self._index_name!r} must hold one integer (uint32, shape [1]); "
+                f"received dtype {raw.dtype}, shape {list(raw.shape)}"
+            )
+        value = int(raw.reshape(-1)[0])
+        if not 0 <= value < len(self.subgraphs):
+            raise ExecutionError(
+                f"{self._index_name!r} is {value}, out of range: the artifact has "
+                f"{len(self.subgraphs)} subgraphs (0..{len(self.subgraphs) - 1})"
+            )
+        return value
+
+    def _check_tensor(self, name: str, array: Any, role: str) -> None:
+        expected_dtype = self._dtypes[name]
+        shape = self._anchors[name].tensor_info.shape
+        if not isinstance(array, np.ndarray):
+            raise ExecutionError(f"{role} {name!r}: expected a numpy array, received {type(array).__name__}")
+        if array.dtype != expected_dtype:
+            raise ExecutionError(f"{role} {name!r}: expected dtype {expected_dtype}, received {array.dtype}")
+        if len(array.shape) != len(shape) or any(e >= 0 and e != r for e, r in zip(shape, array.shape)):
+            raise ExecutionError(
+                f"{role} {name!r}: expected shape {_show_shape(shape)}, received {list(array.shape)}"
+            )
+
+
+def _show_shape(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join("?" if d < 0 else str(d) for d in shape) + "]"
+
+
+def _write_into(name: str, buffer: Any, result: np.ndarray) -> None:
+    if not isinstance(buffer, np.ndarray):
+        raise ExecutionError(f"output buffer {name!r}: expected a numpy array, received {type(buffer).__name__}")
+    if buffer.shape != result.shape or buffer.dtype != result.dtype:
+        raise ExecutionError(
+            f"output buffer {name!r}: the result is {result.dtype} {list(result.shape)}, "
+            f"the buffer is {buffer.dtype} {list(buffer.shape)}"
+        )
+    np.copyto(buffer, result)
+
+
+ModelRunner = Runner
