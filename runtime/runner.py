@@ -233,7 +233,7 @@ class Runner:
         anchor = self._anchors.get(name)
         if anchor is None or name == self._index_name:
             known = [a.name for a in self.metadata.anchors if a.type == kind and a.name != self._index_name]
-            close = difflib.get_close_matches(name, known, n=3)
+            close = [k for k in known if k.split("/", 1)[-1] == name] or difflib.get_close_matches(name, known, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known {kind.lower()}s: {', '.join(known)}"
             raise ExecutionError(f"unknown {kind.lower()} tensor {name!r}{hint}")
         if anchor.type != kind:

@@ -1,0 +1,147 @@
+"""The YAML build schema: PopRT's keys, overrides, paths, and errors that name the key."""
+
+from __future__ import annotations
+
+import textwrap
+
+import onnx
+import pytest
+
+from fusion import ConfigError, load_config, parse_config
+from tests.models import scale_model
+
+
+@pytest.fixture
+def models_dir(tmp_path):
+    onnx.save(scale_model(), tmp_path / "model0.onnx")
+    onnx.save(scale_model(3.0), tmp_path / "model1.onnx")
+    return tmp_path
+
+
+def write_yaml(folder, text):
+    path = folder / "config.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_poprt_example_schema(models_dir):
+    path = write_yaml(
+        models_dir,
+        """
+        output_dir: './out'
+        output_model: 'model_fusion.onnx'
+        export_popef: True
+        max_tensor_size: -1
+        ipu_version: 'ipu21'
+        precision: 'fp16'
+        model_fusion:
+          - input_model: 'model0.onnx'
+            input_shape: ['X=1,4']
+            precision: 'fp32'
+          - input_model: 'model1.onnx'
+            name: second
+        """,
+    )
+    config = load_config(path)
+    assert config.output_dir == models_dir / "out"
+    assert config.popef_path == models_dir / "out" / "executable.popef"
+    assert config.ipu_version == "ipu21"
+    assert config.target == "onnxruntime-cpu"
+    first, second = config.models
+    assert first.path == models_dir / "model0.onnx"
+    assert first.options.name == "model0"
+    assert first.options.input_shape == {"X": (1, 4)}
+    assert first.options.precision == "fp32"  # the model's value overrides the global one
+    assert second.options.name == "second"
+    assert second.options.precision == "fp16"  # the global value applies
+    assert second.options.max_tensor_size == -1
+
+
+def test_relative_paths_resolve_against_the_yaml_folder(models_dir, tmp_path, monkeypatch):
+    path = write_yaml(models_dir, "model_fusion:\n  - input_model: model0.onnx\n")
+    monkeypatch.chdir(tmp_path.parent)
+    assert load_config(path).models[0].path == models_dir / "model0.onnx"
+
+
+def test_unknown_key_lists_the_valid_keys(models_dir):
+    path = write_yaml(models_dir, "model_fusion:\n  - input_model: model0.onnx\n    precison: fp16\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    message = str(e.value)
+    assert "'precison'" in message and "did you mean 'precision'" in message
+    assert "valid keys: input_model, name, input_shape, precision, max_tensor_size" in message
+    assert str(path) in message
+
+
+def test_unknown_global_key(models_dir):
+    path = write_yaml(models_dir, "outptu_dir: x\nmodel_fusion:\n  - input_model: model0.onnx\n")
+    with pytest.raises(ConfigError, match="unknown key 'outptu_dir' at the top level"):
+        load_config(path)
+
+
+def test_missing_model_file_names_the_path(models_dir):
+    path = write_yaml(models_dir, "model_fusion:\n  - input_model: nowhere.onnx\n")
+    with pytest.raises(ConfigError, match=r"model_fusion\[0\].*nowhere.onnx.*not found"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_malformed_yaml_gives_line_and_column(models_dir):
+    path = write_yaml(models_dir, "model_fusion:\n  - input_model: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML at line \d+, column \d+"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "shape, match",
+    [
+        ("['X']", "must look like 'NAME=1,3,224,224'"),
+        ("['X=1,a']", "non-integer dimension"),
+        ("['X=1,-2']", "non-negative"),
+        ("'X=1,2'", "must be a list"),
+    ],
+)
+def test_bad_input_shape_syntax(models_dir, shape, match):
+    path = write_yaml(models_dir, f"model_fusion:\n  - input_model: model0.onnx\n    input_shape: {shape}\n")
+    with pytest.raises(ConfigError, match=match):
+        load_config(path)
+
+
+@pytest.mark.parametrize("precision", ["fp8", "fp8_weight", "int8"])
+def test_unsupported_precision_names_the_supported_ones(models_dir, precision):
+    path = write_yaml(models_dir, f"model_fusion:\n  - input_model: model0.onnx\n    precision: {precision}\n")
+    with pytest.raises(ConfigError, match=rf"precision '{precision}' is not supported.*supported precisions: fp32, fp16"):
+        load_config(path)
+
+
+def test_bad_types_and_values(models_dir):
+    base = "model_fusion:\n  - input_model: model0.onnx\n"
+    with pytest.raises(ConfigError, match="'export_popef' must be bool"):
+        parse_config({"export_popef": "yes", "model_fusion": [{"input_model": "model0.onnx"}]}, models_dir)
+    with pytest.raises(ConfigError, match="'max_tensor_size' must be -1"):
+        load_config(write_yaml(models_dir, "max_tensor_size: -7\n" + base))
+    with pytest.raises(ConfigError, match="'max_tensor_size' must be int"):
+        load_config(write_yaml(models_dir, "max_tensor_size: true\n" + base))
+    with pytest.raises(ConfigError, match="non-empty list"):
+        load_config(write_yaml(models_dir, "model_fusion: []\n"))
+    with pytest.raises(ConfigError, match="mapping of keys at the top level"):
+        load_config(write_yaml(models_dir, "- a\n- b\n"))
+
+
+def test_unknown_target_and_ipu_hint(models_dir):
+    entry = [{"input_model": "model0.onnx"}]
+    with pytest.raises(ConfigError, match="valid targets: onnxruntime-cpu, onnxruntime-cuda"):
+        parse_config({"target": "tpu", "model_fusion": entry}, models_dir)
+    assert parse_config({"target": "onnxruntime-cuda", "model_fusion": entry}, models_dir).target == "onnxruntime-cuda"
+
+
+def test_duplicate_names_suggest_a_name_key(models_dir):
+    entry = {"input_model": "model0.onnx"}
+    with pytest.raises(ConfigError, match="both named 'model0'; give one of them a distinct 'name'"):
+        parse_config({"model_fusion": [entry, entry]}, models_dir)
+    config = parse_config({"model_fusion": [entry, {**entry, "name": "again"}]}, models_dir)
+    assert [m.options.name for m in config.models] == ["model0", "again"]

@@ -1,0 +1,114 @@
+"""The PopEF-structured container: round trips, skipping unknown blobs, and damage detection."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import pytest
+
+from runtime.artifact import read_artifact
+from runtime.errors import ArtifactError
+from runtime.popef import HEADER_SIZE, Blob, BlobType, encode_header, read_blobs, write_blobs
+from tests.models import scale_model
+
+
+def test_round_trip_keeps_type_name_and_payload(tmp_path):
+    blobs = [Blob(BlobType.METADATA, "metadata", b"{}"), Blob(BlobType.TENSOR, "w/ü", bytes(range(256)))]
+    path = tmp_path / "a.popef"
+    size = write_blobs(path, blobs)
+    assert size == path.stat().st_size == sum(HEADER_SIZE + len(b.name.encode()) + len(b.payload) for b in blobs)
+    back = read_blobs(path)
+    assert [(b.type, b.name, bytes(b.payload)) for b in back] == [(b.type, b.name, b.payload) for b in blobs]
+    assert [(b.type, b.name, bytes(b.payload)) for b in read_blobs(path.read_bytes())] == [
+        (b.type, b.name, b.payload) for b in blobs
+    ]
+
+
+def test_unknown_blob_types_are_skipped_by_the_artifact_reader(make_artifact, tmp_path):
+    path = make_artifact([scale_model()])
+    extra = Blob(77, "from-a-future-writer", b"x" * 100)
+    path.write_bytes(path.read_bytes() + encode_header(extra) + extra.payload)
+    assert [b.type for b in read_blobs(path)][-1] == 77
+    artifact = read_artifact(path)
+    assert artifact.fusion_map.subgraphs[0].name == "model0"
+
+
+def test_header_records_version_type_and_total_size():
+    blob = Blob(BlobType.OPAQUE, "n", b"abc")
+    head = encode_header(blob)
+    magic, version, btype, header_size, name_size, total, _crc = struct.unpack_from("<4sHHIIQI", head)
+    assert (magic, version, btype, header_size, name_size, total) == (b"PFEF", 1, 4, 32, 1, 32 + 1 + 3)
+
+
+@pytest.mark.parametrize("cut", [1, 10, HEADER_SIZE + 3, -1, -50])
+def test_truncated_artifact_is_an_artifact_error(make_artifact, cut):
+    path = make_artifact([scale_model()])
+    data = path.read_bytes()
+    path.write_bytes(data[:cut] if cut > 0 else data[:cut])
+    with pytest.raises(ArtifactError, match="truncated|missing"):
+        read_artifact(path)
+
+
+def test_artifact_cut_at_a_blob_boundary_is_detected(make_artifact):
+    path = make_artifact([scale_model()])
+    blobs = read_blobs(path)
+    # Drop the last blob whole: every remaining blob is intact, but the metadata lists it.
+    keep = sum(HEADER_SIZE + len(b.name.encode()) + len(b.payload) for b in blobs[:-1])
+    path.write_bytes(path.read_bytes()[:keep])
+    with pytest.raises(ArtifactError, match="missing"):
+        read_artifact(path)
+
+
+@pytest.mark.parametrize("where", ["header", "payload", "middle"])
+def test_corrupt_byte_is_detected(make_artifact, where):
+    path = make_artifact([scale_model()])
+    data = bytearray(path.read_bytes())
+    offset = {"header": 17, "payload": HEADER_SIZE + 20, "middle": len(data) // 2}[where]
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="corrupt|inconsistent|truncated"):
+        read_artifact(path)
+
+
+def test_not_an_artifact(tmp_path):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(scale_model().SerializeToString())
+    with pytest.raises(ArtifactError, match="not a popfuse artifact"):
+        read_artifact(path)
+
+
+def test_empty_and_missing_files(tmp_path):
+    empty = tmp_path / "empty.popef"
+    empty.write_bytes(b"")
+    with pytest.raises(ArtifactError, match="empty"):
+        read_artifact(empty)
+    with pytest.raises(ArtifactError, match="no such artifact"):
+        read_artifact(tmp_path / "absent.popef")
+    with pytest.raises(ArtifactError, match="folder"):
+        read_artifact(tmp_path)
+
+
+def test_failed_write_leaves_no_file_behind(tmp_path):
+    def blobs():
+        yield Blob(BlobType.METADATA, "metadata", b"{}")
+        raise OSError("disk full")
+
+    path = tmp_path / "out.popef"
+    with pytest.raises(OSError, match="disk full"):
+        write_blobs(path, blobs())
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    path = tmp_path / "out.popef"
+    write_blobs(path, [Blob(BlobType.OPAQUE, "old", b"1")])
+
+    def blobs():
+        yield Blob(BlobType.OPAQUE, "new", b"2")
+        raise OSError("interrupted")
+
+    with pytest.raises(OSError):
+        write_blobs(path, blobs())
+    assert [b.name for b in read_blobs(path)] == ["old"]
+    assert os.listdir(tmp_path) == ["out.popef"]

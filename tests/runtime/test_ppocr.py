@@ -1,0 +1,124 @@
+"""Real models: PP-OCRv4 det and rec and the PP-OCR classifier, fused and checked against onnxruntime."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import fusion
+from fusion import ModelOptions, fuse
+from fusion.cli import main as cli_main
+from runtime import Runner, RuntimeConfig
+from runtime.artifact import write_artifact
+from runtime.dump import describe
+from tests.models import PPOCR, PPOCR_SHAPES, ppocr_path
+
+LENIENT = RuntimeConfig(validate_io_params=False)
+
+
+@pytest.fixture(scope="module")
+def ppocr(tmp_path_factory):
+    """A fused artifact of det, rec and cls (subgraphs 0, 1, 2), built once for the module."""
+    out = tmp_path_factory.mktemp("ppocr")
+    config = {
+        "output_dir": str(out),
+        "ipu_version": "ipu21",
+        "model_fusion": [{"input_model": str(ppocr_path(n)), "name": n} for n in PPOCR],
+    }
+    return fusion.build(config)
+
+
+@pytest.fixture(scope="module")
+def references():
+    """Plain onnxruntime sessions of the source models."""
+    return {n: ort.InferenceSession(str(ppocr_path(n)), providers=["CPUExecutionProvider"]) for n in PPOCR}
+
+
+def test_every_subgraph_equals_the_unfused_model(ppocr, references):
+    runner = Runner(ppocr.popef_path, LENIENT)
+    rng = np.random.default_rng(1)
+    for i, name in enumerate(PPOCR):
+        x = rng.random(PPOCR_SHAPES[name], dtype=np.float32)
+        (got,) = runner.execute({f"graph{i}/x": x}).values()
+        (want,) = references[name].run(None, {"x": x})
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_public_names_keep_slashes_of_the_original_outputs(ppocr):
+    runner = Runner(ppocr.popef_path, LENIENT)
+    assert runner.subgraphs[2].outputs == ("graph2/save_infer_model/scale_0.tmp_1",)
+    assert [s.inputs for s in runner.subgraphs] == [("graph0/x",), ("graph1/x",), ("graph2/x",)]
+
+
+def test_concurrent_requests_across_real_subgraphs(ppocr, references):
+    runner = Runner(ppocr.popef_path, LENIENT)
+    rng = np.random.default_rng(2)
+    cases = []
+    for i, name in enumerate(PPOCR):
+        x = rng.random(PPOCR_SHAPES[name], dtype=np.float32)
+        cases.append((i, x, references[name].run(None, {"x": x})[0]))
+    errors = []
+
+    def work(offset):
+        try:
+            for k in range(6):
+                i, x, want = cases[(offset + k) % 3]
+                (got,) = runner.execute({f"graph{i}/x": x}).values()
+                np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+        except Exception as e:  # re-raised below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_dump_shows_index_anchor_and_fusion_map(ppocr, capsys):
+    assert cli_main(["dump", str(ppocr.popef_path)]) == 0
+    text = capsys.readouterr().out
+    assert "Anchors:" in text and "Opaques:" in text
+    assert "index" in text.split("Anchors:")[1].split("\n")[2]
+    assert "subgraph 1: rec" in text and "ch_PP-OCRv4_rec_infer.onnx" in text
+    info = describe(ppocr.popef_path)
+    assert info["anchors"][0]["name"] == "index"
+    assert info["opaques"]["fusion_map"]["anchors"]["graph2/x"] == 2
+    assert info["metadata"]["ipuVersion"] == "ipu21"
+
+
+def test_same_real_model_fused_twice_stores_its_weights_once(tmp_path):
+    cls = onnx.load(ppocr_path("cls"))
+    fused = fuse([cls, cls], [ModelOptions(name="a"), ModelOptions(name="b")])
+    single = fuse([cls])
+    # The second copy's weights are all shared, so the fused model is barely larger than one copy.
+    assert fused.ByteSize() < 1.1 * single.ByteSize()
+    artifact = fusion.compile_artifact(fused, "onnxruntime-cpu")
+    runner_path = tmp_path / "twice.popef"
+    write_artifact(runner_path, artifact)
+    runner = Runner(runner_path, LENIENT)
+    x = np.random.default_rng(3).random(PPOCR_SHAPES["cls"], dtype=np.float32)
+    a = runner.execute({"graph0/x": x})["graph0/save_infer_model/scale_0.tmp_1"]
+    b = runner.execute({"graph1/x": x})["graph1/save_infer_model/scale_0.tmp_1"]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_fp16_real_models_stay_within_tolerance(tmp_path, references):
+    config = {
+        "output_dir": str(tmp_path),
+        "precision": "fp16",
+        "model_fusion": [{"input_model": str(ppocr_path(n)), "name": n} for n in ("rec", "cls")],
+    }
+    runner = Runner(fusion.build(config).popef_path, LENIENT)
+    rng = np.random.default_rng(4)
+    for i, name in enumerate(("rec", "cls")):
+        x = rng.random(PPOCR_SHAPES[name], dtype=np.float32)
+        (got,) = runner.execute({f"graph{i}/x": x.astype(np.float16)}).values()
+        assert got.dtype == np.float16
+        np.testing.assert_allclose(got.astype(np.float32), references[name].run(None, {"x": x})[0], atol=1e-2)

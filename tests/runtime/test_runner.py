@@ -1,0 +1,204 @@
+"""Runner: PopRT's execute contract, request checks, version check, threads and clean logs."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from fusion import ModelOptions
+from runtime import ArtifactError, ExecutionError, ModelRunner, Runner, RuntimeConfig
+from runtime import metadata as md
+from runtime.artifact import read_artifact, write_artifact
+from tests.models import dynamic_model, if_model, scale_model
+
+LENIENT = RuntimeConfig(validate_io_params=False)
+
+
+@pytest.fixture
+def artifact(make_artifact):
+    """Subgraph 0: X*2+B (X [1,4]); 1: its own If (X [1,3]); 2: Relu with a dynamic batch."""
+    return make_artifact([scale_model(2.0), if_model(), dynamic_model()])
+
+
+def idx(i):
+    return np.array([i], np.uint32)
+
+
+def test_runtime_config_has_poprt_defaults():
+    config = RuntimeConfig()
+    assert config.validate_io_params is True
+    assert config.timeout_ns == 10_000_000
+    assert config.batching_dim == -1
+    assert config.thread_safe is True
+    assert config.check_package_hash is True
+    assert config.ring_buffer_size_multiplier == 2
+    assert ModelRunner is Runner
+
+
+def test_execute_writes_into_callers_buffers(artifact):
+    runner = ModelRunner(str(artifact), LENIENT)
+    out = np.zeros((1, 4), np.float32)
+    result = runner.execute({"index": idx(0), "graph0/X": np.ones((1, 4), np.float32)}, {"graph0/O": out})
+    assert result["graph0/O"] is out
+    np.testing.assert_allclose(out, [[2, 3, 4, 5]])
+
+
+def test_index_is_inferred_from_names(artifact):
+    runner = Runner(artifact, LENIENT)
+    x = np.array([[1, 2, 3]], np.float32)
+    np.testing.assert_allclose(runner.execute({"graph1/X": x})["graph1/O"], x + 1)
+
+
+def test_runner_loads_from_bytes(artifact):
+    runner = Runner(artifact.read_bytes(), LENIENT)
+    assert [s.name for s in runner.subgraphs] == ["model0", "model1", "model2"]
+
+
+def test_descriptors(artifact):
+    runner = Runner(artifact)
+    inputs = {d.name: d for d in runner.get_execute_inputs()}
+    assert list(inputs) == ["index", "graph0/X", "graph1/X", "graph2/X"]
+    assert inputs["index"].shape == (1,) and inputs["index"].numpy_data_type() == np.uint32
+    assert inputs["index"].subgraph is None
+    assert inputs["graph0/X"].size_in_bytes == 16 and inputs["graph0/X"].subgraph == 0
+    assert inputs["graph2/X"].shape == (-1, 4) and inputs["graph2/X"].size_in_bytes == -1
+    assert not any(d.popef_contains_tensor_data for d in inputs.values())
+    outputs = {d.name: d for d in runner.get_execute_outputs()}
+    assert outputs["graph1/O"].shape == (1, 3) and outputs["graph1/O"].numpy_data_type() == np.float32
+
+
+def test_execute_async_returns_a_future(artifact):
+    with Runner(artifact, LENIENT) as runner:
+        futures = [runner.execute_async({"graph0/X": np.full((1, 4), i, np.float32)}) for i in range(10)]
+        for i, f in enumerate(futures):
+            np.testing.assert_allclose(f.wait()["graph0/O"], 2 * i + np.arange(4)[None])
+            assert f.done()
+
+
+def test_validated_request_checks_everything(artifact):
+    runner = Runner(artifact, RuntimeConfig(validate_io_params=True))
+    out = runner.execute({"index": idx(2), "graph2/X": -np.ones((5, 4), np.float32)})
+    np.testing.assert_array_equal(out["graph2/O"], np.zeros((5, 4), np.float32))
+    with pytest.raises(ExecutionError, match="needs the 'index' input"):
+        runner.execute({"graph2/X": np.ones((5, 4), np.float32)})
+
+
+@pytest.mark.parametrize(
+    "inputs, outputs, match",
+    [
+        ({"graph0/Z": np.ones((1, 4), np.float32)}, None, r"unknown input tensor 'graph0/Z'; did you mean graph0/X"),
+        ({"X": np.ones((1, 4), np.float32)}, None, r"unknown input tensor 'X'; did you mean graph\d/X"),
+        ({"index": idx(0), "graph0/X": np.ones((1, 4), np.float64)}, None,
+         r"input 'graph0/X': expected dtype float32, received float64"),
+        ({"index": idx(0), "graph0/X": np.ones((2, 4), np.float32)}, None,
+         r"input 'graph0/X': expected shape \[1, 4\], received \[2, 4\]"),
+        ({"index": idx(2), "graph2/X": np.ones((2, 5), np.float32)}, None,
+         r"input 'graph2/X': expected shape \[\?, 4\], received \[2, 5\]"),
+        ({"index": idx(3)}, None, r"'index' is 3, out of range: the artifact has 3 subgraphs \(0..2\)"),
+        ({"index": np.array([0.5], np.float32)}, None, "must hold one integer"),
+        ({"index": idx(0), "graph0/X": np.ones((1, 4), np.float32), "graph1/X": np.ones((1, 3), np.float32)},
+         None, r"tensors of more than one subgraph.*subgraph 0 \('model0'\): graph0/X; subgraph 1 \('model1'\): graph1/X"),
+        ({"index": idx(1), "graph0/X": np.ones((1, 4), np.float32)}, None,
+         r"index 1 selects subgraph 1 \('model1'\), but the tensors graph0/X belong to subgraph 0"),
+        ({"index": idx(0)}, None, r"subgraph 0 \('model0'\) needs input\(s\) graph0/X"),
+        ({"graph0/O": np.ones((1, 4), np.float32)}, None, r"'graph0/O' is an output of the executable, passed as an input"),
+        ({"index": idx(0), "graph0/X": np.ones((1, 4), np.float32)}, {"graph1/O": np.zeros((1, 3), np.float32)},
+         "tensors of more than one subgraph"),
+        ({"index": idx(0), "graph0/X": np.ones((1, 4), np.float32)}, {"graph0/O": np.zeros((1, 5), np.float32)},
+         r"output buffer 'graph0/O': expected shape \[1, 4\], received \[1, 5\]"),
+        ({}, None, "needs the 'index' input"),
+    ],
+)
+def test_bad_requests_name_the_tensor(artifact, inputs, outputs, match):
+    runner = Runner(artifact, RuntimeConfig(validate_io_params=True))
+    with pytest.raises(ExecutionError, match=match):
+        runner.execute(inputs, outputs)
+
+
+def test_unvalidated_requests_still_fail_cleanly(artifact):
+    runner = Runner(artifact, LENIENT)
+    with pytest.raises(ExecutionError, match=r"subgraph 0 \('model0'\) failed in the backend"):
+        runner.execute({"graph0/X": np.ones((1, 4), np.float64)})
+    with pytest.raises(ExecutionError, match=r"output buffer 'graph0/O': the result is float32 \[1, 4\], the buffer is float32 \[4\]"):
+        runner.execute({"graph0/X": np.ones((1, 4), np.float32)}, {"graph0/O": np.zeros(4, np.float32)})
+    with pytest.raises(ExecutionError, match="needs input"):
+        runner.execute({"index": idx(1)})
+    with pytest.raises(ExecutionError, match="names no tensor and no 'index'"):
+        runner.execute({})
+
+
+def test_artifact_from_another_backend_version_is_refused(artifact, tmp_path, caplog):
+    original = read_artifact(artifact)
+    backend = replace(original.metadata.backend, version="0.0.1")
+    stale = tmp_path / "stale.popef"
+    write_artifact(stale, replace(original, metadata=replace(original.metadata, backend=backend)))
+    with pytest.raises(ArtifactError, match=r"compiled by onnxruntime 0\.0\.1, but this machine has onnxruntime .*popfuse build"):
+        Runner(stale)
+    runner = Runner(stale, RuntimeConfig(validate_io_params=False, check_package_hash=False))
+    assert "loading anyway" in caplog.text
+    np.testing.assert_allclose(runner.execute({"graph0/X": np.zeros((1, 4), np.float32)})["graph0/O"], [[0, 1, 2, 3]])
+
+
+def test_switching_subgraphs_never_reloads(artifact, monkeypatch):
+    runner = Runner(artifact, LENIENT)
+
+    def no_reload(*args, **kwargs):
+        raise AssertionError("a session was created after load")
+
+    monkeypatch.setattr(ort, "InferenceSession", no_reload)
+    for i in range(30):
+        k = i % 3
+        x = np.ones((1, 4 if k != 1 else 3), np.float32) if k != 2 else np.ones((2, 4), np.float32)
+        runner.execute({f"graph{k}/X": x})
+
+
+def test_concurrent_execute_across_subgraphs(artifact):
+    runner = Runner(artifact, LENIENT)
+    errors = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(200):
+                k = int(rng.integers(0, 3))
+                if k == 0:
+                    x = rng.random((1, 4), dtype=np.float32)
+                    np.testing.assert_allclose(runner.execute({"graph0/X": x})["graph0/O"], 2 * x + np.arange(4), rtol=1e-6)
+                elif k == 1:
+                    x = rng.random((1, 3), dtype=np.float32) + 0.1
+                    np.testing.assert_allclose(runner.execute({"graph1/X": x})["graph1/O"], x + 1, rtol=1e-6)
+                else:
+                    x = rng.standard_normal((int(rng.integers(1, 9)), 4)).astype(np.float32)
+                    np.testing.assert_allclose(runner.execute({"graph2/X": x})["graph2/O"], np.maximum(x, 0))
+        except Exception as e:  # collected and re-raised in the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_runs_leave_stderr_clean(make_artifact, capfd):
+    # Empty outputs of unselected branches and dynamic shapes must not make onnxruntime warn.
+    path = make_artifact([dynamic_model(), scale_model(), dynamic_model()], [ModelOptions(name=n) for n in "abc"])
+    runner = Runner(path, LENIENT)
+    for batch in (1, 3, 7):
+        runner.execute({"graph0/X": np.ones((batch, 4), np.float32)})
+        runner.execute({"graph1/X": np.ones((1, 4), np.float32)})
+        runner.execute({"graph2/X": np.ones((batch, 4), np.float32)})
+    assert capfd.readouterr().err == ""
+
+
+def test_metadata_uses_popef_names(artifact):
+    meta = read_artifact(artifact).metadata.to_json()
+    assert {"anchors", "executable", "ipuVersion", "isInference", "replicationFactor", "programFlow"} <= set(meta)
+    index = meta["anchors"][0]
+    assert index == {"name": "index", "tensorInfo": {"shape": [1], "dataType": "U32"}, "type": "INPUT", "programs": [0]}
+    assert md.INDEX_ANCHOR == "index"
