@@ -95,6 +95,7 @@ def test_many_models_each_dispatch_to_their_own_subgraph(make_artifact, n):
 
 
 def test_dispatch_tree_depth_is_logarithmic():
+    # ceil(log2 N) levels choose the model, and each model runs in one If of its own.
     def depth(graph):
         inner = [
             depth(attr.g)
@@ -105,8 +106,9 @@ def test_dispatch_tree_depth_is_logarithmic():
         ]
         return 1 + max(inner) if inner else 0
 
-    assert depth(fuse([scale_model(float(i)) for i in range(16)]).graph) == 4
-    assert depth(fuse([scale_model(float(i)) for i in range(5)]).graph) == 3
+    assert depth(fuse([scale_model(float(i)) for i in range(16)]).graph) == 5
+    assert depth(fuse([scale_model(float(i)) for i in range(5)]).graph) == 4
+    assert depth(fuse([scale_model()]).graph) == 1
 
 
 def test_single_model_fusion(make_artifact):

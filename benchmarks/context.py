@@ -1,0 +1,25 @@
+"""What every suite is given: where to work, how many threads, and how big to go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Context:
+    """Settings shared by the suites.
+
+    Attributes:
+        workdir: Scratch folder for models and artifacts.
+        threads: Intra-op threads for every session, fused or not.
+        smoke: Tiny sizes and few repetitions: checks the suite runs, not how fast.
+    """
+
+    workdir: Path
+    threads: int = 1
+    smoke: bool = False
+
+    def scale(self, full: int, smoke: int) -> int:
+        """``full`` repetitions normally, ``smoke`` in a smoke run."""
+        return smoke if self.smoke else full

@@ -1,0 +1,104 @@
+"""The models benchmarks run: PP-OCR's three (from rapidocr-onnxruntime) and synthetic ones."""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from fusion import IR_VERSION
+
+OPSET = 17
+PPOCR = {
+    "det": ("ch_PP-OCRv4_det_infer.onnx", (1, 3, 96, 160)),
+    "rec": ("ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320)),
+    "cls": ("ch_ppocr_mobile_v2.0_cls_infer.onnx", (1, 3, 48, 192)),
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A source model file and one request for it, keyed by the model's own input names."""
+
+    name: str
+    path: Path
+    feeds: dict[str, np.ndarray] = field(hash=False)
+
+
+def ppocr(name: str, seed: int = 0) -> Workload:
+    filename, shape = PPOCR[name]
+    path = Path(str(importlib.resources.files("rapidocr_onnxruntime") / "models" / filename))
+    x = np.random.default_rng(seed).random(shape, dtype=np.float32)
+    return Workload(name, path, {"x": x})
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def one_layer(folder: Path, name: str = "one_layer", seed: int = 0) -> Workload:
+    """A single Add of a [1, 16] weight: the fixed per-request cost dominates."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.random((1, 16), dtype=np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["X", "W"], ["Y"])],
+        name,
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 16])],
+        initializer=[w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    path = _save(model, folder / f"{name}.onnx")
+    return Workload(name, path, {"X": rng.random((1, 16), dtype=np.float32)})
+
+
+def mlp(folder: Path, name: str, seed: int, width: int = 64, layers: int = 3) -> Workload:
+    """A small MLP with its own weights, for the synthetic N-model sets."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, x = [], [], "X"
+    for i in range(layers):
+        inits.append(numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32) * 0.1, f"W{i}"))
+        nodes += [helper.make_node("MatMul", [x, f"W{i}"], [f"h{i}"]), helper.make_node("Relu", [f"h{i}"], [f"a{i}"])]
+        x = f"a{i}"
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, width])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    path = _save(model, folder / f"{name}.onnx")
+    return Workload(name, path, {"X": rng.random((1, width), dtype=np.float32)})
+
+
+def backbone_with_head(folder: Path, head_seed: int, width: int = 512, depth: int = 6) -> Workload:
+    """A shared MLP backbone (same weights in every model) with a head of its own."""
+    backbone = np.random.default_rng(1234)
+    nodes, inits, x = [], [], "X"
+    for i in range(depth):
+        w = backbone.standard_normal((width, width)).astype(np.float32) / np.sqrt(width)
+        inits.append(numpy_helper.from_array(w, f"backbone.W{i}"))
+        nodes += [helper.make_node("MatMul", [x, f"backbone.W{i}"], [f"h{i}"]),
+                  helper.make_node("Relu", [f"h{i}"], [f"a{i}"])]
+        x = f"a{i}"
+    head = np.random.default_rng(head_seed).standard_normal((width, 10)).astype(np.float32)
+    inits.append(numpy_helper.from_array(head, "head.W"))
+    nodes.append(helper.make_node("MatMul", [x, "head.W"], ["logits"]))
+    name = f"head{head_seed}"
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, width])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    path = _save(model, folder / f"{name}.onnx")
+    return Workload(name, path, {"X": np.random.default_rng(head_seed).random((1, width), dtype=np.float32)})

@@ -1,0 +1,42 @@
+"""Building what the suites compare: fused artifacts, runners and plain sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+import fusion
+from runtime import Runner, RuntimeConfig
+
+from .models import Workload
+
+
+def build_fused(workloads: Sequence[Workload], folder: Path) -> fusion.BuildResult:
+    """Fuse ``workloads`` (subgraph i = workload i) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return fusion.build(
+        {
+            "output_dir": str(folder),
+            "model_fusion": [{"input_model": str(w.path), "name": w.name} for w in workloads],
+        }
+    )
+
+
+def fused_feeds(index: int, workload: Workload) -> dict[str, np.ndarray]:
+    """The workload's request under its public names in a fused artifact."""
+    return {f"graph{index}/{k}": v for k, v in workload.feeds.items()}
+
+
+def session(path: Path | str, threads: int) -> ort.InferenceSession:
+    """A plain onnxruntime session, as a user without popfuse would make it."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def runner(popef: Path | str, threads: int) -> Runner:
+    """A fused runner set up as PopRT's example sets it up."""
+    return Runner(popef, RuntimeConfig(validate_io_params=False, intra_op_num_threads=threads))

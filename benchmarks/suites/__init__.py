@@ -1,0 +1,1 @@
+"""One module per measured target; each exposes ``run(ctx) -> dict``."""
