@@ -29,11 +29,32 @@ class Workload:
     feeds: dict[str, np.ndarray] = field(hash=False)
 
 
+def text_image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A white page with rows of dark strokes, normalised as PaddleOCR does (NCHW float32).
+
+    Random noise is no test of the detector: it finds no text and outputs zeros.
+    """
+    _, _, height, width = shape
+    rng = np.random.default_rng(seed)
+    page = np.full((height, width, 3), 255.0)
+    for top in range(height // 8, height - 16, 30):
+        left = int(rng.integers(4, 12))
+        while left < width - 12:
+            stroke = int(rng.integers(3, 9))
+            page[top : top + 14, left : left + stroke] = rng.integers(0, 60)
+            left += stroke + int(rng.integers(2, 6))
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    return ((page / 255.0 - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
+
+
+def ppocr_path(name: str) -> Path:
+    """Where rapidocr-onnxruntime installed PP-OCR model ``name`` (det, rec or cls)."""
+    return Path(str(importlib.resources.files("rapidocr_onnxruntime") / "models" / PPOCR[name][0]))
+
+
 def ppocr(name: str, seed: int = 0) -> Workload:
-    filename, shape = PPOCR[name]
-    path = Path(str(importlib.resources.files("rapidocr_onnxruntime") / "models" / filename))
-    x = np.random.default_rng(seed).random(shape, dtype=np.float32)
-    return Workload(name, path, {"x": x})
+    """A PP-OCR model and a text-like request for it."""
+    return Workload(name, ppocr_path(name), {"x": text_image(PPOCR[name][1], seed)})
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
@@ -83,7 +104,7 @@ def backbone_with_head(folder: Path, head_seed: int, width: int = 512, depth: in
     backbone = np.random.default_rng(1234)
     nodes, inits, x = [], [], "X"
     for i in range(depth):
-        w = backbone.standard_normal((width, width)).astype(np.float32) / np.sqrt(width)
+        w = (backbone.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"backbone.W{i}"))
         nodes += [helper.make_node("MatMul", [x, f"backbone.W{i}"], [f"h{i}"]),
                   helper.make_node("Relu", [f"h{i}"], [f"a{i}"])]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -25,8 +25,10 @@ from runtime.errors import BackendError
 from .config import FusionConfig, ModelSpec, load_config, parse_config
 from .errors import FusionError
 from .fuse import Progress, fuse, fusion_records
+from .passes.weights import externalize_weights, hoist_weights
 
 EXECUTABLE_BLOB = "executable"
+WEIGHTS_BLOB = "weights"
 
 
 @dataclass(frozen=True)
@@ -56,18 +58,33 @@ def load_model(spec: ModelSpec) -> onnx.ModelProto:
 
 
 def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | None = None) -> Artifact:
-    """Compile a fused model for ``target`` and wrap it as an artifact (not yet written)."""
+    """Compile a fused model for ``target`` and wrap it as an artifact (not yet written).
+
+    The backend optimises the graph; then every weight moves to the main graph,
+    identical ones once (``hoist_weights``), and out of the protobuf into the
+    ``weights`` tensor blob (``externalize_weights``).
+    """
     anchors, fusion_map = fusion_records(fused)
     backend, device = resolve_target(target)
-    executable = backend.compile(fused.SerializeToString(), device)
+    try:
+        compiled = onnx.load_from_string(backend.compile(fused.SerializeToString(), device))
+    except DecodeError as e:
+        raise BackendError(f"{backend.name} returned an executable that is not ONNX: {e}") from e
+    compiled, shared, shared_bytes = hoist_weights(compiled)
+    compiled, payload = externalize_weights(compiled, WEIGHTS_BLOB)
     metadata = md.Metadata(
         anchors=anchors,
         executable=EXECUTABLE_BLOB,
         target=target,
-        backend=md.BackendInfo(backend.name, backend.version(), device),
+        backend=md.BackendInfo(backend.name, backend.version(), device, backend.features(device)),
         ipu_version=ipu_version,
     )
-    return Artifact(metadata=metadata, fusion_map=fusion_map, executable=executable)
+    return Artifact(
+        metadata=metadata,
+        fusion_map=replace(fusion_map, shared_weights=shared, shared_weight_bytes=shared_bytes),
+        executable=compiled.SerializeToString(),
+        tensors={WEIGHTS_BLOB: payload} if payload else {},
+    )
 
 
 def build(config: FusionConfig | Mapping | str | os.PathLike, progress: Progress | None = None) -> BuildResult:

@@ -1,10 +1,11 @@
 """``fuse``: N ONNX models in, one fused ONNX model out. Pure: no files, no backend.
 
 Each model is prepared by the passes in order (fix input shapes → fold
-constants → precision → opset → infer shapes → namespace), then the weights are
-shared and the dispatch tree is built. The fused model carries its anchors and
-fusion map in ``metadata_props``, so the compiler can write the artifact from
-the ModelProto alone.
+constants → precision → opset → infer shapes → namespace), then the dispatch
+tree is built around them. Each model's weights stay in its own branch here;
+the compiler shares identical ones after the backend has optimised the graph.
+The fused model carries its anchors and fusion map in ``metadata_props``, so
+the compiler can write the artifact from the ModelProto alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 
 from runtime import metadata as md
@@ -25,12 +25,12 @@ from .config import ModelOptions
 from .errors import FusionError
 from .passes import run_pass
 from .passes.constants import fold_constants
-from .passes.dedup import share_weights
 from .passes.dispatch import INDEX, build_dispatch
 from .passes.namespace import add_namespace, prefix_for
 from .passes.opset import DEFAULT_DOMAINS, convert_opset, default_opset, target_opset
 from .passes.precision import convert_precision
 from .passes.shapes import drop_negative_dims, fix_input_shapes, infer_shapes
+from .passes.weights import tensor_nbytes
 
 # onnxruntime 1.31 reads IR versions up to 11; onnx 1.23 would write 14 by default.
 IR_VERSION = 10
@@ -130,14 +130,8 @@ def fuse(
 
 
 def assemble(prepared: Sequence[PreparedModel], opset: int) -> onnx.ModelProto:
-    """Share weights and build the dispatch tree around prepared models."""
-    graphs = []
-    for p in prepared:
-        g = onnx.GraphProto()
-        g.CopyFrom(p.model.graph)
-        graphs.append(g)
-    weights, shared = share_weights(graphs)
-    main = build_dispatch(graphs, weights)
+    """Build the dispatch tree around prepared models."""
+    main = build_dispatch([p.model.graph for p in prepared])
     fused = onnx.helper.make_model(
         main,
         opset_imports=_merge_opsets(prepared, opset),
@@ -147,7 +141,7 @@ def assemble(prepared: Sequence[PreparedModel], opset: int) -> onnx.ModelProto:
     fused.functions.extend(_merge_functions(prepared))
     index_anchor = md.Anchor(INDEX, md.TensorInfo((1,), "U32"), md.INPUT)
     anchors = (index_anchor, *(a for p in prepared for a in p.anchors))
-    fusion_map = md.FusionMap(subgraphs=tuple(p.subgraph for p in prepared), shared_weights=shared)
+    fusion_map = md.FusionMap(subgraphs=tuple(p.subgraph for p in prepared))
     onnx.helper.set_model_props(
         fused,
         {
@@ -204,10 +198,7 @@ def _anchor(info: onnx.ValueInfoProto, kind: str, model_name: str) -> md.Anchor:
 
 
 def _weights_bytes(model: onnx.ModelProto) -> int:
-    return sum(
-        int(np.prod(t.dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-        for t in model.graph.initializer
-    )
+    return sum(tensor_nbytes(t) for t in model.graph.initializer)
 
 
 def _merge_opsets(prepared: Sequence[PreparedModel], opset: int) -> list[onnx.OperatorSetIdProto]:

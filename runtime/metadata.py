@@ -64,18 +64,22 @@ class Anchor:
 
 @dataclass(frozen=True)
 class BackendInfo:
-    """The backend an executable was compiled for, and the version that compiled it."""
+    """The backend an executable was compiled for, the version that compiled it, and the
+    machine features (CPU instruction sets …) the compiled code depends on."""
 
     name: str
     version: str
     device: str
+    features: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "device": self.device}
+        return {"name": self.name, "version": self.version, "device": self.device, "features": self.features}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> BackendInfo:
-        return cls(name=str(d["name"]), version=str(d["version"]), device=str(d["device"]))
+        return cls(
+            name=str(d["name"]), version=str(d["version"]), device=str(d["device"]), features=str(d["features"])
+        )
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,7 @@ class FusionMap:
     subgraphs: tuple[Subgraph, ...]
     index_anchor: str = INDEX_ANCHOR
     shared_weights: int = 0
+    shared_weight_bytes: int = 0
 
     def anchors(self) -> dict[str, int]:
         """Anchor name → subgraph index, for every anchor but the index."""
@@ -193,6 +198,7 @@ class FusionMap:
             "subgraphs": [s.to_json() for s in self.subgraphs],
             "anchors": self.anchors(),
             "sharedWeights": self.shared_weights,
+            "sharedWeightBytes": self.shared_weight_bytes,
         }
 
     @classmethod
@@ -201,6 +207,7 @@ class FusionMap:
             subgraphs=tuple(Subgraph.from_json(s) for s in d["subgraphs"]),
             index_anchor=str(d["indexAnchor"]),
             shared_weights=int(d.get("sharedWeights", 0)),
+            shared_weight_bytes=int(d.get("sharedWeightBytes", 0)),
         )
 
 

@@ -80,9 +80,10 @@ class Runner:
         self.metadata: md.Metadata = artifact.metadata
         self.fusion_map: md.FusionMap = artifact.fusion_map
         backend, device = resolve_target(artifact.metadata.target)
-        self._check_backend(artifact, backend.name, backend.version(), source)
+        self._check_backend(artifact, backend.name, backend.version(), backend.features(device), source)
+        # The artifact's views of the file are dropped after this, so its mapping can close.
         self._session = backend.open(
-            artifact.executable, device, SessionOptions(self.config.intra_op_num_threads)
+            artifact.executable, artifact.tensors, device, SessionOptions(self.config.intra_op_num_threads)
         )
         self._run_errors = backend.run_errors
         self._anchors = {a.name: a for a in self.metadata.anchors}
@@ -92,14 +93,17 @@ class Runner:
         self._dtypes = {a.name: numpy_from_popef(a.tensor_info.data_type) for a in self.metadata.anchors}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
-    def _check_backend(self, artifact: Artifact, name: str, version: str, source: Any) -> None:
+    def _check_backend(self, artifact: Artifact, name: str, version: str, features: str, source: Any) -> None:
         built = artifact.metadata.backend
-        if (built.name, built.version) == (name, version):
+        if (built.name, built.version, built.features) == (name, version, features):
             return
         label = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
-        problem = (
-            f"{label} was compiled by {built.name} {built.version}, but this machine has {name} {version}"
-        )
+        if (built.name, built.version) != (name, version):
+            problem = f"{label} was compiled by {built.name} {built.version}, but this machine has {name} {version}"
+        else:
+            problem = (
+                f"{label} was compiled for a machine with [{built.features}], but this machine has [{features}]"
+            )
         if self.config.check_package_hash:
             raise ArtifactError(
                 f"{problem}. Rebuild it here with `popfuse build CONFIG.yaml`, or set "

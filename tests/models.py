@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.resources
-from pathlib import Path
-
+import numpy as np
 import onnx
 import onnx.parser
 
+from benchmarks.models import PPOCR, ppocr, ppocr_path  # noqa: F401  (re-exported for the tests)
 from fusion import IR_VERSION
 
-PPOCR = {
-    "det": "ch_PP-OCRv4_det_infer.onnx",
-    "rec": "ch_PP-OCRv4_rec_infer.onnx",
-    "cls": "ch_ppocr_mobile_v2.0_cls_infer.onnx",
-}
-# Input sizes each PP-OCR model accepts (det needs multiples of 32).
-PPOCR_SHAPES = {"det": (1, 3, 96, 160), "rec": (1, 3, 48, 320), "cls": (1, 3, 48, 192)}
 
-
-def ppocr_path(name: str) -> Path:
-    """Path of a PP-OCR model shipped in rapidocr-onnxruntime."""
-    return Path(str(importlib.resources.files("rapidocr_onnxruntime") / "models" / PPOCR[name]))
+def ppocr_input(name: str, seed: int = 0) -> np.ndarray:
+    """A text-like request for PP-OCR model ``name``: the detector finds text in it."""
+    return ppocr(name, seed).feeds["x"]
 
 
 def parse(text: str, opset: int = 13) -> onnx.ModelProto:

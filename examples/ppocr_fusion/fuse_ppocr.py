@@ -10,7 +10,6 @@ and checks it against plain onnxruntime on the source model.
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import sys
 from pathlib import Path
 
@@ -18,19 +17,11 @@ import numpy as np
 import onnxruntime as ort
 
 import fusion
+from benchmarks.models import ppocr
 from runtime import Runner, RuntimeConfig
 
-MODELS = {
-    "det": ("ch_PP-OCRv4_det_infer.onnx", (1, 3, 96, 160)),
-    "rec": ("ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320)),
-    "cls": ("ch_ppocr_mobile_v2.0_cls_infer.onnx", (1, 3, 48, 192)),
-}
+MODELS = ("det", "rec", "cls")
 TOLERANCE = 1e-5
-
-
-def model_path(filename: str) -> Path:
-    """Where rapidocr-onnxruntime installed one of its models."""
-    return Path(str(importlib.resources.files("rapidocr_onnxruntime") / "models" / filename))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,20 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     config = {
         "output_dir": str(args.output_dir),
         "output_model": "ppocr_fusion.onnx",
-        "model_fusion": [{"input_model": str(model_path(f)), "name": name} for name, (f, _) in MODELS.items()],
+        "model_fusion": [{"input_model": str(ppocr(name).path), "name": name} for name in MODELS],
     }
     result = fusion.build(config, progress=print)
     runner = Runner(result.popef_path, RuntimeConfig(validate_io_params=False))
 
-    rng = np.random.default_rng(0)
     failed = 0
     for sub in runner.subgraphs:
-        filename, shape = MODELS[sub.name]
-        x = rng.random(shape, dtype=np.float32)
+        workload = ppocr(sub.name)  # the model's file and a text-like page for it
+        x = workload.feeds["x"]
         (fused,) = runner.execute({sub.inputs[0]: x}).values()
-        (reference,) = ort.InferenceSession(str(model_path(filename)), providers=["CPUExecutionProvider"]).run(
-            None, {"x": x}
-        )
+        (reference,) = ort.InferenceSession(str(workload.path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
         diff = float(np.abs(fused - reference).max())
         ok = fused.shape == reference.shape and diff <= TOLERANCE
         failed += not ok

@@ -43,12 +43,11 @@ class _Leaf:
     outputs: list[str]
 
 
-def build_dispatch(graphs: Sequence[onnx.GraphProto], weights: Sequence[TensorProto]) -> onnx.GraphProto:
+def build_dispatch(graphs: Sequence[onnx.GraphProto]) -> onnx.GraphProto:
     """Build the fused main graph around namespaced model graphs.
 
     Args:
         graphs: Model i's graph, names prefixed; its initializers stay in its branch.
-        weights: Shared initializers for the main graph, reachable from every branch.
     """
     outs = [[_describe_output(o) for o in g.output] for g in graphs]
     single = len(graphs) == 1
@@ -60,7 +59,7 @@ def build_dispatch(graphs: Sequence[onnx.GraphProto], weights: Sequence[TensorPr
     for g in graphs:
         inputs += [_optional(i) for i in g.input]
     outputs = [_symbolic(o.name, o) for model_outs in outs for o in model_outs]
-    return helper.make_graph(nodes, "popfuse_fusion", inputs, outputs, initializer=[*weights, *consts])
+    return helper.make_graph(nodes, "popfuse_fusion", inputs, outputs, initializer=consts)
 
 
 def _describe_output(info: onnx.ValueInfoProto) -> _Out:

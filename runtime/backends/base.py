@@ -3,6 +3,9 @@
 A backend is the only place that imports its engine (onnxruntime today; an IPU
 backend through Graphcore's SDK could follow), so the container format, the
 compiler's passes and the server stay engine-free.
+
+An executable is an ONNX graph that may keep its weights outside itself, as
+ONNX external data whose ``location`` names a tensor blob of the artifact.
 """
 
 from __future__ import annotations
@@ -40,13 +43,23 @@ class Backend(ABC):
         """The engine version; an executable is only guaranteed to open under the same one."""
 
     @abstractmethod
+    def features(self, device: str) -> str:
+        """What an executable compiled here depends on beyond the version (CPU instruction sets …)."""
+
+    @abstractmethod
     def devices(self) -> list[str]:
         """The devices this backend can run on, on this machine."""
 
     @abstractmethod
     def compile(self, model: bytes, device: str) -> bytes:
-        """Optimise a serialized ONNX model for ``device`` and return the executable's bytes."""
+        """Optimise a serialized ONNX model for ``device``; returns the optimised ONNX model."""
 
     @abstractmethod
-    def open(self, executable: bytes | memoryview, device: str, options: SessionOptions) -> Session:
-        """Load an executable this backend compiled, ready to run."""
+    def open(
+        self,
+        executable: bytes | memoryview,
+        tensors: Mapping[str, memoryview],
+        device: str,
+        options: SessionOptions,
+    ) -> Session:
+        """Load an executable this backend compiled; ``tensors`` holds the blobs its weights live in."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import onnxruntime as ort
@@ -14,21 +16,42 @@ from .base import Backend, Session, SessionOptions
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
-# Offline optimisation stops at the extended level: those rewrites are portable
-# across CPUs of one architecture, while the layout-level ones (NCHWc) depend on
-# the machine and are applied when the executable is opened instead.
-_COMPILE_LEVEL = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+# CPU features that change what onnxruntime's full optimisation writes (the NCHWc
+# block size and its kernels follow the widest vector unit).
+_CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "amx_tile", "asimd", "sve")
 
 
 class OnnxRuntimeBackend(Backend):
-    """Compiles with onnxruntime's offline graph optimiser; runs with InferenceSession."""
+    """Compiles with onnxruntime's full offline optimisation; opens with none left to do.
+
+    Compiling at the highest level applies the machine-specific layout rewrites
+    (NCHWc convolutions) once, at build time, so opening skips every graph
+    optimisation. The artifact records the CPU features the rewrites depend on,
+    and the runner refuses an artifact compiled for other ones.
+    """
 
     name = "onnxruntime"
-    run_errors = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException,
-                  ort_state.InvalidGraph, ort_state.NotImplemented)
+    run_errors = (
+        ort_state.Fail,
+        ort_state.InvalidArgument,
+        ort_state.RuntimeException,
+        ort_state.InvalidGraph,
+        ort_state.NotImplemented,
+    )
 
     def version(self) -> str:
         return ort.__version__
+
+    def features(self, device: str) -> str:
+        flags: set[str] = set()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith(("flags", "Features")):
+                    flags.update(line.split(":", 1)[1].split())
+        except OSError:
+            pass  # not Linux: the machine name alone identifies the build
+        wanted = [f for f in _CPU_FLAGS if f in flags]
+        return " ".join([device, platform.machine(), *wanted])
 
     def devices(self) -> list[str]:
         available = set(ort.get_available_providers())
@@ -49,19 +72,37 @@ class OnnxRuntimeBackend(Backend):
         with tempfile.TemporaryDirectory(prefix="popfuse-compile-") as tmp:
             out = Path(tmp) / "executable.onnx"
             options = ort.SessionOptions()
-            options.graph_optimization_level = _COMPILE_LEVEL
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.optimized_model_filepath = os.fspath(out)
+            # onnxruntime warns that a fully optimised model is specific to this machine;
+            # the artifact records the CPU features and the runner checks them, so the
+            # warning would only repeat what the design already handles.
+            options.log_severity_level = 3
             try:
                 ort.InferenceSession(model, options, providers=providers)
             except (*self.run_errors, ort_state.InvalidProtobuf) as e:
                 raise BackendError(f"onnxruntime could not compile the fused graph: {e}") from e
             return out.read_bytes()
 
-    def open(self, executable: bytes | memoryview, device: str, options: SessionOptions) -> Session:
+    def open(
+        self,
+        executable: bytes | memoryview,
+        tensors: Mapping[str, memoryview],
+        device: str,
+        options: SessionOptions,
+    ) -> Session:
         providers = self._providers(device)
         so = ort.SessionOptions()
+        # The executable was optimised when it was compiled; there is nothing left to do.
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         if options.intra_op_num_threads is not None:
             so.intra_op_num_threads = options.intra_op_num_threads
+        if tensors:
+            # onnxruntime copies what it needs while the session is created; the views may go after.
+            names = list(tensors)
+            so.add_external_initializers_from_files_in_memory(
+                names, [tensors[n] for n in names], [len(tensors[n]) for n in names]
+            )
         try:
             return ort.InferenceSession(bytes(executable), so, providers=providers)
         except (*self.run_errors, ort_state.InvalidProtobuf) as e:

@@ -116,17 +116,6 @@ def test_single_model_fusion(make_artifact):
     np.testing.assert_allclose(runner.execute({"graph0/X": np.zeros((1, 4), np.float32)})["graph0/O"], [[0, 1, 2, 3]])
 
 
-def test_identical_weights_are_stored_once(make_artifact):
-    fused = fuse([scale_model(2.0, n=256), scale_model(2.0, n=256)])
-    _, fusion_map = fusion_records(fused)
-    assert fusion_map.shared_weights == 2  # B and f of the second copy
-    shared = {t.name for t in fused.graph.initializer}
-    assert {"graph0/B", "graph0/f"} <= shared
-    runner = Runner(make_artifact([scale_model(2.0, n=256), scale_model(2.0, n=256)]), LENIENT)
-    x = np.ones((1, 256), np.float32)
-    np.testing.assert_allclose(runner.execute({"graph1/X": x})["graph1/O"], 2 + np.arange(256)[None])
-
-
 def test_weights_of_one_model_stay_in_its_branch():
     fused = fuse([scale_model(2.0, n=4), scale_model(3.0, n=5)])
     assert not [t.name for t in fused.graph.initializer if t.name.startswith("graph")]

@@ -5,17 +5,14 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 
 import fusion
-from fusion import ModelOptions, fuse
 from fusion.cli import main as cli_main
 from runtime import Runner, RuntimeConfig
-from runtime.artifact import write_artifact
 from runtime.dump import describe
-from tests.models import PPOCR, PPOCR_SHAPES, ppocr_path
+from tests.models import PPOCR, ppocr_input, ppocr_path
 
 LENIENT = RuntimeConfig(validate_io_params=False)
 
@@ -40,12 +37,12 @@ def references():
 
 def test_every_subgraph_equals_the_unfused_model(ppocr, references):
     runner = Runner(ppocr.popef_path, LENIENT)
-    rng = np.random.default_rng(1)
     for i, name in enumerate(PPOCR):
-        x = rng.random(PPOCR_SHAPES[name], dtype=np.float32)
+        x = ppocr_input(name, seed=1)
         (got,) = runner.execute({f"graph{i}/x": x}).values()
         (want,) = references[name].run(None, {"x": x})
         assert got.shape == want.shape
+        assert want.max() > 0.5  # a real answer (text found), not an all-zero map
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
 
@@ -57,10 +54,9 @@ def test_public_names_keep_slashes_of_the_original_outputs(ppocr):
 
 def test_concurrent_requests_across_real_subgraphs(ppocr, references):
     runner = Runner(ppocr.popef_path, LENIENT)
-    rng = np.random.default_rng(2)
     cases = []
     for i, name in enumerate(PPOCR):
-        x = rng.random(PPOCR_SHAPES[name], dtype=np.float32)
+        x = ppocr_input(name, seed=2)
         cases.append((i, x, references[name].run(None, {"x": x})[0]))
     errors = []
 
@@ -93,22 +89,6 @@ def test_dump_shows_index_anchor_and_fusion_map(ppocr, capsys):
     assert info["metadata"]["ipuVersion"] == "ipu21"
 
 
-def test_same_real_model_fused_twice_stores_its_weights_once(tmp_path):
-    cls = onnx.load(ppocr_path("cls"))
-    fused = fuse([cls, cls], [ModelOptions(name="a"), ModelOptions(name="b")])
-    single = fuse([cls])
-    # The second copy's weights are all shared, so the fused model is barely larger than one copy.
-    assert fused.ByteSize() < 1.1 * single.ByteSize()
-    artifact = fusion.compile_artifact(fused, "onnxruntime-cpu")
-    runner_path = tmp_path / "twice.popef"
-    write_artifact(runner_path, artifact)
-    runner = Runner(runner_path, LENIENT)
-    x = np.random.default_rng(3).random(PPOCR_SHAPES["cls"], dtype=np.float32)
-    a = runner.execute({"graph0/x": x})["graph0/save_infer_model/scale_0.tmp_1"]
-    b = runner.execute({"graph1/x": x})["graph1/save_infer_model/scale_0.tmp_1"]
-    np.testing.assert_array_equal(a, b)
-
-
 def test_fp16_real_models_stay_within_tolerance(tmp_path, references):
     config = {
         "output_dir": str(tmp_path),
@@ -116,9 +96,8 @@ def test_fp16_real_models_stay_within_tolerance(tmp_path, references):
         "model_fusion": [{"input_model": str(ppocr_path(n)), "name": n} for n in ("rec", "cls")],
     }
     runner = Runner(fusion.build(config).popef_path, LENIENT)
-    rng = np.random.default_rng(4)
     for i, name in enumerate(("rec", "cls")):
-        x = rng.random(PPOCR_SHAPES[name], dtype=np.float32)
+        x = ppocr_input(name, seed=4)
         (got,) = runner.execute({f"graph{i}/x": x.astype(np.float16)}).values()
         assert got.dtype == np.float16
         np.testing.assert_allclose(got.astype(np.float32), references[name].run(None, {"x": x})[0], atol=1e-2)

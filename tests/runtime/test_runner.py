@@ -143,6 +143,15 @@ def test_artifact_from_another_backend_version_is_refused(artifact, tmp_path, ca
     np.testing.assert_allclose(runner.execute({"graph0/X": np.zeros((1, 4), np.float32)})["graph0/O"], [[0, 1, 2, 3]])
 
 
+def test_artifact_compiled_for_other_cpu_features_is_refused(artifact, tmp_path):
+    original = read_artifact(artifact)
+    backend = replace(original.metadata.backend, features="cpu x86_64 avx512f amx_tile imaginary_isa")
+    foreign = tmp_path / "foreign.popef"
+    write_artifact(foreign, replace(original, metadata=replace(original.metadata, backend=backend)))
+    with pytest.raises(ArtifactError, match=r"compiled for a machine with \[cpu x86_64 .*imaginary_isa\], but this machine has"):
+        Runner(foreign)
+
+
 def test_switching_subgraphs_never_reloads(artifact, monkeypatch):
     runner = Runner(artifact, LENIENT)
 

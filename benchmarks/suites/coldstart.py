@@ -1,0 +1,88 @@
+"""Cold start and memory, each trial in a fresh process.
+
+Cold start: from ``Runner("executable.popef")`` to the first result of every
+subgraph, against creating N sessions from the source files and running each
+once. Target: at most 0.5×.
+
+Memory: RSS growth after loading and after one run of each model, fused against
+N sessions. Targets: at most 1.0×; at most 0.6× when the models share weights
+(the same model fused twice; two heads on one backbone).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..context import Context
+from ..models import Workload, backbone_with_head, ppocr
+from ..setups import build_fused
+
+
+def run(ctx: Context) -> dict:
+    folder = ctx.workdir / "coldstart"
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = {"ppocr (det, rec, cls)": [ppocr(n) for n in ("det", "rec", "cls")]}
+    if ctx.smoke:
+        cases = {"ppocr cls": [ppocr("cls")]}
+    cases["same model twice (rec, rec)" if not ctx.smoke else "same model twice (cls, cls)"] = [
+        ppocr("rec" if not ctx.smoke else "cls", 0),
+        ppocr("rec" if not ctx.smoke else "cls", 1),
+    ]
+    cases["two heads on one backbone"] = [backbone_with_head(folder, 1), backbone_with_head(folder, 2)]
+    rows = []
+    for label, workloads in cases.items():
+        sub = folder / f"case{len(rows)}"
+        for i, w in enumerate(workloads):
+            # Two copies of one file: give each its own name and path, as two deployed models would have.
+            if w.path in [x.path for x in workloads[:i]]:
+                workloads[i] = Workload(f"{w.name}_{i}", w.path, w.feeds)
+        artifact = build_fused(workloads, sub).popef_path
+        reqs = sub / "requests.npz"
+        np.savez(reqs, **{f"{i}/{k}": v for i, w in enumerate(workloads) for k, v in w.feeds.items()})
+        fused_args = ["fused", str(artifact), str(reqs), str(ctx.threads)]
+        source_args = ["sources", str(reqs), str(ctx.threads), *(str(w.path) for w in workloads)]
+        trials = ctx.scale(5, 1)
+        fused, sources = [], []
+        for _ in range(trials):  # alternate, so both see the same machine state
+            fused.append(_probe(fused_args))
+            sources.append(_probe(source_args))
+        rows.append(_summarise(label, len(workloads), fused, sources))
+    return {"rows": rows}
+
+
+def _probe(args: Sequence[str]) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.probe", *args], capture_output=True, text=True, check=True, timeout=600
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _summarise(label: str, n: int, fused: list[dict], sources: list[dict]) -> dict:
+    def med(trials, f):
+        return statistics.median(f(t) for t in trials)
+
+    def load(t):
+        return t["rss_loaded"] - t["rss_base"]
+
+    def run_(t):
+        return t["rss_run"] - t["rss_base"]
+
+    return {
+        "case": label,
+        "models": n,
+        "fused_cold_s": med(fused, lambda t: t["seconds"]),
+        "sources_cold_s": med(sources, lambda t: t["seconds"]),
+        "cold_ratio": med(fused, lambda t: t["seconds"]) / med(sources, lambda t: t["seconds"]),
+        "fused_rss_loaded_mb": med(fused, load) / 1e6,
+        "sources_rss_loaded_mb": med(sources, load) / 1e6,
+        "fused_rss_run_mb": med(fused, run_) / 1e6,
+        "sources_rss_run_mb": med(sources, run_) / 1e6,
+        "rss_loaded_ratio": med(fused, load) / med(sources, load),
+        "rss_run_ratio": med(fused, run_) / med(sources, run_),
+    }
