@@ -128,6 +128,7 @@ def build(config: FusionConfig | Mapping | str | os.PathLike, progress: Progress
             raise FusionError(f"compiling for {config.target} failed: {e}") from e
         artifact_bytes = write_artifact(config.popef_path, artifact)
         executable_bytes = len(artifact.executable)
+        fusion_map = artifact.fusion_map  # with what compilation found to share
         popef_path = config.popef_path
         seconds["compile"] = time.perf_counter() - start
         say(f"compiled for {config.target} into {popef_path} ({human_size(artifact_bytes)}) "

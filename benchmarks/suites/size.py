@@ -1,0 +1,38 @@
+"""Artifact size against the sum of the source models.
+
+Target: at most the sum of the sources minus the deduplicated weights.
+"""
+
+from __future__ import annotations
+
+from ..context import Context
+from ..models import backbone_with_head, ppocr
+from ..setups import build_fused
+
+
+def run(ctx: Context) -> dict:
+    folder = ctx.workdir / "size"
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = {
+        "ppocr (det, rec, cls)": [ppocr(n) for n in (("cls",) if ctx.smoke else ("det", "rec", "cls"))],
+        "same model twice (cls, cls)": [ppocr("cls", 0), ppocr("cls", 1)],
+        "two heads on one backbone": [backbone_with_head(folder, 1), backbone_with_head(folder, 2)],
+    }
+    rows = []
+    for label, workloads in cases.items():
+        for i, w in enumerate(workloads):
+            if w.name in [x.name for x in workloads[:i]]:
+                workloads[i] = type(w)(f"{w.name}_{i}", w.path, w.feeds)
+        built = build_fused(workloads, folder / f"case{len(rows)}")
+        budget = built.source_bytes - built.fusion_map.shared_weight_bytes
+        rows.append(
+            {
+                "case": label,
+                "sources_bytes": built.source_bytes,
+                "deduplicated_bytes": built.fusion_map.shared_weight_bytes,
+                "artifact_bytes": built.artifact_bytes,
+                "budget_bytes": budget,
+                "artifact_over_budget": built.artifact_bytes / budget,
+            }
+        )
+    return {"rows": rows}
