@@ -20,11 +20,14 @@ from runtime.dump import human_size
 from runtime.artifact import Artifact, write_artifact
 from runtime.atomic import write_atomic
 from runtime.backends import resolve_target
+from runtime.dtypes import popef_from_onnx
 from runtime.errors import BackendError
 
 from .config import FusionConfig, ModelSpec, load_config, parse_config
 from .errors import FusionError
 from .fuse import Progress, fuse, fusion_records
+from .passes.dispatch import PACKED_SHAPES
+from .passes.layout import packed_layout
 from .passes.weights import externalize_weights, hoist_weights
 
 EXECUTABLE_BLOB = "executable"
@@ -60,14 +63,19 @@ def load_model(spec: ModelSpec) -> onnx.ModelProto:
 def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | None = None) -> Artifact:
     """Compile a fused model for ``target`` and wrap it as an artifact (not yet written).
 
-    The backend optimises the graph; then every weight moves to the main graph,
-    identical ones once (``hoist_weights``), and out of the protobuf into the
-    ``weights`` tensor blob (``externalize_weights``).
+    The graph is re-laid into the packed layout (``packed_layout``), the backend
+    optimises it, then every weight moves to the main graph, identical ones
+    once (``hoist_weights``), and out of the protobuf into the ``weights``
+    tensor blob (``externalize_weights``).
     """
     anchors, fusion_map = fusion_records(fused)
     backend, device = resolve_target(target)
+    packed = packed_layout(fused, fusion_map)
+    streams = {
+        popef_from_onnx(o.type.tensor_type.elem_type): o.name for o in packed.graph.output if o.name != PACKED_SHAPES
+    }
     try:
-        compiled = onnx.load_from_string(backend.compile(fused.SerializeToString(), device))
+        compiled = onnx.load_from_string(backend.compile(packed.SerializeToString(), device))
     except DecodeError as e:
         raise BackendError(f"{backend.name} returned an executable that is not ONNX: {e}") from e
     compiled, shared, shared_bytes = hoist_weights(compiled)
@@ -77,6 +85,7 @@ def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | Non
         executable=EXECUTABLE_BLOB,
         target=target,
         backend=md.BackendInfo(backend.name, backend.version(), device, backend.features(device)),
+        packed_outputs=md.PackedOutputs(streams=streams, shapes=PACKED_SHAPES),
         ipu_version=ipu_version,
     )
     return Artifact(

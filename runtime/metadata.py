@@ -99,6 +99,25 @@ class BlobRef:
 
 
 @dataclass(frozen=True)
+class PackedOutputs:
+    """How the executable returns outputs: one flat stream per data type, and their shapes.
+
+    The selected subgraph's outputs follow each other in anchor order: each
+    one's dimensions in ``shapes``, its elements in the stream of its type.
+    """
+
+    streams: dict[str, str]
+    shapes: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"streams": dict(sorted(self.streams.items())), "shapes": self.shapes}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PackedOutputs:
+        return cls(streams={str(k): str(v) for k, v in d["streams"].items()}, shapes=str(d["shapes"]))
+
+
+@dataclass(frozen=True)
 class Metadata:
     """PopEF-style metadata of one executable."""
 
@@ -106,6 +125,7 @@ class Metadata:
     executable: str
     target: str
     backend: BackendInfo
+    packed_outputs: PackedOutputs
     ipu_version: str | None = None
     is_inference: bool = True
     replication_factor: int = 1
@@ -118,6 +138,7 @@ class Metadata:
             "executable": self.executable,
             "target": self.target,
             "backend": self.backend.to_json(),
+            "packedOutputs": self.packed_outputs.to_json(),
             "ipuVersion": self.ipu_version,
             "isInference": self.is_inference,
             "replicationFactor": self.replication_factor,
@@ -132,6 +153,7 @@ class Metadata:
             executable=str(d["executable"]),
             target=str(d["target"]),
             backend=BackendInfo.from_json(d["backend"]),
+            packed_outputs=PackedOutputs.from_json(d["packedOutputs"]),
             ipu_version=d.get("ipuVersion"),
             is_inference=bool(d["isInference"]),
             replication_factor=int(d["replicationFactor"]),

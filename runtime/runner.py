@@ -91,6 +91,18 @@ class Runner:
         self._index_name = self.fusion_map.index_anchor
         self._index_values = [np.array([s.index], np.uint32) for s in self.subgraphs]
         self._dtypes = {a.name: numpy_from_popef(a.tensor_info.data_type) for a in self.metadata.anchors}
+        packed = self.metadata.packed_outputs
+        stream_types = sorted(packed.streams)
+        self._fetch = [packed.streams[t] for t in stream_types] + [packed.shapes]
+        # Per subgraph: (output name, stream position, rank), in the order the streams hold them.
+        self._unpack = [
+            [
+                (name, stream_types.index(self._anchors[name].tensor_info.data_type),
+                 len(self._anchors[name].tensor_info.shape))
+                for name in sub.outputs
+            ]
+            for sub in self.subgraphs
+        ]
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _check_backend(self, artifact: Artifact, name: str, version: str, features: str, source: Any) -> None:
@@ -158,18 +170,18 @@ class Runner:
                 input, a wrong dtype or shape, or a failure inside the backend.
         """
         index = self._select(inputs, outputs)
-        sub = self.subgraphs[index]
-        names = list(outputs) if outputs else list(sub.outputs)
         feeds = {k: v for k, v in inputs.items() if k != self._index_name}
         feeds[self._index_name] = self._index_values[index]
         try:
-            results = self._session.run(names, feeds)
+            streams = self._session.run(self._fetch, feeds)
         except self._run_errors as e:
+            sub = self.subgraphs[index]
             raise ExecutionError(f"subgraph {index} ({sub.name!r}) failed in the backend: {e}") from e
+        results = _unpack(streams, self._unpack[index])
         if outputs is None:
-            return dict(zip(names, results))
-        for name, result in zip(names, results):
-            _write_into(name, outputs[name], result)
+            return results
+        for name, buffer in outputs.items():
+            _write_into(name, buffer, results[name])
         return dict(outputs)
 
     def execute_async(
@@ -277,6 +289,22 @@ class Runner:
             raise ExecutionError(
                 f"{role} {name!r}: expected shape {_show_shape(shape)}, received {list(array.shape)}"
             )
+
+
+def _unpack(streams: list[np.ndarray], layout: list[tuple[str, int, int]]) -> dict[str, np.ndarray]:
+    """Views of one subgraph's outputs in the packed streams; the last stream holds their shapes."""
+    shapes = streams[-1]
+    offsets = [0] * (len(streams) - 1)
+    at = 0
+    out = {}
+    for name, stream, rank in layout:
+        shape = tuple(int(d) for d in shapes[at : at + rank])
+        at += rank
+        size = int(np.prod(shape, dtype=np.int64))
+        start = offsets[stream]
+        out[name] = streams[stream][start : start + size].reshape(shape)
+        offsets[stream] = start + size
+    return out
 
 
 def _show_shape(shape: tuple[int, ...]) -> str:

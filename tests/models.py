@@ -68,3 +68,19 @@ def dynamic_model() -> onnx.ModelProto:
         }
         """
     )
+
+
+def multi_output_model() -> onnx.ModelProto:
+    """Four outputs of two element types, a scalar among them, and one output that is a weight."""
+    return parse(
+        """
+        agraph (float[1, 4] X) => (float[1, 4] A, int64[2] S, float[2, 2] B, float M, int64[3] K)
+        <int64[2] shape = {2, 2}, int64[3] K = {7, 8, 9}>
+        {
+            A = Relu(X)
+            S = Identity(shape)
+            B = Reshape(X, shape)
+            M = ReduceMax<keepdims = 0>(X)
+        }
+        """
+    )

@@ -2,16 +2,24 @@
 
 Rules:
 - One ``index`` input (uint32, [1]) selects the subgraph. A tree of depth
-  ceil(log2 N) picks it, so dispatch cost grows with log N, not N.
+  ceil(log2 N) picks it.
 - Every model input becomes an ``optional(tensor)`` graph input: a request
   feeds only its own model's inputs and onnxruntime needs no dummies for the
-  rest, so the per-request cost does not grow with N either.
+  rest, so the cost of feeding does not grow with N.
 - Each model runs in an ``If`` of its own (see ``_leaf``), below the tree, so
   that it reads plain tensors and keeps onnxruntime's memory planning.
-- A branch returns empty tensors for the outputs of models it does not run.
-  Graph outputs declare symbolic dimensions, so those empties never disagree
-  with a declared shape (which onnxruntime would log as a warning on every run).
-  The real shapes live in the artifact's anchors.
+
+Two layouts share those rules and differ in the outputs:
+- ``public`` (what ``fuse`` returns): graph outputs are ``graph{i}/<name>``, as
+  PopRT names them. A branch returns empty tensors for the outputs of the
+  models it does not run; graph outputs declare symbolic dimensions so those
+  empties never disagree with a declared shape (onnxruntime would warn on every
+  run). Every request passes through outputs for all N models.
+- ``packed`` (what the compiler compiles): each model flattens its outputs into
+  one stream per element type plus one int64 vector of their shapes; every
+  ``If`` has those few outputs, whatever N is, and no branch returns empties
+  for other models. A request then costs O(log N). The runner unpacks the
+  streams into the anchors as views.
 """
 
 from __future__ import annotations
@@ -23,11 +31,19 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from runtime.dtypes import popef_from_onnx
+
 from ..errors import FusionError
 from ..rename import mapping_renamer, rename_values
 
 INDEX = "index"
+PACKED_SHAPES = "packed/shapes"
 _INDEX_INT64 = "dispatch/index_int64"
+
+
+def packed_stream(elem_type: int) -> str:
+    """The packed-layout output that carries the outputs of one element type."""
+    return f"packed/{popef_from_onnx(elem_type)}"
 
 
 @dataclass(frozen=True)
@@ -43,22 +59,36 @@ class _Leaf:
     outputs: list[str]
 
 
-def build_dispatch(graphs: Sequence[onnx.GraphProto]) -> onnx.GraphProto:
+def build_dispatch(graphs: Sequence[onnx.GraphProto], packed: bool = False) -> onnx.GraphProto:
     """Build the fused main graph around namespaced model graphs.
 
     Args:
         graphs: Model i's graph, names prefixed; its initializers stay in its branch.
+        packed: Build the packed layout instead of the public one.
     """
     outs = [[_describe_output(o) for o in g.output] for g in graphs]
-    single = len(graphs) == 1
     consts: list[TensorProto] = []
-    leaves = [_leaf(g, i, "" if single else "@leaf", outs[i], consts) for i, g in enumerate(graphs)]
     nodes = [helper.make_node("Cast", [INDEX], [_INDEX_INT64], to=TensorProto.INT64, name="dispatch/cast_index")]
-    nodes += leaves[0].nodes if single else _tree(0, len(graphs), "root", leaves, outs, consts)
+    if packed:
+        types = sorted({o.elem_type for model_outs in outs for o in model_outs})
+        slots = [_Out(packed_stream(t), t, 1) for t in types] + [_Out(PACKED_SHAPES, TensorProto.INT64, 1)]
+        at = "" if len(graphs) == 1 else None  # a single model's leaf writes the graph outputs itself
+        leaves = [_packed_leaf(g, i, outs[i], types, consts, at) for i, g in enumerate(graphs)]
+        per_model = [slots for _ in graphs]
+        shared = True
+    else:
+        single = len(graphs) == 1
+        leaves = [_leaf(g, i, "" if single else "@leaf", outs[i], consts) for i, g in enumerate(graphs)]
+        per_model, shared = outs, False
+        slots = [o for model_outs in outs for o in model_outs]
+    if len(graphs) == 1:
+        nodes += leaves[0].nodes
+    else:
+        nodes += _tree(0, len(graphs), "root", leaves, per_model, shared, consts)
     inputs = [helper.make_tensor_value_info(INDEX, TensorProto.UINT32, [1])]
     for g in graphs:
         inputs += [_optional(i) for i in g.input]
-    outputs = [_symbolic(o.name, o) for model_outs in outs for o in model_outs]
+    outputs = [_symbolic(o.name, o) for o in slots]
     return helper.make_graph(nodes, "popfuse_fusion", inputs, outputs, initializer=consts)
 
 
@@ -140,15 +170,75 @@ def _leaf(graph: onnx.GraphProto, index: int, suffix: str, outs: list[_Out], con
     return _Leaf(nodes, outputs)
 
 
-def _tree(lo: int, hi: int, tag: str, leaves: list[_Leaf], outs: list[list[_Out]], consts: list[TensorProto]):
-    """Nodes that run leaf ``index`` for lo <= index < hi; outputs of the root are the public names."""
+def _packed_leaf(
+    graph: onnx.GraphProto,
+    index: int,
+    outs: list[_Out],
+    types: list[int],
+    consts: list[TensorProto],
+    at: str | None = None,
+) -> _Leaf:
+    """A leaf whose outputs are flattened into one stream per element type, plus their shapes.
+
+    A model's only output of a type becomes its stream without a copy
+    (``Reshape`` to one dimension aliases); several outputs of one type are
+    concatenated in output order. The streams are named ``<stream><at>``, by
+    default ``<stream>@dispatch/model<i>``.
+    """
+    leaf = _leaf(graph, index, "@leaf", outs, consts)
+    nodes = list(leaf.nodes)
+    minus_one = f"dispatch/model{index}/flat"
+    consts.append(numpy_helper.from_array(np.array([-1], np.int64), minus_one))
+    flats: dict[int, list[str]] = {}
+    shapes = []
+    for name, out in zip(leaf.outputs, outs):
+        nodes.append(helper.make_node("Reshape", [name, minus_one], [f"{name}/flat"], name=f"{name}/flatten"))
+        nodes.append(helper.make_node("Shape", [name], [f"{name}/shape"], name=f"{name}/shape"))
+        flats.setdefault(out.elem_type, []).append(f"{name}/flat")
+        shapes.append(f"{name}/shape")
+    suffix = f"@dispatch/model{index}" if at is None else at
+    streams = []
+    for t in types:
+        stream = f"{packed_stream(t)}{suffix}"
+        parts = flats.get(t, [])
+        if not parts:
+            nodes.append(_empty(stream, _Out(stream, t, 1)))
+        elif len(parts) == 1:
+            nodes.append(helper.make_node("Identity", parts, [stream], name=f"{stream}/pass"))
+        else:
+            nodes.append(helper.make_node("Concat", parts, [stream], axis=0, name=f"{stream}/concat"))
+        streams.append(stream)
+    shape_vector = f"{PACKED_SHAPES}{suffix}"
+    if shapes:
+        nodes.append(helper.make_node("Concat", shapes, [shape_vector], axis=0, name=f"{shape_vector}/concat"))
+    else:
+        nodes.append(_empty(shape_vector, _Out(shape_vector, TensorProto.INT64, 1)))
+    return _Leaf(nodes, [*streams, shape_vector])
+
+
+def _tree(
+    lo: int,
+    hi: int,
+    tag: str,
+    leaves: list[_Leaf],
+    outs: list[list[_Out]],
+    shared: bool,
+    consts: list[TensorProto],
+) -> list[onnx.NodeProto]:
+    """Nodes that run leaf ``index`` for lo <= index < hi; the root's outputs carry the graph's output names.
+
+    With ``shared`` outputs (the packed layout) every model fills the same
+    slots, so a branch returns its subtree's outputs and nothing else;
+    otherwise a branch returns empties for the models of the other side.
+    """
     mid = (lo + hi) // 2
     split = f"dispatch/split{mid}"
     consts.append(numpy_helper.from_array(np.array([mid], np.int64), split))
     cond = f"dispatch/{tag}/cond"
+    slots = outs[lo] if shared else [o for j in range(lo, hi) for o in outs[j]]
 
-    def named(o: _Out) -> str:
-        return o.name if tag == "root" else f"{o.name}@{tag}"
+    def named(o: _Out, at: str) -> str:
+        return o.name if at == "root" else f"{o.name}@{at}"
 
     branches = []
     for side, (a, b) in (("then", (lo, mid)), ("else", (mid, hi))):
@@ -156,31 +246,41 @@ def _tree(lo: int, hi: int, tag: str, leaves: list[_Leaf], outs: list[list[_Out]
         if b - a == 1:
             body, produced = leaves[a].nodes, leaves[a].outputs
         else:
-            body = _tree(a, b, sub_tag, leaves, outs, consts)
-            produced = [f"{o.name}@{sub_tag}" for j in range(a, b) for o in outs[j]]
-        names, empties = [], []
-        produced_iter = iter(produced)
-        for j in range(lo, hi):
-            for o in outs[j]:
-                if a <= j < b:
-                    names.append(next(produced_iter))
-                else:
-                    empty = f"{o.name}@{sub_tag}:empty"
-                    empties.append(_empty(empty, o))
-                    names.append(empty)
-        graph_outs = [_symbolic(n, o) for n, o in zip(names, (o for j in range(lo, hi) for o in outs[j]))]
+            body = _tree(a, b, sub_tag, leaves, outs, shared, consts)
+            sub_slots = outs[a] if shared else [o for j in range(a, b) for o in outs[j]]
+            produced = [named(o, sub_tag) for o in sub_slots]
+        if shared:
+            names, empties = produced, []
+        else:
+            names, empties = _fill(lo, hi, a, b, sub_tag, outs, produced)
+        graph_outs = [_symbolic(n, o) for n, o in zip(names, slots)]
         branches.append(helper.make_graph([*body, *empties], sub_tag, [], graph_outs))
     return [
         helper.make_node("Less", [_INDEX_INT64, split], [cond], name=f"dispatch/{tag}/less"),
         helper.make_node(
             "If",
             [cond],
-            [named(o) for j in range(lo, hi) for o in outs[j]],
+            [named(o, tag) for o in slots],
             name=f"dispatch/{tag}/if",
             then_branch=branches[0],
             else_branch=branches[1],
         ),
     ]
+
+
+def _fill(lo, hi, a, b, tag, outs, produced) -> tuple[list[str], list[onnx.NodeProto]]:
+    """Public layout: a branch's outputs for models lo..hi, empty for those outside a..b."""
+    names, empties = [], []
+    produced_iter = iter(produced)
+    for j in range(lo, hi):
+        for o in outs[j]:
+            if a <= j < b:
+                names.append(next(produced_iter))
+            else:
+                empty = f"{o.name}@{tag}:empty"
+                empties.append(_empty(empty, o))
+                names.append(empty)
+    return names, empties
 
 
 def _empty(name: str, out: _Out) -> onnx.NodeProto:

@@ -1,0 +1,63 @@
+"""The packed layout the backend compiles: few outputs whatever N is, unpacked by the runner."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from fusion import compile_artifact, fuse
+from fusion.fuse import fusion_records
+from fusion.passes.layout import model_graphs
+from fusion.rename import subgraphs
+from runtime import Runner, RuntimeConfig
+from tests.models import if_model, multi_output_model, scale_model
+
+LENIENT = RuntimeConfig(validate_io_params=False)
+
+
+def if_output_counts(graph: onnx.GraphProto) -> set[int]:
+    counts = set()
+    for node in graph.node:
+        if node.op_type == "If" and node.name.startswith("dispatch/root"):
+            counts.add(len(node.output))
+        for sub in subgraphs(node):
+            counts |= if_output_counts(sub)
+    return counts
+
+
+@pytest.mark.parametrize("n", [2, 16])
+def test_packed_executable_has_the_same_outputs_whatever_n(n):
+    artifact = compile_artifact(fuse([scale_model(float(i)) for i in range(n)]), "onnxruntime-cpu")
+    compiled = onnx.load_from_string(bytes(artifact.executable))
+    assert [o.name for o in compiled.graph.output] == ["packed/F32", "packed/shapes"]
+    assert if_output_counts(compiled.graph) == {2}
+    assert artifact.metadata.packed_outputs.streams == {"F32": "packed/F32"}
+
+
+def test_mixed_outputs_round_trip(make_artifact):
+    path = make_artifact([scale_model(), multi_output_model(), if_model()])
+    runner = Runner(path, LENIENT)
+    x = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
+    out = runner.execute({"graph1/X": x})
+    assert list(out) == ["graph1/A", "graph1/S", "graph1/B", "graph1/M", "graph1/K"]
+    np.testing.assert_array_equal(out["graph1/A"], np.maximum(x, 0))
+    np.testing.assert_array_equal(out["graph1/S"], [2, 2])
+    np.testing.assert_array_equal(out["graph1/B"], x.reshape(2, 2))
+    assert out["graph1/M"].shape == () and out["graph1/M"] == 4.0
+    np.testing.assert_array_equal(out["graph1/K"], [7, 8, 9])
+    assert out["graph1/K"].dtype == np.int64
+    buffers = {"graph1/B": np.zeros((2, 2), np.float32), "graph1/K": np.zeros(3, np.int64)}
+    runner.execute({"graph1/X": x}, buffers)
+    np.testing.assert_array_equal(buffers["graph1/K"], [7, 8, 9])
+    positive = np.array([[1.0, -2.0, 3.0]], np.float32)  # sums above 0: the model's own If adds 1
+    np.testing.assert_array_equal(runner.execute({"graph2/X": positive})["graph2/O"], positive + 1)
+
+
+def test_model_graphs_are_recovered_from_the_public_layout():
+    fused = fuse([scale_model(), multi_output_model()])
+    _, fusion_map = fusion_records(fused)
+    graphs = model_graphs(fused, fusion_map)
+    assert [[i.name for i in g.input] for g in graphs] == [["graph0/X"], ["graph1/X"]]
+    assert [o.name for o in graphs[1].output] == ["graph1/A", "graph1/S", "graph1/B", "graph1/M", "graph1/K"]
+    assert all(i.type.HasField("tensor_type") for g in graphs for i in g.input)
