@@ -28,6 +28,37 @@ class Latency:
         return float(self.samples.mean())
 
 
+def paired_ratio(
+    baseline: Callable[[], object],
+    contender: Callable[[], object],
+    blocks: int = 200,
+    per_block: int = 5,
+    warmup: int = 10,
+) -> float:
+    """Median over many short blocks of (contender's median / baseline's median) in that block.
+
+    Adjacent blocks see the same machine state, so drift cancels within each
+    pair; the median over pairs discards the blocks a noisy neighbour spoiled.
+    """
+    clock = time.perf_counter
+    for _ in range(warmup):
+        baseline()
+        contender()
+    ratios = []
+    for b in range(blocks):
+        times = {}
+        order = (baseline, contender) if b % 2 == 0 else (contender, baseline)
+        for fn in order:
+            samples = []
+            for _ in range(per_block):
+                start = clock()
+                fn()
+                samples.append(clock() - start)
+            times[fn] = float(np.median(samples))
+        ratios.append(times[contender] / times[baseline])
+    return float(np.median(ratios))
+
+
 def interleaved(
     contenders: Mapping[str, Callable[[], object]],
     rounds: int = 20,

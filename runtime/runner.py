@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import difflib
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -293,14 +294,14 @@ class Runner:
 
 def _unpack(streams: list[np.ndarray], layout: list[tuple[str, int, int]]) -> dict[str, np.ndarray]:
     """Views of one subgraph's outputs in the packed streams; the last stream holds their shapes."""
-    shapes = streams[-1]
+    dims = streams[-1].tolist()
     offsets = [0] * (len(streams) - 1)
     at = 0
     out = {}
     for name, stream, rank in layout:
-        shape = tuple(int(d) for d in shapes[at : at + rank])
+        shape = dims[at : at + rank]
         at += rank
-        size = int(np.prod(shape, dtype=np.int64))
+        size = math.prod(shape)
         start = offsets[stream]
         out[name] = streams[stream][start : start + size].reshape(shape)
         offsets[stream] = start + size

@@ -67,29 +67,28 @@ def build_dispatch(graphs: Sequence[onnx.GraphProto], packed: bool = False) -> o
         packed: Build the packed layout instead of the public one.
     """
     outs = [[_describe_output(o) for o in g.output] for g in graphs]
-    consts: list[TensorProto] = []
     nodes = [helper.make_node("Cast", [INDEX], [_INDEX_INT64], to=TensorProto.INT64, name="dispatch/cast_index")]
     if packed:
         types = sorted({o.elem_type for model_outs in outs for o in model_outs})
         slots = [_Out(packed_stream(t), t, 1) for t in types] + [_Out(PACKED_SHAPES, TensorProto.INT64, 1)]
         at = "" if len(graphs) == 1 else None  # a single model's leaf writes the graph outputs itself
-        leaves = [_packed_leaf(g, i, outs[i], types, consts, at) for i, g in enumerate(graphs)]
+        leaves = [_packed_leaf(g, i, outs[i], types, at) for i, g in enumerate(graphs)]
         per_model = [slots for _ in graphs]
         shared = True
     else:
         single = len(graphs) == 1
-        leaves = [_leaf(g, i, "" if single else "@leaf", outs[i], consts) for i, g in enumerate(graphs)]
+        leaves = [_leaf(g, i, "" if single else "@leaf", outs[i]) for i, g in enumerate(graphs)]
         per_model, shared = outs, False
         slots = [o for model_outs in outs for o in model_outs]
     if len(graphs) == 1:
         nodes += leaves[0].nodes
     else:
-        nodes += _tree(0, len(graphs), "root", leaves, per_model, shared, consts)
+        nodes += _tree(0, len(graphs), "root", leaves, per_model, shared)
     inputs = [helper.make_tensor_value_info(INDEX, TensorProto.UINT32, [1])]
     for g in graphs:
         inputs += [_optional(i) for i in g.input]
     outputs = [_symbolic(o.name, o) for o in slots]
-    return helper.make_graph(nodes, "popfuse_fusion", inputs, outputs, initializer=consts)
+    return helper.make_graph(nodes, "popfuse_fusion", inputs, outputs)
 
 
 def _describe_output(info: onnx.ValueInfoProto) -> _Out:
@@ -112,7 +111,7 @@ def _symbolic(name: str, out: _Out) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, out.elem_type, [f"{out.name}:{d}" for d in range(out.rank)])
 
 
-def _leaf(graph: onnx.GraphProto, index: int, suffix: str, outs: list[_Out], consts: list[TensorProto]) -> _Leaf:
+def _leaf(graph: onnx.GraphProto, index: int, suffix: str, outs: list[_Out]) -> _Leaf:
     """Model ``index``'s nodes, reading its optional inputs and writing outputs named ``<output><suffix>``.
 
     The model runs in an ``If`` of its own whose condition (``index == i``) always
@@ -153,9 +152,8 @@ def _leaf(graph: onnx.GraphProto, index: int, suffix: str, outs: list[_Out], con
         empties, f"model{index}.never", [], [_symbolic(e.output[0], o) for e, o in zip(empties, outs)]
     )
     position = f"dispatch/model{index}"
-    consts.append(numpy_helper.from_array(np.array([index], np.int64), position))
     outputs = [f"{o.name}{suffix}" for o in outs]
-    nodes = []
+    nodes = [_constant(position, np.array([index], np.int64))]
     for i in graph.input:
         nodes += [
             helper.make_node("OptionalGetElement", [i.name], [f"{i.name}@value"], name=f"{i.name}/unwrap"),
@@ -175,7 +173,6 @@ def _packed_leaf(
     index: int,
     outs: list[_Out],
     types: list[int],
-    consts: list[TensorProto],
     at: str | None = None,
 ) -> _Leaf:
     """A leaf whose outputs are flattened into one stream per element type, plus their shapes.
@@ -185,34 +182,34 @@ def _packed_leaf(
     concatenated in output order. The streams are named ``<stream><at>``, by
     default ``<stream>@dispatch/model<i>``.
     """
-    leaf = _leaf(graph, index, "@leaf", outs, consts)
+    leaf = _leaf(graph, index, "@leaf", outs)
     nodes = list(leaf.nodes)
+    suffix = f"@dispatch/model{index}" if at is None else at
+    stream_names = {t: f"{packed_stream(t)}{suffix}" for t in types}
+    shape_vector = f"{PACKED_SHAPES}{suffix}"
+    count = {t: sum(o.elem_type == t for o in outs) for t in types}
     minus_one = f"dispatch/model{index}/flat"
-    consts.append(numpy_helper.from_array(np.array([-1], np.int64), minus_one))
+    nodes.append(_constant(minus_one, np.array([-1], np.int64)))
     flats: dict[int, list[str]] = {}
     shapes = []
     for name, out in zip(leaf.outputs, outs):
-        nodes.append(helper.make_node("Reshape", [name, minus_one], [f"{name}/flat"], name=f"{name}/flatten"))
-        nodes.append(helper.make_node("Shape", [name], [f"{name}/shape"], name=f"{name}/shape"))
-        flats.setdefault(out.elem_type, []).append(f"{name}/flat")
-        shapes.append(f"{name}/shape")
-    suffix = f"@dispatch/model{index}" if at is None else at
-    streams = []
+        # A type's only output is its stream, and a model's only shape is the shape vector.
+        flat = stream_names[out.elem_type] if count[out.elem_type] == 1 else f"{name}/flat"
+        shape = shape_vector if len(outs) == 1 else f"{name}/shape"
+        nodes.append(helper.make_node("Reshape", [name, minus_one], [flat], name=f"{name}/flatten"))
+        nodes.append(helper.make_node("Shape", [name], [shape], name=f"{name}/shape"))
+        flats.setdefault(out.elem_type, []).append(flat)
+        shapes.append(shape)
     for t in types:
-        stream = f"{packed_stream(t)}{suffix}"
-        parts = flats.get(t, [])
-        if not parts:
-            nodes.append(_empty(stream, _Out(stream, t, 1)))
-        elif len(parts) == 1:
-            nodes.append(helper.make_node("Identity", parts, [stream], name=f"{stream}/pass"))
-        else:
-            nodes.append(helper.make_node("Concat", parts, [stream], axis=0, name=f"{stream}/concat"))
-        streams.append(stream)
-    shape_vector = f"{PACKED_SHAPES}{suffix}"
-    if shapes:
+        if count[t] == 0:
+            nodes.append(_empty(stream_names[t], _Out(stream_names[t], t, 1)))
+        elif count[t] > 1:
+            nodes.append(helper.make_node("Concat", flats[t], [stream_names[t]], axis=0, name=f"{stream_names[t]}/concat"))
+    if len(outs) > 1:
         nodes.append(helper.make_node("Concat", shapes, [shape_vector], axis=0, name=f"{shape_vector}/concat"))
-    else:
+    elif not outs:
         nodes.append(_empty(shape_vector, _Out(shape_vector, TensorProto.INT64, 1)))
+    streams = [stream_names[t] for t in types]
     return _Leaf(nodes, [*streams, shape_vector])
 
 
@@ -223,7 +220,6 @@ def _tree(
     leaves: list[_Leaf],
     outs: list[list[_Out]],
     shared: bool,
-    consts: list[TensorProto],
 ) -> list[onnx.NodeProto]:
     """Nodes that run leaf ``index`` for lo <= index < hi; the root's outputs carry the graph's output names.
 
@@ -232,8 +228,7 @@ def _tree(
     otherwise a branch returns empties for the models of the other side.
     """
     mid = (lo + hi) // 2
-    split = f"dispatch/split{mid}"
-    consts.append(numpy_helper.from_array(np.array([mid], np.int64), split))
+    split = f"dispatch/{tag}/split"
     cond = f"dispatch/{tag}/cond"
     slots = outs[lo] if shared else [o for j in range(lo, hi) for o in outs[j]]
 
@@ -246,7 +241,7 @@ def _tree(
         if b - a == 1:
             body, produced = leaves[a].nodes, leaves[a].outputs
         else:
-            body = _tree(a, b, sub_tag, leaves, outs, shared, consts)
+            body = _tree(a, b, sub_tag, leaves, outs, shared)
             sub_slots = outs[a] if shared else [o for j in range(a, b) for o in outs[j]]
             produced = [named(o, sub_tag) for o in sub_slots]
         if shared:
@@ -256,6 +251,7 @@ def _tree(
         graph_outs = [_symbolic(n, o) for n, o in zip(names, slots)]
         branches.append(helper.make_graph([*body, *empties], sub_tag, [], graph_outs))
     return [
+        _constant(split, np.array([mid], np.int64)),
         helper.make_node("Less", [_INDEX_INT64, split], [cond], name=f"dispatch/{tag}/less"),
         helper.make_node(
             "If",
@@ -285,5 +281,10 @@ def _fill(lo, hi, a, b, tag, outs, produced) -> tuple[list[str], list[onnx.NodeP
 
 def _empty(name: str, out: _Out) -> onnx.NodeProto:
     dtype = helper.tensor_dtype_to_np_dtype(out.elem_type)
-    value = np.zeros((0,) * out.rank if out.rank else (), dtype)
+    return _constant(name, np.zeros((0,) * out.rank if out.rank else (), dtype))
+
+
+def _constant(name: str, value: np.ndarray) -> onnx.NodeProto:
+    """A constant beside the node that reads it: a value of an enclosing graph would be an
+    implicit input of every ``If`` between them, which onnxruntime gathers on every run."""
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value), name=f"{name}/const")

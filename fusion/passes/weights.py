@@ -2,13 +2,20 @@
 
 These passes run on the backend's *compiled* graph, after its optimisations:
 
-- ``hoist_weights`` moves every weight out of the ``If`` branches into the main
-  graph, each distinct tensor once. Before compilation a weight must stay in its
-  branch, where onnxruntime's layout optimisations (NCHWc) can use it; after
-  them it must leave, because onnxruntime holds a branch's initializers twice
-  (as protobuf and as a tensor) and only releases the main graph's. Identical
-  tensors, from the same model fused twice or two heads on one backbone, are
-  found here, after optimisation, so sharing costs no optimisation.
+- ``hoist_weights`` moves the large weights out of the ``If`` branches into the
+  main graph, each distinct tensor once. Before compilation a weight must stay
+  in its branch, where onnxruntime's layout optimisations (NCHWc) can use it;
+  after them the large ones should leave, because onnxruntime holds a branch's
+  initializers twice or more and only releases the main graph's. Small ones
+  stay: every value a branch reads from an enclosing graph is an implicit input
+  that each ``If`` on the way gathers on every run, about 0.4 us apiece, and the
+  PP-OCR fusion holds 873 tensors, of which the 116 of 4 KB or more carry 98.9%
+  of the bytes. Measured on PP-OCR (resident memory against the sources, cold
+  start, dispatch on cls): every weight in its branch 2.4x; every weight
+  hoisted 0.9x, 0.48x, +10-15%; 4 KB and up hoisted 0.95x, 0.48x, +6-10%;
+  64 KB and up 1.08x, 0.63x, +6-8%. Identical tensors, from the same model fused twice or
+  two heads on one backbone, are found here, after optimisation, so sharing
+  costs no layout optimisation.
 - ``externalize_weights`` moves the tensor data out of the protobuf into one
   blob of the artifact, referenced as ONNX external data, so opening the
   executable parses a small graph instead of every weight.
@@ -25,6 +32,7 @@ from onnx import numpy_helper
 from ..rename import mapping_renamer, rename_values, subgraphs
 
 HOISTED_PREFIX = "weights/"
+HOIST_MIN_BYTES = 4096
 _ALIGN = 64
 
 
@@ -44,7 +52,7 @@ def _key(tensor: onnx.TensorProto) -> tuple[int, tuple[int, ...], bytes]:
     return tensor.data_type, tuple(tensor.dims), hashlib.sha256(_data(tensor)).digest()
 
 
-def hoist_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int]:
+def hoist_weights(model: onnx.ModelProto, min_bytes: int = HOIST_MIN_BYTES) -> tuple[onnx.ModelProto, int, int]:
     """Move every subgraph initializer into the main graph, identical ones once.
 
     A tensor that a branch returns as one of its outputs stays in the branch:
@@ -72,7 +80,7 @@ def hoist_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int]:
         renames: dict[str, str] = {}
         moved: list[int] = []
         for position, tensor in enumerate(graph.initializer):
-            if tensor.name in returned:
+            if tensor.name in returned or tensor_nbytes(tensor) < min_bytes:
                 continue
             key = _key(tensor)
             if key in by_content:
