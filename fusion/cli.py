@@ -113,6 +113,12 @@ def _load_inputs(runner, index: int | None, specs: Sequence[str]) -> dict[str, n
     return inputs
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.cli import run
+
+    return run(args)
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The ``popfuse`` argument parser."""
     parser = argparse.ArgumentParser(prog="popfuse", description="Multi-model fusion compiler and runtime.")
@@ -141,6 +147,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=1, help="run N times and print latency")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_run)
+
+    from benchmarks.cli import add_arguments
+
+    p = sub.add_parser("bench", help="measure fusion against plain onnxruntime and write docs/benchmarks.md")
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

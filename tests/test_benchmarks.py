@@ -1,0 +1,31 @@
+"""The benchmark suite runs end to end at smoke sizes (it checks that it runs, not how fast)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_benchmark_smoke_run_writes_the_report(tmp_path):
+    ran = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--output", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    report = (tmp_path / "benchmarks.md").read_text()
+    for section in ("## Targets", "Dispatch overhead", "Model switching", "Cold start and memory", "Scaling in N",
+                    "Artifact size"):
+        assert section in report
+    results = json.loads((tmp_path / "benchmarks" / "results.json").read_text())
+    assert {"dispatch", "switching", "coldstart", "scaling", "size", "machine"} <= set(results)
+    for plot in ("dispatch", "switching", "coldstart", "scaling"):
+        assert (tmp_path / "benchmarks" / f"{plot}.png").stat().st_size > 1000
+
+
+def test_unknown_suite_is_a_clear_error(tmp_path):
+    from fusion.cli import main
+
+    assert main(["bench", "--smoke", "--only", "dispatch,warp", "--output", str(tmp_path)]) == 2
