@@ -113,6 +113,25 @@ def _load_inputs(runner, index: int | None, specs: Sequence[str]) -> dict[str, n
     return inputs
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from runtime.server.http import serve
+    from runtime.server.settings import BatchingConfig, ServerSettings, load_model_config
+
+    settings = ServerSettings(
+        host=args.host,
+        port=args.port,
+        max_body_bytes=args.max_body_bytes,
+        max_pending=args.max_pending,
+        workers=args.workers or ServerSettings().workers,
+        intra_op_num_threads=args.threads,
+        graceful_timeout_s=args.graceful_timeout,
+        default_batching=BatchingConfig(args.max_batch_size, args.max_queue_delay_us),
+        batching=load_model_config(args.model_config) if args.model_config else {},
+    )
+    serve(args.artifacts, settings)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.cli import run
 
@@ -147,6 +166,24 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=1, help="run N times and print latency")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("serve", help="serve artifacts over the KServe v2 / Triton HTTP protocol")
+    p.add_argument("artifacts", nargs="+", type=Path, help="executable.popef files; each subgraph is a model")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    group = p.add_argument_group("batching")
+    group.add_argument("--max-batch-size", type=int, default=0, help="rows per batched execution (0: off)")
+    group.add_argument("--max-queue-delay-us", type=int, default=0, help="how long a batch waits to fill")
+    group.add_argument("--model-config", type=Path, default=None,
+                       help="YAML with per-model batching: models: {name: {max_batch_size, max_queue_delay_us}}")
+    group = p.add_argument_group("load")
+    group.add_argument("--max-pending", type=int, default=256, help="queued or running requests before 503")
+    group.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024, help="larger bodies get 413")
+    group.add_argument("--workers", type=int, default=None, help="threads that run models (default: cores)")
+    group.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads per execution")
+    group.add_argument("--graceful-timeout", type=float, default=30.0,
+                       help="seconds in-flight requests may take to finish after SIGTERM")
+    p.set_defaults(func=cmd_serve)
 
     from benchmarks.cli import add_arguments
 

@@ -257,4 +257,7 @@ def loads(kind: type[Metadata] | type[FusionMap], payload: bytes | memoryview, l
         return kind.from_json(json.loads(bytes(payload)))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
-        raise ArtifactError(f"{label}: the {kind.__name__} record is malformed: {detail}") from e
+        raise ArtifactError(
+            f"{label}: the {kind.__name__} record is malformed: {detail}. Hint: an artifact from another popfuse "
+            "version is rebuilt with `popfuse build CONFIG.yaml`"
+        ) from e

@@ -1,0 +1,143 @@
+"""Dynamic batching: requests to one model are stacked on dimension 0 and run together.
+
+A batch closes when it holds ``max_batch_size`` rows or when its first request
+has waited ``max_queue_delay`` seconds. Requests whose other dimensions differ
+run in separate batches. The batcher knows nothing of the protocol: arrays in,
+arrays out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .model import SubgraphModel
+from .stats import ModelStats
+
+
+@dataclass
+class _Item:
+    inputs: dict[str, np.ndarray]
+    rows: int
+    future: asyncio.Future
+    queued: int = field(default_factory=time.perf_counter_ns)
+
+    def key(self) -> tuple:
+        return tuple((name, a.shape[1:], a.dtype.str) for name, a in sorted(self.inputs.items()))
+
+
+class Batcher:
+    """Batches requests for one model; runs batches on ``executor``, at most ``concurrency`` at once."""
+
+    def __init__(
+        self,
+        model: SubgraphModel,
+        max_batch_size: int,
+        max_queue_delay: float,
+        executor: concurrent.futures.Executor,
+        stats: ModelStats,
+        concurrency: int = 2,
+    ):
+        self.model = model
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay = max_queue_delay
+        self._executor = executor
+        self._stats = stats
+        self._pending: deque[_Item] = deque()
+        self._arrived = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._running: set[asyncio.Task] = set()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Queue one request and wait for its outputs."""
+        rows = next(iter(inputs.values())).shape[0]
+        item = _Item(inputs, rows, asyncio.get_running_loop().create_future())
+        self._pending.append(item)
+        self._arrived.set()
+        return await item.future
+
+    async def close(self) -> None:
+        """Run what is queued, then stop."""
+        while self._pending:
+            await asyncio.sleep(self.max_queue_delay or 0.001)
+        self._task.cancel()
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            while not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            deadline = self._pending[0].queued / 1e9 + self.max_queue_delay
+            while self._rows_ready() < self.max_batch_size:
+                wait = deadline - time.perf_counter_ns() / 1e9
+                if wait <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), wait)
+                except TimeoutError:
+                    break
+            batch = self._take()
+            await self._slots.acquire()
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _rows_ready(self) -> int:
+        first = self._pending[0].key()
+        return sum(i.rows for i in self._pending if i.key() == first)
+
+    def _take(self) -> list[_Item]:
+        """The first request and those like it, up to ``max_batch_size`` rows; others stay queued."""
+        first = self._pending[0]
+        batch, rest, rows = [], deque(), 0
+        for item in self._pending:
+            if item.key() == first.key() and (not batch or rows + item.rows <= self.max_batch_size):
+                batch.append(item)
+                rows += item.rows
+            else:
+                rest.append(item)
+        self._pending = rest
+        return batch
+
+    async def _run(self, batch: list[_Item]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(self._executor, self._execute, batch)
+            for item, result in zip(batch, outputs):
+                if not item.future.done():
+                    item.future.set_result(result)
+        except Exception as e:  # delivered to every waiting request; the loop goes on
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(e)
+        finally:
+            self._slots.release()
+
+    def _execute(self, batch: list[_Item]) -> list[dict[str, np.ndarray]]:
+        start = time.perf_counter_ns()
+        queue_ns = sum(start - item.queued for item in batch)
+        if len(batch) == 1:
+            results = [self.model.predict(batch[0].inputs)]
+        else:
+            stacked = {name: np.concatenate([i.inputs[name] for i in batch]) for name in batch[0].inputs}
+            merged = self.model.predict(stacked)
+            total = sum(i.rows for i in batch)
+            if any(a.shape[:1] != (total,) for a in merged.values()):
+                # Outputs not stacked on dimension 0 after all: run the requests one by one.
+                results = [self.model.predict(i.inputs) for i in batch]
+            else:
+                bounds = np.cumsum([i.rows for i in batch])[:-1]
+                parts = {name: np.split(a, bounds) for name, a in merged.items()}
+                results = [{name: parts[name][k] for name in merged} for k in range(len(batch))]
+        compute_ns = time.perf_counter_ns() - start
+        self._stats.execution(len(batch), sum(i.rows for i in batch), queue_ns, compute_ns)
+        return results

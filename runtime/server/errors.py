@@ -1,0 +1,31 @@
+"""The server's domain errors. HTTP status codes for them live in ``http.py`` only."""
+
+from ..errors import PopfuseError
+
+
+class ServerError(PopfuseError):
+    """Base of the errors the data plane raises at a client or operator."""
+
+
+class BadRequestError(ServerError):
+    """The request is malformed, or does not fit the model: the message says what and where."""
+
+
+class ModelNotFoundError(ServerError):
+    """No model (or artifact) of that name is loaded."""
+
+
+class PayloadTooLargeError(ServerError):
+    """The request body is over the configured limit."""
+
+
+class OverloadedError(ServerError):
+    """Too many requests are queued; the client should retry later."""
+
+
+class UnavailableError(ServerError):
+    """The server is shutting down, or an artifact failed to load."""
+
+
+class ServerConfigError(ServerError):
+    """The server's own configuration (flags, model config file) is malformed."""

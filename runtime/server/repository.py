@@ -1,0 +1,123 @@
+"""The model repository: artifacts loaded as runners, their subgraphs served as models.
+
+A load is atomic: the runner is opened and every branch warmed before any of
+its models is published, and publishing swaps them in under one lock, so
+requests to other models never wait for a load and never see half of one.
+Unloading removes the models; requests already holding them finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import RuntimeConfig
+from ..errors import PopfuseError
+from ..runner import Runner
+from .errors import BadRequestError, ModelNotFoundError, UnavailableError
+from .model import SubgraphModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ArtifactEntry:
+    """An artifact the repository knows, loaded or not."""
+
+    name: str
+    path: Path
+    state: str = "UNAVAILABLE"
+    reason: str = ""
+    models: list[str] = field(default_factory=list)
+
+
+class Repository:
+    """Artifacts by name (the file's stem), and the models of those loaded."""
+
+    def __init__(self, artifacts: list[str | os.PathLike], config: RuntimeConfig | None = None):
+        self._config = config or RuntimeConfig(validate_io_params=False)
+        self._lock = threading.Lock()
+        self._loading = threading.Lock()  # one load at a time; serving goes on meanwhile
+        self._models: dict[str, SubgraphModel] = {}
+        self._artifacts: dict[str, ArtifactEntry] = {}
+        for path in artifacts:
+            path = Path(path)
+            if path.stem in self._artifacts:
+                raise BadRequestError(f"two artifacts are named {path.stem!r}: {self._artifacts[path.stem].path} and {path}")
+            self._artifacts[path.stem] = ArtifactEntry(path.stem, path)
+
+    def load(self, name: str) -> list[str]:
+        """Load (or reload) artifact ``name``; returns the names of its models.
+
+        Raises:
+            ModelNotFoundError: no artifact of that name.
+            UnavailableError: the artifact cannot be opened here.
+            BadRequestError: a model name clashes with another artifact's.
+        """
+        entry = self._entry(name)
+        with self._loading:
+            try:
+                runner = Runner(entry.path, self._config)
+            except PopfuseError as e:
+                entry.state, entry.reason = "UNAVAILABLE", str(e)
+                raise UnavailableError(f"artifact {name!r} failed to load: {e}") from e
+            models = [SubgraphModel(name, runner, i) for i in range(len(runner.subgraphs))]
+            for model in models:
+                model.warm()
+            with self._lock:
+                for model in models:
+                    owner = self._models.get(model.name)
+                    if owner is not None and owner.artifact != name:
+                        raise BadRequestError(
+                            f"artifact {name!r} has a model {model.name!r}, which artifact {owner.artifact!r} "
+                            "already serves; rebuild one of them with distinct 'name' keys"
+                        )
+                for old in entry.models:
+                    self._models.pop(old, None)
+                self._models.update({m.name: m for m in models})
+                entry.models = [m.name for m in models]
+                entry.state, entry.reason = "READY", ""
+        log.info("loaded artifact %r: models %s", name, ", ".join(entry.models))
+        return list(entry.models)
+
+    def unload(self, name: str) -> None:
+        """Stop serving artifact ``name``'s models; requests already running finish."""
+        entry = self._entry(name)
+        with self._lock:
+            for model in entry.models:
+                self._models.pop(model, None)
+            entry.models = []
+            entry.state, entry.reason = "UNAVAILABLE", "unloaded"
+        log.info("unloaded artifact %r", name)
+
+    def get(self, model: str) -> SubgraphModel:
+        """The model named ``model``."""
+        with self._lock:
+            found = self._models.get(model)
+        if found is None:
+            raise ModelNotFoundError(f"unknown model {model!r}; loaded models: {', '.join(sorted(self._models)) or 'none'}")
+        return found
+
+    def models(self) -> list[SubgraphModel]:
+        with self._lock:
+            return list(self._models.values())
+
+    def index(self) -> list[dict]:
+        """Triton's repository index: every artifact and model, with its state."""
+        out = []
+        with self._lock:
+            for entry in self._artifacts.values():
+                out.append({"name": entry.name, "version": "1", "state": entry.state, "reason": entry.reason,
+                            "models": list(entry.models)})
+                for model in entry.models:
+                    out.append({"name": model, "version": "1", "state": "READY", "reason": "", "artifact": entry.name})
+        return out
+
+    def _entry(self, name: str) -> ArtifactEntry:
+        entry = self._artifacts.get(name)
+        if entry is None:
+            raise ModelNotFoundError(f"unknown artifact {name!r}; known artifacts: {', '.join(self._artifacts) or 'none'}")
+        return entry

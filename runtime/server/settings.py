@@ -1,0 +1,87 @@
+"""Server settings, from flags and an optional per-model configuration file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ServerConfigError
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Dynamic batching of one model. ``max_batch_size`` of 0 or 1 turns it off.
+
+    Attributes:
+        max_batch_size: The most rows (dimension 0) one execution stacks.
+        max_queue_delay_us: How long the first request of a batch may wait for others.
+    """
+
+    max_batch_size: int = 0
+    max_queue_delay_us: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch_size > 1
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server runs. Field docs are the ``popfuse serve`` flags' help.
+
+    Attributes:
+        host: Address to listen on.
+        port: Port to listen on.
+        max_body_bytes: Larger request bodies get 413.
+        max_pending: Requests queued or running at once, across models; more get 503.
+        workers: Threads that run models.
+        intra_op_num_threads: onnxruntime intra-op threads per execution; None: its default.
+        graceful_timeout_s: On SIGTERM, how long in-flight requests may take to finish.
+        default_batching: Batching for models the config file does not name.
+        batching: Batching per model name.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_pending: int = 256
+    workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    intra_op_num_threads: int | None = None
+    graceful_timeout_s: float = 30.0
+    default_batching: BatchingConfig = BatchingConfig()
+    batching: dict[str, BatchingConfig] = field(default_factory=dict)
+
+    def batching_for(self, model: str) -> BatchingConfig:
+        return self.batching.get(model, self.default_batching)
+
+
+def load_model_config(path: str | os.PathLike) -> dict[str, BatchingConfig]:
+    """Per-model batching from a YAML (or JSON) file::
+
+        models:
+          cls: {max_batch_size: 16, max_queue_delay_us: 500}
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ServerConfigError(f"{path}: no such model config file") from None
+    except (OSError, yaml.YAMLError) as e:
+        raise ServerConfigError(f"{path}: cannot read the model config: {e}") from e
+    models = (data or {}).get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict):
+        raise ServerConfigError(f"{path}: expected a 'models' mapping of model name to settings")
+    out = {}
+    for name, entry in models.items():
+        entry = entry or {}
+        unknown = set(entry) - {"max_batch_size", "max_queue_delay_us"}
+        if unknown or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in entry.values()):
+            raise ServerConfigError(
+                f"{path}: model {name!r}: expected non-negative integers for max_batch_size and "
+                f"max_queue_delay_us, received {entry!r}"
+            )
+        out[str(name)] = BatchingConfig(**entry)
+    return out
