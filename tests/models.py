@@ -84,3 +84,37 @@ def multi_output_model() -> onnx.ModelProto:
         }
         """
     )
+
+
+def slow_model(steps: int = 20, width: int = 512, rows: int = 64) -> onnx.ModelProto:
+    """A chain of MatMul + Relu that takes tens of milliseconds: for overload and shutdown tests."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array((np.eye(width) * 0.999).astype(np.float32), "W")
+    nodes, x = [], "X"
+    for i in range(steps):
+        nodes += [helper.make_node("MatMul", [x, "W"], [f"m{i}"]), helper.make_node("Relu", [f"m{i}"], [f"r{i}"])]
+        x = f"r{i}"
+    nodes.append(helper.make_node("Identity", [x], ["O"]))
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [rows, width])],
+        [helper.make_tensor_value_info("O", TensorProto.FLOAT, [rows, width])],
+        initializer=[w],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
+
+
+def batch_model() -> onnx.ModelProto:
+    """O = X * 2 with a dynamic batch: batchable on dimension 0."""
+    return parse(
+        """
+        agraph (float[N, 4] X) => (float[N, 4] O)
+        <float two = {2.0}>
+        {
+            O = Mul(X, two)
+        }
+        """
+    )

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -173,6 +175,26 @@ def build(artifacts: list[str | os.PathLike], settings: ServerSettings) -> DataP
     return dataplane
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, ending with status 0 once SIGTERM or SIGINT has drained it.
+
+    uvicorn raises the signal again after its graceful shutdown, so a clean
+    drain would end as "killed by SIGTERM" and look like a crash to the caller.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
 def serve(artifacts: list[str | os.PathLike], settings: ServerSettings) -> None:
     """Serve ``artifacts`` until SIGTERM or SIGINT, then finish in-flight requests and return."""
     app = create_app(build(artifacts, settings))
@@ -184,6 +206,6 @@ def serve(artifacts: list[str | os.PathLike], settings: ServerSettings) -> None:
         timeout_graceful_shutdown=settings.graceful_timeout_s,
         access_log=False,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     log.info("serving on http://%s:%d", settings.host, settings.port)
     server.run()
