@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import report
 from .context import Context
-from .suites import coldstart, dispatch, scaling, size, switching
+from .suites import coldstart, dispatch, scaling, serving, size, switching
 
 SUITES = {
     "dispatch": dispatch.run,
@@ -19,6 +19,7 @@ SUITES = {
     "coldstart": coldstart.run,
     "scaling": scaling.run,
     "size": size.run,
+    "serving": serving.run,
 }
 
 

@@ -20,6 +20,8 @@ TARGETS = {
     "memory_shared": "RSS at most 0.6x when the models share weights",
     "scaling": "dispatch overhead does not grow linearly with N",
     "size": "artifact at most the sum of the sources minus the deduplicated weights",
+    "serving": "server throughput at least 0.95x a server with one session per model, at concurrency 1, 8, 32",
+    "batching": "dynamic batching on, against off, at least 2x the throughput of batch-1 classifier requests",
 }
 
 
@@ -89,6 +91,14 @@ def verdicts(results: dict) -> dict[str, tuple[bool, str]]:
             all(r["artifact_over_budget"] <= 1.0 for r in rows),
             ", ".join(f"{r['case']} {r['artifact_over_budget']:.3f}x" for r in rows),
         )
+    if "serving" in results:
+        rows = results["serving"]["rows"]
+        out["serving"] = (
+            all(r["throughput_ratio"] >= 0.95 for r in rows),
+            ", ".join(f"c={r['concurrency']}: {r['throughput_ratio']:.2f}x" for r in rows),
+        )
+        ratio = results["serving"]["batching_ratio"]
+        out["batching"] = (ratio >= 2, f"{ratio:.2f}x")
     return out
 
 
