@@ -77,13 +77,14 @@ def verdicts(results: dict) -> dict[str, tuple[bool, str]]:
         )
     if "scaling" in results:
         rows = results["scaling"]["rows"]
-        steps = [b["overhead_us"] - a["overhead_us"] for a, b in zip(rows, rows[1:])]
-        # Linear growth doubles the step with every doubling of N; logarithmic keeps it constant.
-        growth = steps[-1] / steps[0] if len(steps) > 1 and steps[0] > 0 else float("nan")
+        # Fit overhead ~ N^k on a log-log scale: linear growth is k = 1, logarithmic growth is near 0.
+        ns = np.log([r["n"] for r in rows])
+        ys = np.log([max(r["overhead_us"], 1e-3) for r in rows])
+        k = float(np.polyfit(ns, ys, 1)[0]) if len(rows) > 1 else float("nan")
         out["scaling"] = (
-            bool(len(steps) > 1 and growth < 2),
+            bool(k < 0.5),
             "overhead " + " → ".join(f"{r['overhead_us']:.1f}" for r in rows) + " µs for N = "
-            + ", ".join(str(r["n"]) for r in rows) + f"; last step / first step = {growth:.2f} (linear: 4)",
+            + ", ".join(str(r["n"]) for r in rows) + f"; grows as N^{k:.2f} (linear: N^1)",
         )
     if "size" in results:
         rows = results["size"]["rows"]

@@ -26,7 +26,7 @@ from runtime.errors import BackendError
 from .config import FusionConfig, ModelSpec, load_config, parse_config
 from .errors import FusionError
 from .fuse import Progress, fuse, fusion_records
-from .passes.dispatch import PACKED_SHAPES
+from .passes.dispatch import INDEX, PACKED_INPUT_OFFSETS, PACKED_INPUT_SHAPES, PACKED_SHAPES
 from .passes.layout import packed_layout
 from .passes.weights import externalize_weights, hoist_weights
 
@@ -71,9 +71,17 @@ def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | Non
     anchors, fusion_map = fusion_records(fused)
     backend, device = resolve_target(target)
     packed = packed_layout(fused, fusion_map)
-    streams = {
-        popef_from_onnx(o.type.tensor_type.elem_type): o.name for o in packed.graph.output if o.name != PACKED_SHAPES
-    }
+
+    def streams(values, skip):
+        return {popef_from_onnx(v.type.tensor_type.elem_type): v.name for v in values if v.name not in skip}
+
+    layout = md.PackedLayout(
+        input_streams=streams(packed.graph.input, {INDEX, PACKED_INPUT_SHAPES, PACKED_INPUT_OFFSETS}),
+        input_shapes=PACKED_INPUT_SHAPES,
+        input_offsets=PACKED_INPUT_OFFSETS,
+        output_streams=streams(packed.graph.output, {PACKED_SHAPES}),
+        output_shapes=PACKED_SHAPES,
+    )
     try:
         compiled = onnx.load_from_string(backend.compile(packed.SerializeToString(), device))
     except DecodeError as e:
@@ -85,7 +93,7 @@ def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | Non
         executable=EXECUTABLE_BLOB,
         target=target,
         backend=md.BackendInfo(backend.name, backend.version(), device, backend.features(device)),
-        packed_outputs=md.PackedOutputs(streams=streams, shapes=PACKED_SHAPES),
+        packed=layout,
         ipu_version=ipu_version,
     )
     return Artifact(

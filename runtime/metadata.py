@@ -99,22 +99,37 @@ class BlobRef:
 
 
 @dataclass(frozen=True)
-class PackedOutputs:
-    """How the executable returns outputs: one flat stream per data type, and their shapes.
+class PackedLayout:
+    """How the executable takes inputs and returns outputs: flat streams per data type.
 
-    The selected subgraph's outputs follow each other in anchor order: each
-    one's dimensions in ``shapes``, its elements in the stream of its type.
+    The selected subgraph's inputs (and outputs) follow each other in anchor
+    order: each one's dimensions in the shapes vector, its elements in the
+    stream of its type. ``input_offsets`` holds, for each input, where its
+    elements start and end in its stream.
     """
 
-    streams: dict[str, str]
-    shapes: str
+    input_streams: dict[str, str]
+    input_shapes: str
+    input_offsets: str
+    output_streams: dict[str, str]
+    output_shapes: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"streams": dict(sorted(self.streams.items())), "shapes": self.shapes}
+        return {
+            "inputs": {"streams": dict(sorted(self.input_streams.items())), "shapes": self.input_shapes,
+                       "offsets": self.input_offsets},
+            "outputs": {"streams": dict(sorted(self.output_streams.items())), "shapes": self.output_shapes},
+        }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> PackedOutputs:
-        return cls(streams={str(k): str(v) for k, v in d["streams"].items()}, shapes=str(d["shapes"]))
+    def from_json(cls, d: dict[str, Any]) -> PackedLayout:
+        return cls(
+            input_streams={str(k): str(v) for k, v in d["inputs"]["streams"].items()},
+            input_shapes=str(d["inputs"]["shapes"]),
+            input_offsets=str(d["inputs"]["offsets"]),
+            output_streams={str(k): str(v) for k, v in d["outputs"]["streams"].items()},
+            output_shapes=str(d["outputs"]["shapes"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -125,7 +140,7 @@ class Metadata:
     executable: str
     target: str
     backend: BackendInfo
-    packed_outputs: PackedOutputs
+    packed: PackedLayout
     ipu_version: str | None = None
     is_inference: bool = True
     replication_factor: int = 1
@@ -138,7 +153,7 @@ class Metadata:
             "executable": self.executable,
             "target": self.target,
             "backend": self.backend.to_json(),
-            "packedOutputs": self.packed_outputs.to_json(),
+            "packed": self.packed.to_json(),
             "ipuVersion": self.ipu_version,
             "isInference": self.is_inference,
             "replicationFactor": self.replication_factor,
@@ -153,7 +168,7 @@ class Metadata:
             executable=str(d["executable"]),
             target=str(d["target"]),
             backend=BackendInfo.from_json(d["backend"]),
-            packed_outputs=PackedOutputs.from_json(d["packedOutputs"]),
+            packed=PackedLayout.from_json(d["packed"]),
             ipu_version=d.get("ipuVersion"),
             is_inference=bool(d["isInference"]),
             replication_factor=int(d["replicationFactor"]),

@@ -92,19 +92,37 @@ class Runner:
         self._index_name = self.fusion_map.index_anchor
         self._index_values = [np.array([s.index], np.uint32) for s in self.subgraphs]
         self._dtypes = {a.name: numpy_from_popef(a.tensor_info.data_type) for a in self.metadata.anchors}
-        packed = self.metadata.packed_outputs
-        stream_types = sorted(packed.streams)
-        self._fetch = [packed.streams[t] for t in stream_types] + [packed.shapes]
+        packed = self.metadata.packed
+        out_types = sorted(packed.output_streams)
+        self._fetch = [packed.output_streams[t] for t in out_types] + [packed.output_shapes]
         # Per subgraph: (output name, stream position, rank), in the order the streams hold them.
         self._unpack = [
-            [
-                (name, stream_types.index(self._anchors[name].tensor_info.data_type),
-                 len(self._anchors[name].tensor_info.shape))
-                for name in sub.outputs
-            ]
+            [(name, out_types.index(self._type(name)), self._rank(name)) for name in sub.outputs]
             for sub in self.subgraphs
         ]
+        in_types = sorted(packed.input_streams)
+        self._packed_in = packed
+        self._in_streams = [packed.input_streams[t] for t in in_types]
+        self._empty_streams = {
+            packed.input_streams[t]: np.empty(0, numpy_from_popef(t)) for t in in_types
+        }
+        # Per subgraph: (input name, stream name, whether the stream holds other inputs too), in anchor order.
+        self._pack = []
+        for sub in self.subgraphs:
+            streams = [packed.input_streams[self._type(name)] for name in sub.inputs]
+            self._pack.append([(name, st, streams.count(st) > 1) for name, st in zip(sub.inputs, streams)])
+        self._base_feeds = [
+            {**self._empty_streams, self._index_name: self._index_values[sub.index]} for sub in self.subgraphs
+        ]
+        # Subgraph of each request signature already checked (names only; bounded).
+        self._resolved: dict[tuple, int] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def _type(self, anchor: str) -> str:
+        return self._anchors[anchor].tensor_info.data_type
+
+    def _rank(self, anchor: str) -> int:
+        return len(self._anchors[anchor].tensor_info.shape)
 
     def _check_backend(self, artifact: Artifact, name: str, version: str, features: str, source: Any) -> None:
         built = artifact.metadata.backend
@@ -171,8 +189,7 @@ class Runner:
                 input, a wrong dtype or shape, or a failure inside the backend.
         """
         index = self._select(inputs, outputs)
-        feeds = {k: v for k, v in inputs.items() if k != self._index_name}
-        feeds[self._index_name] = self._index_values[index]
+        feeds = self._feeds(index, inputs)
         try:
             streams = self._session.run(self._fetch, feeds)
         except self._run_errors as e:
@@ -184,6 +201,34 @@ class Runner:
         for name, buffer in outputs.items():
             _write_into(name, buffer, results[name])
         return dict(outputs)
+
+    def _feeds(self, index: int, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The packed feeds of one request: a stream per type, the shapes, the offsets, the index.
+
+        An input alone in its type's stream is fed as a flat view, without a copy.
+        """
+        feeds = self._base_feeds[index].copy()
+        dims: list[int] = []
+        offsets: list[int] = []
+        ends: dict[str, int] = {}
+        shared: dict[str, list[np.ndarray]] = {}
+        for name, stream, is_shared in self._pack[index]:
+            array = inputs[name]
+            if not isinstance(array, np.ndarray):
+                array = np.asarray(array)
+            dims.extend(array.shape)
+            start = ends.get(stream, 0)
+            ends[stream] = start + array.size
+            offsets += (start, ends[stream])
+            if is_shared:
+                shared.setdefault(stream, []).append(array.reshape(-1))
+            else:
+                feeds[stream] = array.reshape(-1)
+        for stream, parts in shared.items():
+            feeds[stream] = np.concatenate(parts)
+        feeds[self._packed_in.input_shapes] = np.array(dims, np.int64)
+        feeds[self._packed_in.input_offsets] = np.array(offsets, np.int64)
+        return feeds
 
     def execute_async(
         self,
@@ -211,6 +256,21 @@ class Runner:
 
     def _select(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None) -> int:
         """The subgraph a request runs, after checking every name it uses."""
+        key = (tuple(inputs), tuple(outputs) if outputs else ())
+        index = self._resolved.get(key)
+        if index is None or self._index_name in inputs:
+            index = self._resolve(inputs, outputs)
+            if self._index_name not in inputs and len(self._resolved) < 1024:
+                self._resolved[key] = index
+        if self.config.validate_io_params:
+            for name in self.subgraphs[index].inputs:
+                self._check_tensor(name, inputs[name], "input")
+            for name, array in (outputs or {}).items():
+                self._check_tensor(name, array, "output buffer")
+        return index
+
+    def _resolve(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any] | None) -> int:
+        """The subgraph the names of a request belong to; raises on unknown, mixed or missing names."""
         owners: dict[int, list[str]] = {}
         for name in inputs:
             if name != self._index_name:
@@ -239,11 +299,6 @@ class Runner:
             raise ExecutionError(
                 f"subgraph {index} ({sub.name!r}) needs input(s) {', '.join(missing)}, which the request lacks"
             )
-        if self.config.validate_io_params:
-            for name in sub.inputs:
-                self._check_tensor(name, inputs[name], "input")
-            for name, array in (outputs or {}).items():
-                self._check_tensor(name, array, "output buffer")
         return index
 
     def _owner_of(self, name: str, kind: str) -> int:

@@ -32,7 +32,10 @@ def run(ctx: Context) -> dict:
         direct = session(last.path, ctx.threads)
         public = fused_feeds(n - 1, last)
         lat = interleaved(
-            {"direct": lambda: direct.run(None, last.feeds), "fused": lambda: fused.execute(public)},
+            {
+                "direct": lambda direct=direct, feeds=last.feeds: direct.run(None, feeds),
+                "fused": lambda fused=fused, public=public: fused.execute(public),
+            },
             rounds=ctx.scale(20, 2),
             per_round=ctx.scale(300, 5),
         )

@@ -15,11 +15,13 @@ Two layouts share those rules and differ in the outputs:
   models it does not run; graph outputs declare symbolic dimensions so those
   empties never disagree with a declared shape (onnxruntime would warn on every
   run). Every request passes through outputs for all N models.
-- ``packed`` (what the compiler compiles): each model flattens its outputs into
-  one stream per element type plus one int64 vector of their shapes; every
-  ``If`` has those few outputs, whatever N is, and no branch returns empties
-  for other models. A request then costs O(log N). The runner unpacks the
-  streams into the anchors as views.
+- ``packed`` (what the compiler compiles): inputs and outputs travel as one
+  flat stream per element type plus int64 vectors of shapes (and, for inputs,
+  offsets into the streams). Every ``If`` then reads and returns those few
+  values whatever N is, so a request costs O(log N); and since the streams are
+  plain tensors, always fed, a model's branch keeps onnxruntime's memory
+  planning without the unwrapping ``_leaf`` needs. The runner packs a request's
+  inputs (a view when a type has one input) and unpacks the outputs as views.
 """
 
 from __future__ import annotations
@@ -38,12 +40,19 @@ from ..rename import mapping_renamer, rename_values
 
 INDEX = "index"
 PACKED_SHAPES = "packed/shapes"
+PACKED_INPUT_SHAPES = "packed_in/shapes"
+PACKED_INPUT_OFFSETS = "packed_in/offsets"
 _INDEX_INT64 = "dispatch/index_int64"
 
 
 def packed_stream(elem_type: int) -> str:
     """The packed-layout output that carries the outputs of one element type."""
     return f"packed/{popef_from_onnx(elem_type)}"
+
+
+def packed_input_stream(elem_type: int) -> str:
+    """The packed-layout input that carries the inputs of one element type."""
+    return f"packed_in/{popef_from_onnx(elem_type)}"
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,8 @@ class _Out:
 class _Leaf:
     nodes: list[onnx.NodeProto]
     outputs: list[str]
+    initializers: tuple[TensorProto, ...] = ()
+    value_info: tuple[onnx.ValueInfoProto, ...] = ()
 
 
 def build_dispatch(graphs: Sequence[onnx.GraphProto], packed: bool = False) -> onnx.GraphProto:
@@ -70,6 +81,7 @@ def build_dispatch(graphs: Sequence[onnx.GraphProto], packed: bool = False) -> o
     nodes = [helper.make_node("Cast", [INDEX], [_INDEX_INT64], to=TensorProto.INT64, name="dispatch/cast_index")]
     if packed:
         types = sorted({o.elem_type for model_outs in outs for o in model_outs})
+        in_types = sorted({i.type.tensor_type.elem_type for g in graphs for i in g.input})
         slots = [_Out(packed_stream(t), t, 1) for t in types] + [_Out(PACKED_SHAPES, TensorProto.INT64, 1)]
         at = "" if len(graphs) == 1 else None  # a single model's leaf writes the graph outputs itself
         leaves = [_packed_leaf(g, i, outs[i], types, at) for i, g in enumerate(graphs)]
@@ -80,15 +92,26 @@ def build_dispatch(graphs: Sequence[onnx.GraphProto], packed: bool = False) -> o
         leaves = [_leaf(g, i, "" if single else "@leaf", outs[i]) for i, g in enumerate(graphs)]
         per_model, shared = outs, False
         slots = [o for model_outs in outs for o in model_outs]
+    initializers: list[TensorProto] = []
+    value_info: list[onnx.ValueInfoProto] = []
     if len(graphs) == 1:
         nodes += leaves[0].nodes
+        initializers, value_info = list(leaves[0].initializers), list(leaves[0].value_info)
     else:
         nodes += _tree(0, len(graphs), "root", leaves, per_model, shared)
     inputs = [helper.make_tensor_value_info(INDEX, TensorProto.UINT32, [1])]
-    for g in graphs:
-        inputs += [_optional(i) for i in g.input]
+    if packed:
+        inputs += [helper.make_tensor_value_info(packed_input_stream(t), t, [f"{packed_input_stream(t)}:0"])
+                   for t in in_types]
+        inputs += [helper.make_tensor_value_info(n, TensorProto.INT64, [f"{n}:0"])
+                   for n in (PACKED_INPUT_SHAPES, PACKED_INPUT_OFFSETS)]
+    else:
+        for g in graphs:
+            inputs += [_optional(i) for i in g.input]
     outputs = [_symbolic(o.name, o) for o in slots]
-    return helper.make_graph(nodes, "popfuse_fusion", inputs, outputs)
+    return helper.make_graph(
+        nodes, "popfuse_fusion", inputs, outputs, initializer=initializers, value_info=value_info
+    )
 
 
 def _describe_output(info: onnx.ValueInfoProto) -> _Out:
@@ -175,29 +198,62 @@ def _packed_leaf(
     types: list[int],
     at: str | None = None,
 ) -> _Leaf:
-    """A leaf whose outputs are flattened into one stream per element type, plus their shapes.
+    """Model ``index`` reading its inputs from the packed streams and writing its outputs to them.
 
-    A model's only output of a type becomes its stream without a copy
-    (``Reshape`` to one dimension aliases); several outputs of one type are
-    concatenated in output order. The streams are named ``<stream><at>``, by
-    default ``<stream>@dispatch/model<i>``.
+    Input k's dimensions are a fixed slice of ``packed_in/shapes`` (the ranks are
+    static); an input alone in its type's stream is that stream, reshaped (an
+    alias), while inputs sharing a stream are cut out at the bounds that
+    ``packed_in/offsets`` holds for them (two entries per input, in input order).
+    Outputs are flattened the same way: a type's only output becomes its stream
+    without a copy, several are concatenated; their shapes are concatenated
+    into the shape vector. The streams are named ``<stream><at>``, by default
+    ``<stream>@dispatch/model<i>``.
     """
-    leaf = _leaf(graph, index, "@leaf", outs)
-    nodes = list(leaf.nodes)
-    suffix = f"@dispatch/model{index}" if at is None else at
+    prefix = f"dispatch/model{index}"
+    nodes: list[onnx.NodeProto] = []
+    input_types = [i.type.tensor_type.elem_type for i in graph.input]
+    at_dim = 0
+    for k, (info, elem_type) in enumerate(zip(graph.input, input_types)):
+        rank = len(info.type.tensor_type.shape.dim)
+        dims = f"{info.name}/dims"
+        nodes += [
+            _constant(f"{dims}/from", np.array([at_dim], np.int64)),
+            _constant(f"{dims}/to", np.array([at_dim + rank], np.int64)),
+            helper.make_node("Slice", [PACKED_INPUT_SHAPES, f"{dims}/from", f"{dims}/to"], [dims], name=f"{dims}/slice"),
+        ]
+        at_dim += rank
+        stream = packed_input_stream(elem_type)
+        if input_types.count(elem_type) > 1:
+            bounds = f"{info.name}/bounds"
+            nodes += [
+                _constant(f"{bounds}/at", np.array([2 * k], np.int64)),
+                _constant(f"{bounds}/next", np.array([2 * k + 1], np.int64)),
+                _constant(f"{bounds}/end", np.array([2 * k + 2], np.int64)),
+                helper.make_node("Slice", [PACKED_INPUT_OFFSETS, f"{bounds}/at", f"{bounds}/next"], [f"{bounds}/start"],
+                                 name=f"{bounds}/start"),
+                helper.make_node("Slice", [PACKED_INPUT_OFFSETS, f"{bounds}/next", f"{bounds}/end"], [f"{bounds}/stop"],
+                                 name=f"{bounds}/stop"),
+                helper.make_node("Slice", [stream, f"{bounds}/start", f"{bounds}/stop"], [f"{info.name}/flat"],
+                                 name=f"{info.name}/cut"),
+            ]
+            stream = f"{info.name}/flat"
+        nodes.append(helper.make_node("Reshape", [stream, dims], [info.name], name=f"{info.name}/shape"))
+    nodes += list(graph.node)
+
+    suffix = f"@{prefix}" if at is None else at
     stream_names = {t: f"{packed_stream(t)}{suffix}" for t in types}
     shape_vector = f"{PACKED_SHAPES}{suffix}"
     count = {t: sum(o.elem_type == t for o in outs) for t in types}
-    minus_one = f"dispatch/model{index}/flat"
+    minus_one = f"{prefix}/flat"
     nodes.append(_constant(minus_one, np.array([-1], np.int64)))
     flats: dict[int, list[str]] = {}
     shapes = []
-    for name, out in zip(leaf.outputs, outs):
+    for out in outs:
         # A type's only output is its stream, and a model's only shape is the shape vector.
-        flat = stream_names[out.elem_type] if count[out.elem_type] == 1 else f"{name}/flat"
-        shape = shape_vector if len(outs) == 1 else f"{name}/shape"
-        nodes.append(helper.make_node("Reshape", [name, minus_one], [flat], name=f"{name}/flatten"))
-        nodes.append(helper.make_node("Shape", [name], [shape], name=f"{name}/shape"))
+        flat = stream_names[out.elem_type] if count[out.elem_type] == 1 else f"{out.name}/flat"
+        shape = shape_vector if len(outs) == 1 else f"{out.name}/shape"
+        nodes.append(helper.make_node("Reshape", [out.name, minus_one], [flat], name=f"{out.name}/flatten"))
+        nodes.append(helper.make_node("Shape", [out.name], [shape], name=f"{out.name}/shape"))
         flats.setdefault(out.elem_type, []).append(flat)
         shapes.append(shape)
     for t in types:
@@ -210,7 +266,9 @@ def _packed_leaf(
     elif not outs:
         nodes.append(_empty(shape_vector, _Out(shape_vector, TensorProto.INT64, 1)))
     streams = [stream_names[t] for t in types]
-    return _Leaf(nodes, [*streams, shape_vector])
+    graph_outputs = {o.name for o in graph.output}
+    value_info = [v for v in graph.value_info if v.name not in graph_outputs]
+    return _Leaf(nodes, [*streams, shape_vector], tuple(graph.initializer), tuple(value_info))
 
 
 def _tree(
@@ -238,8 +296,11 @@ def _tree(
     branches = []
     for side, (a, b) in (("then", (lo, mid)), ("else", (mid, hi))):
         sub_tag = f"{tag}.{side}"
+        weights: tuple[TensorProto, ...] = ()
+        value_info: tuple[onnx.ValueInfoProto, ...] = ()
         if b - a == 1:
-            body, produced = leaves[a].nodes, leaves[a].outputs
+            leaf = leaves[a]
+            body, produced, weights, value_info = leaf.nodes, leaf.outputs, leaf.initializers, leaf.value_info
         else:
             body = _tree(a, b, sub_tag, leaves, outs, shared)
             sub_slots = outs[a] if shared else [o for j in range(a, b) for o in outs[j]]
@@ -249,7 +310,11 @@ def _tree(
         else:
             names, empties = _fill(lo, hi, a, b, sub_tag, outs, produced)
         graph_outs = [_symbolic(n, o) for n, o in zip(names, slots)]
-        branches.append(helper.make_graph([*body, *empties], sub_tag, [], graph_outs))
+        branches.append(
+            helper.make_graph(
+                [*body, *empties], sub_tag, [], graph_outs, initializer=list(weights), value_info=list(value_info)
+            )
+        )
     return [
         _constant(split, np.array([mid], np.int64)),
         helper.make_node("Less", [_INDEX_INT64, split], [cond], name=f"dispatch/{tag}/less"),

@@ -11,7 +11,7 @@ from fusion.fuse import fusion_records
 from fusion.passes.layout import model_graphs
 from fusion.rename import subgraphs
 from runtime import Runner, RuntimeConfig
-from tests.models import if_model, multi_output_model, scale_model
+from tests.models import if_model, multi_output_model, parse, scale_model
 
 LENIENT = RuntimeConfig(validate_io_params=False)
 
@@ -31,8 +31,10 @@ def test_packed_executable_has_the_same_outputs_whatever_n(n):
     artifact = compile_artifact(fuse([scale_model(float(i)) for i in range(n)]), "onnxruntime-cpu")
     compiled = onnx.load_from_string(bytes(artifact.executable))
     assert [o.name for o in compiled.graph.output] == ["packed/F32", "packed/shapes"]
+    assert [i.name for i in compiled.graph.input] == ["index", "packed_in/F32", "packed_in/shapes", "packed_in/offsets"]
     assert if_output_counts(compiled.graph) == {2}
-    assert artifact.metadata.packed_outputs.streams == {"F32": "packed/F32"}
+    assert artifact.metadata.packed.output_streams == {"F32": "packed/F32"}
+    assert artifact.metadata.packed.input_streams == {"F32": "packed_in/F32"}
 
 
 def test_mixed_outputs_round_trip(make_artifact):
@@ -52,6 +54,27 @@ def test_mixed_outputs_round_trip(make_artifact):
     np.testing.assert_array_equal(buffers["graph1/K"], [7, 8, 9])
     positive = np.array([[1.0, -2.0, 3.0]], np.float32)  # sums above 0: the model's own If adds 1
     np.testing.assert_array_equal(runner.execute({"graph2/X": positive})["graph2/O"], positive + 1)
+
+
+def test_inputs_sharing_a_type_are_cut_at_their_offsets(make_artifact):
+    three = parse(
+        """
+        agraph (float[2] A, float[N, 3] B, int64[2] K) => (float[N, 3] O, int64[2] L)
+        {
+            s = ReduceSum<keepdims = 0>(A)
+            O = Add(B, s)
+            L = Neg(K)
+        }
+        """
+    )
+    runner = Runner(make_artifact([scale_model(), three]), LENIENT)
+    a = np.array([1.0, 2.0], np.float32)
+    b = np.arange(6, dtype=np.float32).reshape(2, 3)
+    out = runner.execute({"graph1/A": a, "graph1/B": b, "graph1/K": np.array([4, 5], np.int64)})
+    np.testing.assert_array_equal(out["graph1/O"], b + 3)
+    np.testing.assert_array_equal(out["graph1/L"], [-4, -5])
+    np.testing.assert_array_equal(runner.execute({"graph0/X": np.zeros((1, 4), np.float32)})["graph0/O"],
+                                  [[0, 1, 2, 3]])
 
 
 def test_model_graphs_are_recovered_from_the_public_layout():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -12,6 +10,7 @@ import fusion
 from fusion.cli import main as cli_main
 from runtime import Runner, RuntimeConfig
 from runtime.dump import describe
+from tests.concurrency import run_in_threads
 from tests.models import PPOCR, ppocr_input, ppocr_path
 
 LENIENT = RuntimeConfig(validate_io_params=False)
@@ -58,23 +57,13 @@ def test_concurrent_requests_across_real_subgraphs(ppocr, references):
     for i, name in enumerate(PPOCR):
         x = ppocr_input(name, seed=2)
         cases.append((i, x, references[name].run(None, {"x": x})[0]))
-    errors = []
-
     def work(offset):
-        try:
-            for k in range(6):
-                i, x, want = cases[(offset + k) % 3]
-                (got,) = runner.execute({f"graph{i}/x": x}).values()
-                np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
-        except Exception as e:  # re-raised below
-            errors.append(e)
+        for k in range(6):
+            i, x, want = cases[(offset + k) % 3]
+            (got,) = runner.execute({f"graph{i}/x": x}).values()
+            np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(work, 4)
 
 
 def test_dump_shows_index_anchor_and_fusion_map(ppocr, capsys):

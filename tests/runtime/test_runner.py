@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 
 import numpy as np
@@ -13,6 +12,7 @@ from fusion import ModelOptions
 from runtime import ArtifactError, ExecutionError, ModelRunner, Runner, RuntimeConfig
 from runtime import metadata as md
 from runtime.artifact import read_artifact, write_artifact
+from tests.concurrency import run_in_threads
 from tests.models import dynamic_model, if_model, scale_model
 
 LENIENT = RuntimeConfig(validate_io_params=False)
@@ -131,11 +131,16 @@ def test_unvalidated_requests_still_fail_cleanly(artifact):
         runner.execute({})
 
 
-def test_artifact_from_another_backend_version_is_refused(artifact, tmp_path, caplog):
+def with_backend(artifact, path, **changes):
+    """A copy of ``artifact`` at ``path`` whose backend record says something else."""
     original = read_artifact(artifact)
-    backend = replace(original.metadata.backend, version="0.0.1")
-    stale = tmp_path / "stale.popef"
-    write_artifact(stale, replace(original, metadata=replace(original.metadata, backend=backend)))
+    backend = replace(original.metadata.backend, **changes)
+    write_artifact(path, replace(original, metadata=replace(original.metadata, backend=backend)))
+    return path
+
+
+def test_artifact_from_another_backend_version_is_refused(artifact, tmp_path, caplog):
+    stale = with_backend(artifact, tmp_path / "stale.popef", version="0.0.1")
     with pytest.raises(ArtifactError, match=r"compiled by onnxruntime 0\.0\.1, but this machine has onnxruntime .*popfuse build"):
         Runner(stale)
     runner = Runner(stale, RuntimeConfig(validate_io_params=False, check_package_hash=False))
@@ -144,10 +149,7 @@ def test_artifact_from_another_backend_version_is_refused(artifact, tmp_path, ca
 
 
 def test_artifact_compiled_for_other_cpu_features_is_refused(artifact, tmp_path):
-    original = read_artifact(artifact)
-    backend = replace(original.metadata.backend, features="cpu x86_64 avx512f amx_tile imaginary_isa")
-    foreign = tmp_path / "foreign.popef"
-    write_artifact(foreign, replace(original, metadata=replace(original.metadata, backend=backend)))
+    foreign = with_backend(artifact, tmp_path / "foreign.popef", features="cpu x86_64 avx512f amx_tile imaginary_isa")
     with pytest.raises(ArtifactError, match=r"compiled for a machine with \[cpu x86_64 .*imaginary_isa\], but this machine has"):
         Runner(foreign)
 
@@ -167,31 +169,22 @@ def test_switching_subgraphs_never_reloads(artifact, monkeypatch):
 
 def test_concurrent_execute_across_subgraphs(artifact):
     runner = Runner(artifact, LENIENT)
-    errors = []
 
     def work(seed):
         rng = np.random.default_rng(seed)
-        try:
-            for _ in range(200):
-                k = int(rng.integers(0, 3))
-                if k == 0:
-                    x = rng.random((1, 4), dtype=np.float32)
-                    np.testing.assert_allclose(runner.execute({"graph0/X": x})["graph0/O"], 2 * x + np.arange(4), rtol=1e-6)
-                elif k == 1:
-                    x = rng.random((1, 3), dtype=np.float32) + 0.1
-                    np.testing.assert_allclose(runner.execute({"graph1/X": x})["graph1/O"], x + 1, rtol=1e-6)
-                else:
-                    x = rng.standard_normal((int(rng.integers(1, 9)), 4)).astype(np.float32)
-                    np.testing.assert_allclose(runner.execute({"graph2/X": x})["graph2/O"], np.maximum(x, 0))
-        except Exception as e:  # collected and re-raised in the main thread
-            errors.append(e)
+        for _ in range(200):
+            k = int(rng.integers(0, 3))
+            if k == 0:
+                x = rng.random((1, 4), dtype=np.float32)
+                np.testing.assert_allclose(runner.execute({"graph0/X": x})["graph0/O"], 2 * x + np.arange(4), rtol=1e-6)
+            elif k == 1:
+                x = rng.random((1, 3), dtype=np.float32) + 0.1
+                np.testing.assert_allclose(runner.execute({"graph1/X": x})["graph1/O"], x + 1, rtol=1e-6)
+            else:
+                x = rng.standard_normal((int(rng.integers(1, 9)), 4)).astype(np.float32)
+                np.testing.assert_allclose(runner.execute({"graph2/X": x})["graph2/O"], np.maximum(x, 0))
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(work, 8)
 
 
 def test_runs_leave_stderr_clean(make_artifact, capfd):

@@ -17,6 +17,7 @@ import pytest
 import tritonclient.http as triton
 
 from runtime import Runner, RuntimeConfig
+from tests.concurrency import run_in_threads
 from tests.models import PPOCR, batch_model, dynamic_model, ppocr_input, ppocr_path, scale_model, slow_model
 
 from .conftest import free_port, named
@@ -78,31 +79,22 @@ def test_tritonclient_round_trip_for_every_ppocr_model(serve):
 
 def test_concurrent_mixed_load_matches_every_response(serve):
     server = serve({"mix": [scale_model(2.0), scale_model(3.0), dynamic_model()]}, {"mix": named("two", "three", "relu")})
-    errors = []
 
     def client_thread(seed: int) -> None:
         rng = np.random.default_rng(seed)
         client = triton.InferenceServerClient(server.url)
-        try:
-            for _ in range(250):
-                model = ("two", "three", "relu")[int(rng.integers(3))]
-                if model == "relu":
-                    x = rng.standard_normal((int(rng.integers(1, 5)), 4)).astype(np.float32)
-                    want = np.maximum(x, 0)
-                else:
-                    x = rng.standard_normal((1, 4)).astype(np.float32)
-                    want = x * (2.0 if model == "two" else 3.0) + np.arange(4)
-                got = triton_infer(client, model, {"X": x}, ["O"])["O"]
-                np.testing.assert_allclose(got, want, rtol=1e-6)
-        except Exception as e:  # re-raised below
-            errors.append(e)
+        for _ in range(250):
+            model = ("two", "three", "relu")[int(rng.integers(3))]
+            if model == "relu":
+                x = rng.standard_normal((int(rng.integers(1, 5)), 4)).astype(np.float32)
+                want = np.maximum(x, 0)
+            else:
+                x = rng.standard_normal((1, 4)).astype(np.float32)
+                want = x * (2.0 if model == "two" else 3.0) + np.arange(4)
+            got = triton_infer(client, model, {"X": x}, ["O"])["O"]
+            np.testing.assert_allclose(got, want, rtol=1e-6)
 
-    threads = [threading.Thread(target=client_thread, args=(s,)) for s in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors[0]
+    run_in_threads(client_thread, 8)
     stats = server.dataplane.statistics()["model_stats"]
     assert sum(s["inference_stats"]["success"]["count"] for s in stats) == 2000
 
