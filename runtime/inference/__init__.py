@@ -1,0 +1,14 @@
+"""Paddle Inference's Python API on popfuse: ``from runtime import inference as paddle_infer``.
+
+``Config``, ``create_predictor``, ``Predictor``, ``Tensor``, ``DataType``, and
+the older names ``AnalysisConfig`` and ``create_paddle_predictor``.
+"""
+
+from .config import Config
+from .predictor import Predictor, create_predictor
+from .tensor import DataType, Tensor
+
+AnalysisConfig = Config
+create_paddle_predictor = create_predictor
+
+__all__ = ["AnalysisConfig", "Config", "DataType", "Predictor", "Tensor", "create_paddle_predictor", "create_predictor"]

@@ -1,0 +1,193 @@
+"""Paddle Inference's Python API on popfuse: Config, Predictor, Tensor, legacy names, IPU option effects."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from runtime import inference as paddle_infer
+from tests.models import batch_model, parse, ppocr_input, ppocr_path, scale_model
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "model"  # no extension, as in Paddle's examples
+    onnx.save(scale_model(2.0), path)
+    return path
+
+
+def test_the_seed_example_program_runs_as_written(model_file, tmp_path, caplog):
+    # shared/seeds/003: the Python predictor API example, with its own names.
+    AnalysisConfig, create_paddle_predictor = paddle_infer.AnalysisConfig, paddle_infer.create_paddle_predictor
+
+    def create_predictor():
+        config = AnalysisConfig(str(model_file), str(tmp_path / "params"))
+        config.switch_use_feed_fetch_ops(False)
+        config.enable_use_gpu(100, 0)
+        config.enable_mkldnn()
+        config.enable_memory_optim()
+        predictor = create_paddle_predictor(config)
+        return predictor
+
+    def run(predictor, data):
+        input_names = predictor.get_input_names()
+        for i, name in enumerate(input_names):
+            input_tensor = predictor.get_input_tensor(name)
+            input_tensor.reshape(data[i].shape)
+            input_tensor.copy_from_cpu(data[i].copy())
+        predictor.zero_copy_run()
+        results = []
+        output_names = predictor.get_output_names()
+        for i, name in enumerate(output_names):
+            output_tensor = predictor.get_output_tensor(name)
+            output_data = output_tensor.copy_to_cpu()
+            results.append(output_data)
+        return results
+
+    with caplog.at_level(logging.ERROR):
+        results = run(create_predictor(), [np.ones((1, 4), np.float32)])
+    np.testing.assert_allclose(results[0], [[2, 3, 4, 5]])
+    assert "no CUDA provider" in caplog.text  # no GPU here: logged, and the model ran on the CPU
+
+
+def test_config_errors_have_paddles_types(model_file, tmp_path):
+    with pytest.raises(RuntimeError, match="does not exist"):
+        paddle_infer.create_predictor(paddle_infer.Config(str(tmp_path / "absent.onnx")))
+    with pytest.raises(RuntimeError, match="no model is set"):
+        paddle_infer.create_predictor(paddle_infer.Config())
+    config = paddle_infer.Config(str(model_file))
+    paddle_infer.create_predictor(config)
+    with pytest.raises(ValueError, match=r"^Note: Each config can only be used for one predictor\.$"):
+        paddle_infer.create_predictor(config)
+    with pytest.raises(RuntimeError, match="TensorRT"):
+        paddle_infer.Config(str(model_file)).enable_tensorrt_engine()
+
+
+def test_handles_run_with_a_list_clone_and_tensor_api(model_file):
+    config = paddle_infer.Config()
+    config.set_model_buffer(model_file.read_bytes(), model_file.stat().st_size, b"", 0)
+    config.set_cpu_math_library_num_threads(1)
+    predictor = paddle_infer.create_predictor(config)
+    with pytest.raises(RuntimeError, match="no input 'Z'; inputs: X"):
+        predictor.get_input_handle("Z")
+    with pytest.raises(RuntimeError, match="no output 'Z'"):
+        predictor.get_output_handle("Z")
+    with pytest.raises(RuntimeError, match="have no data"):
+        predictor.run()
+    (out,) = predictor.run([np.zeros((1, 4), np.float32)])
+    np.testing.assert_allclose(out, [[0, 1, 2, 3]])
+    handle = predictor.get_output_handle("O")
+    assert handle.shape() == [1, 4] and handle.type() == paddle_infer.DataType.FLOAT32
+    clone = predictor.clone()
+    assert clone._engine is predictor._engine  # the same sessions: weights are shared
+    x = clone.get_input_handle("X")
+    shared = np.full((1, 4), 1.0, np.float32)
+    x.share_external_data(shared)
+    x.set_lod([[0, 1]])
+    assert x.lod() == [[0, 1]]
+    clone.run()
+    np.testing.assert_allclose(clone.get_output_handle("O").copy_to_cpu(), [[2, 3, 4, 5]])
+    predictor.clear_intermediate_tensor()
+    with pytest.raises(RuntimeError, match="holds no data"):
+        predictor.get_output_handle("O").copy_to_cpu()
+    assert predictor.try_shrink_memory() == 0
+    predictor.run([np.zeros((1, 4), np.float32)])  # the shrinking run
+    assert "use_ipu" in config.summary() and "cpu_math_thread" in config.summary()
+
+
+def test_micro_batch_fixes_the_dynamic_batch_dimension(tmp_path):
+    onnx.save(batch_model(), tmp_path / "b.onnx")
+    config = paddle_infer.Config(str(tmp_path / "b.onnx"))
+    config.enable_ipu(1, 4)
+    predictor = paddle_infer.create_predictor(config)
+    assert predictor._engine.sessions[0].get_inputs()[0].shape == [4, 4]
+    (out,) = predictor.run([np.ones((4, 4), np.float32)])
+    np.testing.assert_allclose(out, 2 * np.ones((4, 4)))
+    with pytest.raises(RuntimeError, match="failed to run"):
+        predictor.run([np.ones((3, 4), np.float32)])
+
+
+def test_fp16_converts_the_graph_and_its_io(tmp_path):
+    onnx.save(scale_model(0.5), tmp_path / "m.onnx")
+    config = paddle_infer.Config(str(tmp_path / "m.onnx"))
+    config.enable_ipu()
+    config.set_ipu_config(ipu_enable_fp16=True)
+    predictor = paddle_infer.create_predictor(config)
+    assert predictor._engine.sessions[0].get_inputs()[0].type == "tensor(float16)"
+    (out,) = predictor.run([np.ones((1, 4), np.float16)])
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float32), [[0.5, 1.5, 2.5, 3.5]])
+
+
+def test_replicas_and_batches_per_step(tmp_path):
+    onnx.save(batch_model(), tmp_path / "b.onnx")
+    config = paddle_infer.Config(str(tmp_path / "b.onnx"))
+    config.enable_ipu(1, 2, True, 3)  # micro batch 2, pipelining, 3 batches per step
+    config.set_ipu_config(ipu_replica_num=2)
+    predictor = paddle_infer.create_predictor(config)
+    assert len(predictor._engine.sessions) == 2
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)  # 3 micro-batches of 2 rows
+    for _ in range(3):  # round-robin over the replicas
+        (out,) = predictor.run([x])
+        np.testing.assert_allclose(out, 2 * x)
+
+
+def test_custom_patterns_turn_optimisations_off(tmp_path, monkeypatch):
+    foldable = parse(
+        """
+        agraph (float[1, 2] X) => (float[1, 2] O)
+        <float[2] A = {1.0, 2.0}, float[2] B = {3.0, 4.0}>
+        {
+            C = Add(A, B)
+            O = Add(X, C)
+        }
+        """
+    )
+    onnx.save(foldable, tmp_path / "f.onnx")
+    monkeypatch.chdir(tmp_path)
+    ops = {}
+    for state in (True, False):
+        config = paddle_infer.Config(str(tmp_path / "f.onnx"))
+        config.switch_ir_debug(True)
+        config.set_ipu_custom_info(ipu_custom_patterns={"ConstantFolding": state})
+        config.enable_ipu()
+        predictor = paddle_infer.create_predictor(config)
+        np.testing.assert_allclose(predictor.run([np.zeros((1, 2), np.float32)])[0], [[4, 6]])
+        ops[state] = [n.op_type for n in onnx.load(tmp_path / "f_optimized.onnx").graph.node]
+        assert (tmp_path / "f_optimized.dot").read_text().startswith("digraph")
+    assert ops[True] == ["Add"] and ops[False] == ["Add", "Add"]
+
+
+def test_enable_ipu_after_load_ipu_config_overwrites_the_shared_values(tmp_path):
+    path = tmp_path / "ipu.conf"
+    path.write_text("ipu_device_num,4\nipu_micro_batch_size,8\nipu_enable_fp16,true\nipu_batches_per_step,2\n")
+    config = paddle_infer.Config()
+    config.load_ipu_config(path)
+    assert config.use_ipu() and config.ipu_options["ipu_micro_batch_size"] == 8
+    config.enable_ipu()
+    assert config.ipu_options["ipu_device_num"] == 1 and config.ipu_options["ipu_micro_batch_size"] == 1
+    assert config.ipu_options["ipu_batches_per_step"] == 1
+    assert config.ipu_options["ipu_enable_fp16"] is True  # not one of enable_ipu's four
+
+
+def test_fused_artifact_through_the_predictor(make_artifact):
+    config = paddle_infer.Config(str(make_artifact([scale_model(2.0), scale_model(3.0, n=3)])))
+    predictor = paddle_infer.create_predictor(config)
+    assert predictor.get_input_names() == ["graph0/X", "graph1/X"]
+    predictor.get_input_handle("graph1/X").copy_from_cpu(np.ones((1, 3), np.float32))
+    predictor.run()
+    np.testing.assert_allclose(predictor.get_output_handle("graph1/O").copy_to_cpu(), [[3, 4, 5]])
+
+
+def test_real_model_matches_onnxruntime(tmp_path):
+    config = paddle_infer.Config(str(ppocr_path("cls")))
+    config.enable_ipu(1, 1)
+    predictor = paddle_infer.create_predictor(config)
+    x = ppocr_input("cls")
+    (got,) = predictor.run([x])
+    (want,) = ort.InferenceSession(str(ppocr_path("cls")), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(got, want, atol=1e-5)
