@@ -11,4 +11,11 @@ from .tensor import DataType, Tensor
 AnalysisConfig = Config
 create_paddle_predictor = create_predictor
 
-__all__ = ["AnalysisConfig", "Config", "DataType", "Predictor", "Tensor", "create_paddle_predictor", "create_predictor"]
+
+def enable_static() -> None:
+    """``paddle.enable_static()``: programs here are always static graphs."""
+
+__all__ = [
+    "AnalysisConfig", "Config", "DataType", "Predictor", "Tensor", "create_paddle_predictor", "create_predictor",
+    "enable_static",
+]

@@ -152,15 +152,23 @@ class _OnnxEngine:
             run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
             self.shrink_next = False
         names = [n for n, _, _ in self.outputs]
-        try:
-            if self.steps == 1:
-                return dict(zip(names, session.run(names, feeds, run_options)))
-            # Pipelining: the input holds batches_per_step micro-batches; run each, stack the outputs.
-            chunks = {n: np.array_split(a, self.steps) for n, a in feeds.items()}
-            parts = [session.run(names, {n: c[k] for n, c in chunks.items()}, run_options) for k in range(self.steps)]
-            return {n: np.concatenate([p[i] for p in parts]) for i, n in enumerate(names)}
-        except Exception as e:  # onnxruntime's own error classes
-            raise RuntimeError(f"the model failed to run: {e}") from e
+        return dict(zip(names, run_steps(session, names, feeds, self.steps, run_options)))
+
+
+def run_steps(session, names: list[str], feeds: dict[str, np.ndarray], steps: int, run_options=None) -> list:
+    """Run ``feeds`` as ``steps`` micro-batches stacked on dimension 0 (pipelining), outputs stacked alike.
+
+    Raises:
+        RuntimeError: onnxruntime rejected the inputs (Paddle's error type).
+    """
+    try:
+        if steps == 1:
+            return session.run(names, feeds, run_options)
+        chunks = {n: np.array_split(a, steps) for n, a in feeds.items()}
+        parts = [session.run(names, {n: c[k] for n, c in chunks.items()}, run_options) for k in range(steps)]
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(names))]
+    except Exception as e:  # onnxruntime's own error classes
+        raise RuntimeError(f"the model failed to run: {e}") from e
 
 
 class _ArtifactEngine:
