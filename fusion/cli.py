@@ -132,6 +132,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from runtime.check import report, run_check
+
+    results = run_check()
+    print(report(results))
+    return 0 if any(r.ok for r in results) else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.cli import run
 
@@ -166,6 +174,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=1, help="run N times and print latency")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="report the backends found and run a tiny fused model on each")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("serve", help="serve artifacts over the KServe v2 / Triton HTTP protocol")
     p.add_argument("artifacts", nargs="+", type=Path, help="executable.popef files; each subgraph is a model")

@@ -3,6 +3,7 @@
 ``from runtime import RuntimeConfig, Runner, ModelRunner`` is the PopRT-style entry.
 """
 
+from .check import run_check
 from .config import RuntimeConfig
 from .errors import ArtifactError, BackendError, ExecutionError, PopfuseError
 from .runner import ExecuteFuture, ModelRunner, Runner, TensorDescriptor
@@ -17,4 +18,5 @@ __all__ = [
     "Runner",
     "RuntimeConfig",
     "TensorDescriptor",
+    "run_check",
 ]

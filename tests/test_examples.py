@@ -44,3 +44,13 @@ def test_ppocr_fusion_example(tmp_path):
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert ran.stdout.count(" OK") == 3
     assert (tmp_path / "executable.popef").is_file()
+
+
+def test_paddle_inference_example():
+    ran = run(EXAMPLES / "paddle_inference" / "classify.py", cwd=EXAMPLES.parent)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[0].startswith("upright: class 0 (0 degrees)")
+    assert lines[1].startswith("flipped: class 1 (180 degrees)")
+    assert "fused artifact inputs: ['graph0/x', 'graph1/x']" in ran.stdout
+    assert lines[-1].startswith("fused cls: class 0")

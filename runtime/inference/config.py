@@ -15,6 +15,7 @@ from typing import Any
 import onnxruntime as ort
 
 from .ipu_config import load_ipu_config as _parse_ipu_config
+from .paddle_models import is_paddle_model, onnx_from_paddle
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ class Config:
     # -- the model ----------------------------------------------------------------------------
 
     def set_model(self, prog_file: str | os.PathLike, params_file: str | os.PathLike | None = None) -> None:
-        """Use the model at ``prog_file`` (``params_file`` is for Paddle models with the paddle extra)."""
+        """Use the model at ``prog_file``: ``.onnx``, ``.popef``, or with the paddle extra a Paddle
+        inference model (``.pdmodel``/``.json``, weights in ``params_file``)."""
         self._prog_file, self._params_file = os.fspath(prog_file), (None if params_file is None else os.fspath(params_file))
         self._prog_buffer = None
 
@@ -98,6 +100,8 @@ class Config:
             path = candidates[0]
         if not path.is_file():
             raise RuntimeError(f"program file {str(path)!r} does not exist")
+        if is_paddle_model(path):
+            return onnx_from_paddle(path, self._params_file)
         return path.read_bytes()
 
     # -- devices and optimisation ---------------------------------------------------------------

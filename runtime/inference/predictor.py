@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from ..errors import PopfuseError
 from ..popef import MAGIC
 from ..runner import Runner
 from .config import Config
+from .custom_ops import map_custom_ops, register_custom_ops
 from .tensor import Tensor
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,11 @@ class _OnnxEngine:
             stem = Path(config.prog_file()).stem or "model"
             options.optimized_model_filepath = f"{stem}_optimized.onnx"
         providers = (["CUDAExecutionProvider"] if config.use_gpu() else []) + ["CPUExecutionProvider"]
+        proportion = float((ipu or {}).get("ipu_available_memory_proportion", 1.0))
+        if proportion < 1.0:
+            _bound_arena(proportion)
+            options.add_session_config_entry("session.use_env_allocators", "1")
+        register_custom_ops(options, (ipu or {}).get("ipu_custom_ops_info", []))
         disabled = [name for name, on in (ipu or {}).get("ipu_custom_patterns", {}).items() if not on]
         replicas = max(1, int((ipu or {}).get("ipu_replica_num", 1)))
         try:
@@ -197,6 +204,26 @@ class _ArtifactEngine:
         return self.runner.execute(feeds)
 
 
+_ARENA_BOUND: list[int] = []
+
+
+def _bound_arena(proportion: float) -> None:
+    """Bound onnxruntime's CPU memory arena to ``proportion`` of this machine's memory.
+
+    onnxruntime shares such an arena across the process and cannot replace it,
+    so the first bound set holds for every later predictor that asks for one.
+    """
+    limit = int(proportion * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    if _ARENA_BOUND:
+        if _ARENA_BOUND[0] != limit:
+            log.warning("the CPU arena is already bounded at %d bytes for this process; "
+                        "ipu_available_memory_proportion=%s asks for %d", _ARENA_BOUND[0], proportion, limit)
+        return
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(limit, -1, -1, -1))
+    _ARENA_BOUND.append(limit)
+
+
 def _apply_ipu_options(data: bytes, options: dict) -> bytes:
     """Apply the IPU options that change the graph: the micro-batch size and fp16."""
     import onnx
@@ -211,6 +238,7 @@ def _apply_ipu_options(data: bytes, options: dict) -> bytes:
         if info.name not in initializers and dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
             dims[0].Clear()
             dims[0].dim_value = micro  # the micro batch fixes a dynamic batch dimension
+    model = map_custom_ops(model, options["ipu_custom_ops_info"])
     if options["ipu_enable_fp16"]:
         model = convert_precision(model, "fp16")
     return model.SerializeToString()

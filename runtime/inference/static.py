@@ -19,6 +19,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 
+from .custom_ops import map_custom_ops, register_custom_ops
+
 log = logging.getLogger(__name__)
 
 _TRAINING_OPS = {"Gradient", "Adagrad", "Adam", "Momentum", "SGD"}
@@ -187,7 +189,9 @@ class CompiledProgram:
         self.model = model
         self._run_steps = run_steps
         disabled = [name for name, on in strategy.patterns.items() if not on]
-        self._session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"],
+        options = ort.SessionOptions()
+        register_custom_ops(options, strategy.custom_ops)
+        self._session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"],
                                              disabled_optimizers=disabled)
         self._steps = strategy.get_option("batches_per_step") if strategy.get_option("enable_pipelining") else 1
         self.feed_names = [i.name for i in self._session.get_inputs()]
@@ -204,9 +208,10 @@ class IpuCompiledProgram:
     def __init__(self, program: Program | onnx.ModelProto | str | os.PathLike | None = None, scope: Any = None,
                  ipu_strategy: IpuStrategy | None = None):
         self.program = default_main_program() if program is None else program
+        self.scope = scope
         self.strategy = ipu_strategy or IpuStrategy()
 
-    def compile(self, feed_list: Sequence[str], fetch_list: Sequence[str]) -> CompiledProgram:
+    def compile(self, feed_list: Sequence[Any], fetch_list: Sequence[Any]) -> CompiledProgram:
         """Extract the forward graph from feeds to fetches, set the micro batch, drop useless scale ops,
         apply fp16 when asked; returns a runnable program.
 
@@ -216,7 +221,7 @@ class IpuCompiledProgram:
         from fusion.passes.precision import convert_precision
         from fusion.passes.scale_ops import remove_useless_scale_ops
 
-        model = self._model()
+        model, feed_list, fetch_list = self._model(feed_list, fetch_list)
         training = sorted({n.op_type for n in model.graph.node if n.op_type in _TRAINING_OPS or n.op_type.endswith("_grad")})
         if training:
             raise RuntimeError(
@@ -232,12 +237,7 @@ class IpuCompiledProgram:
             if dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
                 dims[0].Clear()
                 dims[0].dim_value = micro
-        for paddle_op, target, domain, version in self.strategy.custom_ops:
-            for node in model.graph.node:
-                if node.op_type == paddle_op:
-                    node.op_type, node.domain = target, ("" if domain in ("", "ai.onnx") else domain)
-            if domain not in ("", "ai.onnx") and all(o.domain != domain for o in model.opset_import):
-                model.opset_import.append(helper.make_opsetid(domain, int(version)))
+        model = map_custom_ops(model, self.strategy.custom_ops)
         model, removed = remove_useless_scale_ops(model)
         if removed:
             log.info("removed %d useless scale op(s)", removed)
@@ -246,13 +246,20 @@ class IpuCompiledProgram:
         model.ir_version = 10
         return CompiledProgram(model, self.strategy)
 
-    def _model(self) -> onnx.ModelProto:
+    def _model(self, feed_list: Sequence[Any], fetch_list: Sequence[Any]) -> tuple[onnx.ModelProto, list, list]:
+        """The program as ONNX, with the names of its feeds and fetches there."""
         if isinstance(self.program, Program):
-            return self.program.to_onnx()
+            return self.program.to_onnx(), list(feed_list), list(fetch_list)
         if isinstance(self.program, onnx.ModelProto):
-            return self.program
+            return self.program, list(feed_list), list(fetch_list)
         if isinstance(self.program, (str, os.PathLike)):
-            return onnx.load(self.program)
+            return onnx.load(self.program), list(feed_list), list(fetch_list)
+        if type(self.program).__module__.startswith("paddle"):
+            from .paddle_models import onnx_from_program
+
+            # Saving prunes the program to exactly these feeds and fetches; their ONNX names are its I/O.
+            model = onnx.load_from_string(onnx_from_program(self.program, feed_list, fetch_list, self.scope))
+            return model, [i.name for i in model.graph.input], [o.name for o in model.graph.output]
         raise TypeError(
             f"IpuCompiledProgram takes a static Program, an onnx.ModelProto or a model path, received "
             f"{type(self.program).__name__}; a paddle.static.Program needs the paddle extra"

@@ -191,3 +191,62 @@ def test_real_model_matches_onnxruntime(tmp_path):
     (got,) = predictor.run([x])
     (want,) = ort.InferenceSession(str(ppocr_path("cls")), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_custom_ops_info_maps_a_paddle_op_to_a_registered_implementation(tmp_path):
+    from onnxruntime_extensions import PyCustomOpDef, onnx_op
+
+    @onnx_op(op_type="PopfuseClampRelu", inputs=[PyCustomOpDef.dt_float], outputs=[PyCustomOpDef.dt_float])
+    def clamp_relu(x):
+        return np.clip(x, 0, 1)
+
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("custom_relu", ["X"], ["O"], domain="paddle")],
+        "custom",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("O", TensorProto.FLOAT, [1, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("paddle", 1)],
+                              ir_version=10)
+    onnx.save(model, tmp_path / "custom.onnx")
+    (tmp_path / "ipu.conf").write_text("ipu_custom_ops_info,[[custom_relu, PopfuseClampRelu, ai.onnx.contrib, 1]]\n")
+    config = paddle_infer.Config(str(tmp_path / "custom.onnx"))
+    config.load_ipu_config(tmp_path / "ipu.conf")
+    (out,) = paddle_infer.create_predictor(config).run([np.array([[-2.0, 0.5, 3.0]], np.float32)])
+    np.testing.assert_allclose(out, [[0.0, 0.5, 1.0]])
+
+
+@pytest.mark.parametrize("proportion, ran", [(1e-7, False), (0.5, True)])
+def test_available_memory_proportion_bounds_the_arena(tmp_path, proportion, ran):
+    import subprocess
+    import sys
+    import textwrap
+
+    onnx.save(parse(
+        """
+        agraph (float[1024, 1024] X) => (float[1024, 1024] O)
+        {
+            a = Relu(X)
+            O = Neg(a)
+        }
+        """
+    ), tmp_path / "big.onnx")
+    # The arena is process-wide in onnxruntime, so each bound gets a process of its own.
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from runtime import inference as paddle_infer
+        config = paddle_infer.Config({str(tmp_path / 'big.onnx')!r})
+        config.enable_ipu()
+        config.set_ipu_config(ipu_available_memory_proportion={proportion})
+        predictor = paddle_infer.create_predictor(config)
+        try:
+            predictor.run([np.ones((1024, 1024), np.float32)])
+            print("ran")
+        except RuntimeError as e:
+            print("refused:", e)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("ran" in done.stdout) == ran, done.stdout
