@@ -250,3 +250,48 @@ def test_available_memory_proportion_bounds_the_arena(tmp_path, proportion, ran)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert ("ran" in done.stdout) == ran, done.stdout
+
+
+def test_ir_optim_off_keeps_the_graph_as_it_is(tmp_path, monkeypatch):
+    onnx.save(parse(
+        """
+        agraph (float[1, 2] X) => (float[1, 2] O)
+        <float[2] A = {1.0, 2.0}, float[2] B = {3.0, 4.0}>
+        {
+            C = Add(A, B)
+            O = Add(X, C)
+        }
+        """
+    ), tmp_path / "g.onnx")
+    monkeypatch.chdir(tmp_path)
+    kept = {}
+    for optim in (True, False):
+        config = paddle_infer.Config(str(tmp_path / "g.onnx"))
+        config.switch_ir_optim(optim)
+        config.switch_ir_debug(True)
+        assert config.ir_optim() is optim
+        paddle_infer.create_predictor(config).run([np.zeros((1, 2), np.float32)])
+        kept[optim] = len(onnx.load(tmp_path / "g_optimized.onnx").graph.node)
+    assert kept == {True: 1, False: 2}
+
+
+def test_half_partial_is_accepted_and_changes_nothing(model_file):
+    results = []
+    for half in (False, True):
+        config = paddle_infer.Config(str(model_file))
+        config.enable_ipu()
+        config.set_ipu_config(ipu_enable_half_partial=half)
+        assert config.ipu_options["ipu_enable_half_partial"] is half
+        results.append(paddle_infer.create_predictor(config).run([np.ones((1, 4), np.float32)])[0])
+    np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_run_check_reports_the_cpu_target(capsys):
+    from fusion.cli import main
+    from runtime import run_check
+
+    results = {r.target: r for r in run_check()}
+    assert results["onnxruntime-cpu"].ok
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime-cpu: works" in out and "usable targets: onnxruntime-cpu" in out
