@@ -117,3 +117,17 @@ def test_build_reports_what_compilation_shared(tmp_path):
         {"output_dir": str(tmp_path), "model_fusion": [{"input_model": str(tmp_path / "a.onnx"), "name": n} for n in "xy"]}
     )
     assert result.fusion_map.shared_weight_bytes == 20_000 * 4
+
+
+def test_weights_shared_by_distant_models_are_stored_once(tmp_path):
+    # Four models: 0 and 3 share B across the two halves of the dispatch tree.
+    n = 2048
+    widths = [(2.0, n), (3.0, n + 1), (4.0, n + 2), (2.0, n)]
+    artifact = compile_artifact(fuse([scale_model(f, n=w) for f, w in widths]), "onnxruntime-cpu")
+    assert artifact.fusion_map.shared_weights == 1 and artifact.fusion_map.shared_weight_bytes == n * 4
+    path = tmp_path / "four.popef"
+    write_artifact(path, artifact)
+    runner = Runner(path, LENIENT)
+    for i, (factor, width) in enumerate(widths):
+        x = np.ones((1, width), np.float32)
+        np.testing.assert_allclose(runner.execute({f"graph{i}/X": x})[f"graph{i}/O"], factor + np.arange(width)[None])
