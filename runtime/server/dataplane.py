@@ -42,7 +42,10 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return not self._closing and all(e["state"] == "READY" for e in self.repository.index() if "models" in e)
+        """Not shutting down, and no artifact failed to load (one unloaded on purpose is fine)."""
+        return not self._closing and all(
+            e["state"] == "READY" or e["reason"] == "unloaded" for e in self.repository.index() if "models" in e
+        )
 
     def server_metadata(self) -> dict:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}

@@ -167,6 +167,7 @@ def test_load_and_unload_while_traffic_runs(serve):
         for _ in range(5):
             assert post(server.url, "/v2/repository/models/churn/unload", b"")[0] == 200
             assert infer_json(server.url, "churn", "X", np.ones((1, 4), np.float32))[0] == 404
+            assert get(server.url, "/v2/health/ready")[0] == 200  # an unload on purpose is no failure
             assert post(server.url, "/v2/repository/models/churn/load", b"")[0] == 200
             status, body = infer_json(server.url, "churn", "X", np.ones((1, 4), np.float32))
             assert status == 200 and body["outputs"][0]["data"] == [5.0, 6.0, 7.0, 8.0]
@@ -257,3 +258,18 @@ def _batching(size, delay_us):
     from runtime.server.settings import BatchingConfig
 
     return BatchingConfig(size, delay_us)
+
+
+def test_a_failed_load_is_reported_and_makes_the_server_not_ready(serve):
+    server = serve({"fragile": [scale_model(2.0)], "other": [scale_model(3.0)]},
+                   {"fragile": named("fragile"), "other": named("other")})
+    path = next(p for p in server.artifacts if p.stem == "fragile")
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])  # truncated on disk
+    status, body = post(server.url, "/v2/repository/models/fragile/load", b"")
+    assert status == 503 and "failed to load" in body["error"] and "truncated" in body["error"]
+    assert get(server.url, "/v2/health/ready")[0] == 503
+    assert infer_json(server.url, "other", "X", np.ones((1, 4), np.float32))[0] == 200  # others keep serving
+    path.write_bytes(good)
+    assert post(server.url, "/v2/repository/models/fragile/load", b"")[0] == 200
+    assert get(server.url, "/v2/health/ready")[0] == 200
