@@ -15,12 +15,14 @@ from .models import Workload
 
 
 def build_fused(workloads: Sequence[Workload], folder: Path) -> fusion.BuildResult:
-    """Fuse ``workloads`` (subgraph i = workload i) into ``folder``."""
+    """Fuse ``workloads`` (subgraph i = workload i) into ``folder``; a repeated name gets ``_<i>``."""
     folder.mkdir(parents=True, exist_ok=True)
+    names = [w.name if w.name not in [x.name for x in workloads[:i]] else f"{w.name}_{i}"
+             for i, w in enumerate(workloads)]
     return fusion.build(
         {
             "output_dir": str(folder),
-            "model_fusion": [{"input_model": str(w.path), "name": w.name} for w in workloads],
+            "model_fusion": [{"input_model": str(w.path), "name": n} for w, n in zip(workloads, names)],
         }
     )
 

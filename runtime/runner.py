@@ -100,21 +100,16 @@ class Runner:
             [(name, out_types.index(self._type(name)), self._rank(name)) for name in sub.outputs]
             for sub in self.subgraphs
         ]
-        in_types = sorted(packed.input_streams)
-        self._packed_in = packed
-        self._in_streams = [packed.input_streams[t] for t in in_types]
-        self._empty_streams = {
-            packed.input_streams[t]: np.empty(0, numpy_from_popef(t)) for t in in_types
-        }
+        empty_streams = {stream: np.empty(0, numpy_from_popef(t)) for t, stream in packed.input_streams.items()}
         # Per subgraph: (input name, stream name, whether the stream holds other inputs too), in anchor order.
         self._pack = []
         for sub in self.subgraphs:
             streams = [packed.input_streams[self._type(name)] for name in sub.inputs]
             self._pack.append([(name, st, streams.count(st) > 1) for name, st in zip(sub.inputs, streams)])
         self._base_feeds = [
-            {**self._empty_streams, self._index_name: self._index_values[sub.index]} for sub in self.subgraphs
+            {**empty_streams, self._index_name: self._index_values[sub.index]} for sub in self.subgraphs
         ]
-        # Subgraph of each request signature already checked (names only; bounded).
+        # Subgraph of each request signature already checked by name (bounded).
         self._resolved: dict[tuple, int] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -226,8 +221,8 @@ class Runner:
                 feeds[stream] = array.reshape(-1)
         for stream, parts in shared.items():
             feeds[stream] = np.concatenate(parts)
-        feeds[self._packed_in.input_shapes] = np.array(dims, np.int64)
-        feeds[self._packed_in.input_offsets] = np.array(offsets, np.int64)
+        feeds[self.metadata.packed.input_shapes] = np.array(dims, np.int64)
+        feeds[self.metadata.packed.input_offsets] = np.array(offsets, np.int64)
         return feeds
 
     def execute_async(
@@ -258,9 +253,12 @@ class Runner:
         """The subgraph a request runs, after checking every name it uses."""
         key = (tuple(inputs), tuple(outputs) if outputs else ())
         index = self._resolved.get(key)
-        if index is None or self._index_name in inputs:
+        if index is not None and self._index_name in inputs and self._requested_index(inputs) != index:
+            index = None  # the full check below says what disagrees
+        if index is None:
             index = self._resolve(inputs, outputs)
-            if self._index_name not in inputs and len(self._resolved) < 1024:
+            # The names decide the subgraph only when there are names besides the index.
+            if len(key[0]) + len(key[1]) > (self._index_name in inputs) and len(self._resolved) < 1024:
                 self._resolved[key] = index
         if self.config.validate_io_params:
             for name in self.subgraphs[index].inputs:

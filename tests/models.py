@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx.parser
+from onnx import TensorProto, helper, numpy_helper
 
 from benchmarks.models import PPOCR, ppocr, ppocr_path  # noqa: F401  (re-exported for the tests)
 from fusion import IR_VERSION
@@ -88,9 +89,6 @@ def multi_output_model() -> onnx.ModelProto:
 
 def slow_model(steps: int = 20, width: int = 512, rows: int = 64) -> onnx.ModelProto:
     """A chain of MatMul + Relu that takes tens of milliseconds: for overload and shutdown tests."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
     w = numpy_helper.from_array((np.eye(width) * 0.999).astype(np.float32), "W")
     nodes, x = [], "X"
     for i in range(steps):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..context import Context
-from ..models import Workload, backbone_with_head, ppocr
+from ..models import backbone_with_head, ppocr
 from ..setups import build_fused
 
 
@@ -38,10 +38,6 @@ def run(ctx: Context) -> dict:
     rows = []
     for label, workloads in cases.items():
         sub = folder / f"case{len(rows)}"
-        for i, w in enumerate(workloads):
-            # Two copies of one file: give each its own name and path, as two deployed models would have.
-            if w.path in [x.path for x in workloads[:i]]:
-                workloads[i] = Workload(f"{w.name}_{i}", w.path, w.feeds)
         artifact = build_fused(workloads, sub).popef_path
         reqs = sub / "requests.npz"
         np.savez(reqs, **{f"{i}/{k}": v for i, w in enumerate(workloads) for k, v in w.feeds.items()})

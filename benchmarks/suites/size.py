@@ -20,9 +20,6 @@ def run(ctx: Context) -> dict:
     }
     rows = []
     for label, workloads in cases.items():
-        for i, w in enumerate(workloads):
-            if w.name in [x.name for x in workloads[:i]]:
-                workloads[i] = type(w)(f"{w.name}_{i}", w.path, w.feeds)
         built = build_fused(workloads, folder / f"case{len(rows)}")
         budget = built.source_bytes - built.fusion_map.shared_weight_bytes
         rows.append(

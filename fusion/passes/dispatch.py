@@ -1,17 +1,13 @@
 """The dispatch structure: N model graphs behind a balanced tree of ``If`` operators.
 
-Rules:
-- One ``index`` input (uint32, [1]) selects the subgraph. A tree of depth
-  ceil(log2 N) picks it.
-- Every model input becomes an ``optional(tensor)`` graph input: a request
-  feeds only its own model's inputs and onnxruntime needs no dummies for the
-  rest, so the cost of feeding does not grow with N.
-- Each model runs in an ``If`` of its own (see ``_leaf``), below the tree, so
-  that it reads plain tensors and keeps onnxruntime's memory planning.
-
-Two layouts share those rules and differ in the outputs:
-- ``public`` (what ``fuse`` returns): graph outputs are ``graph{i}/<name>``, as
-  PopRT names them. A branch returns empty tensors for the outputs of the
+In both layouts one ``index`` input (uint32, [1]) selects the subgraph, and a
+tree of ``If`` of depth ceil(log2 N) picks it. They differ in the interface:
+- ``public`` (what ``fuse`` returns): every model input is an
+  ``optional(tensor)`` graph input ``graph{i}/<name>``, so a request feeds only
+  its own model's inputs and onnxruntime needs no dummies for the rest; each
+  model runs in an ``If`` of its own (see ``_leaf``), below the tree, so that it
+  reads plain tensors and keeps onnxruntime's memory planning. Graph outputs
+  are ``graph{i}/<name>``, as PopRT names them. A branch returns empty tensors for the outputs of the
   models it does not run; graph outputs declare symbolic dimensions so those
   empties never disagree with a declared shape (onnxruntime would warn on every
   run). Every request passes through outputs for all N models.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import tempfile
@@ -19,6 +20,19 @@ _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # CPU features that change what onnxruntime's full optimisation writes (the NCHWc
 # block size and its kernels follow the widest vector unit).
 _CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "amx_tile", "asimd", "sve")
+
+
+@functools.cache
+def _cpu_flags() -> tuple[str, ...]:
+    """The flags of ``_CPU_FLAGS`` this CPU has; read once, as every Runner checks them."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass  # not Linux: the machine name alone identifies the build
+    return tuple(f for f in _CPU_FLAGS if f in flags)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -43,15 +57,7 @@ class OnnxRuntimeBackend(Backend):
         return ort.__version__
 
     def features(self, device: str) -> str:
-        flags: set[str] = set()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith(("flags", "Features")):
-                    flags.update(line.split(":", 1)[1].split())
-        except OSError:
-            pass  # not Linux: the machine name alone identifies the build
-        wanted = [f for f in _CPU_FLAGS if f in flags]
-        return " ".join([device, platform.machine(), *wanted])
+        return " ".join([device, platform.machine(), *_cpu_flags()])
 
     def devices(self) -> list[str]:
         available = set(ort.get_available_providers())

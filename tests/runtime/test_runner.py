@@ -204,3 +204,19 @@ def test_metadata_uses_popef_names(artifact):
     index = meta["anchors"][0]
     assert index == {"name": "index", "tensorInfo": {"shape": [1], "dataType": "U32"}, "type": "INPUT", "programs": [0]}
     assert md.INDEX_ANCHOR == "index"
+
+
+def test_an_explicit_index_is_checked_even_for_a_known_request(artifact):
+    runner = Runner(artifact, LENIENT)
+    x = np.ones((1, 4), np.float32)
+    for _ in range(2):  # the second time the names' subgraph comes from the runner's cache
+        assert runner.execute({"index": idx(0), "graph0/X": x})["graph0/O"].shape == (1, 4)
+    with pytest.raises(ExecutionError, match="index 1 selects subgraph 1"):
+        runner.execute({"index": idx(1), "graph0/X": x})
+    with pytest.raises(ExecutionError, match="out of range"):
+        runner.execute({"index": idx(7), "graph0/X": x})
+    # A request of the index alone is decided by its value, every time.
+    with pytest.raises(ExecutionError, match=r"subgraph 0 \('model0'\) needs input"):
+        runner.execute({"index": idx(0)})
+    with pytest.raises(ExecutionError, match=r"subgraph 1 \('model1'\) needs input"):
+        runner.execute({"index": idx(1)})
