@@ -28,7 +28,7 @@ from .errors import FusionError
 from .fuse import Progress, fuse, fusion_records
 from .passes.dispatch import INDEX, PACKED_INPUT_OFFSETS, PACKED_INPUT_SHAPES, PACKED_SHAPES
 from .passes.layout import packed_layout
-from .passes.weights import externalize_weights, hoist_weights
+from .passes.weights import externalize_weights
 
 EXECUTABLE_BLOB = "executable"
 WEIGHTS_BLOB = "weights"
@@ -64,9 +64,9 @@ def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | Non
     """Compile a fused model for ``target`` and wrap it as an artifact (not yet written).
 
     The graph is re-laid into the packed layout (``packed_layout``), the backend
-    optimises it, then every weight moves to the main graph, identical ones
-    once (``hoist_weights``), and out of the protobuf into the ``weights``
-    tensor blob (``externalize_weights``).
+    optimises it, then every large weight leaves the protobuf for the
+    ``weights`` tensor blob, identical ones once (``externalize_weights``); the
+    metadata lists where each one lies.
     """
     anchors, fusion_map = fusion_records(fused)
     backend, device = resolve_target(target)
@@ -86,8 +86,11 @@ def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | Non
         compiled = onnx.load_from_string(backend.compile(packed.SerializeToString(), device))
     except DecodeError as e:
         raise BackendError(f"{backend.name} returned an executable that is not ONNX: {e}") from e
-    compiled, shared, shared_bytes = hoist_weights(compiled)
-    compiled, payload = externalize_weights(compiled, WEIGHTS_BLOB)
+    compiled, weights = externalize_weights(compiled, WEIGHTS_BLOB)
+    tensor_data = tuple(
+        md.TensorData(t.name, md.TensorInfo(t.dims, popef_from_onnx(t.data_type)), WEIGHTS_BLOB, t.offset, t.size)
+        for t in weights.tensors
+    )
     metadata = md.Metadata(
         anchors=anchors,
         executable=EXECUTABLE_BLOB,
@@ -95,12 +98,13 @@ def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | Non
         backend=md.BackendInfo(backend.name, backend.version(), device, backend.features(device)),
         packed=layout,
         ipu_version=ipu_version,
+        tensor_data=tensor_data,
     )
     return Artifact(
         metadata=metadata,
-        fusion_map=replace(fusion_map, shared_weights=shared, shared_weight_bytes=shared_bytes),
+        fusion_map=replace(fusion_map, shared_weights=weights.shared, shared_weight_bytes=weights.shared_bytes),
         executable=compiled.SerializeToString(),
-        tensors={WEIGHTS_BLOB: payload} if payload else {},
+        tensors={WEIGHTS_BLOB: weights.payload} if weights.payload else {},
     )
 
 

@@ -48,6 +48,8 @@ def render(info: dict[str, Any]) -> str:
         f"  isInference: {meta['isInference']}",
         f"  replicationFactor: {meta['replicationFactor']}",
         "  programFlow: " + ", ".join(f"{k}={v}" for k, v in meta["programFlow"].items()),
+        f"  tensorData: {len(meta['tensorData'])} weights, "
+        f"{human_size(sum(t['size'] for t in meta['tensorData']))}, used in place from their blobs",
         "",
         "Anchors:",
     ]

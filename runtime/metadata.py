@@ -99,6 +99,41 @@ class BlobRef:
 
 
 @dataclass(frozen=True)
+class TensorData:
+    """A weight the executable names as external data, and where a tensor blob holds it.
+
+    PopEF gives each weight a TensorData blob of its own; popfuse packs them
+    into one blob, aligned, and lists them here so the runtime needs no parser
+    of the executable to find them.
+    """
+
+    name: str
+    tensor_info: TensorInfo
+    blob: str
+    offset: int
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tensorInfo": self.tensor_info.to_json(),
+            "blob": self.blob,
+            "offset": self.offset,
+            "size": self.size,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TensorData:
+        return cls(
+            name=str(d["name"]),
+            tensor_info=TensorInfo.from_json(d["tensorInfo"]),
+            blob=str(d["blob"]),
+            offset=int(d["offset"]),
+            size=int(d["size"]),
+        )
+
+
+@dataclass(frozen=True)
 class PackedLayout:
     """How the executable takes inputs and returns outputs: flat streams per data type.
 
@@ -146,6 +181,7 @@ class Metadata:
     replication_factor: int = 1
     program_flow: dict[str, list[int]] = field(default_factory=lambda: {"load": [], "main": [0], "save": []})
     blobs: tuple[BlobRef, ...] = ()
+    tensor_data: tuple[TensorData, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -159,6 +195,7 @@ class Metadata:
             "replicationFactor": self.replication_factor,
             "programFlow": self.program_flow,
             "blobs": [b.to_json() for b in self.blobs],
+            "tensorData": [t.to_json() for t in self.tensor_data],
         }
 
     @classmethod
@@ -174,6 +211,7 @@ class Metadata:
             replication_factor=int(d["replicationFactor"]),
             program_flow={k: [int(p) for p in v] for k, v in d["programFlow"].items()},
             blobs=tuple(BlobRef.from_json(b) for b in d.get("blobs", ())),
+            tensor_data=tuple(TensorData.from_json(t) for t in d.get("tensorData", ())),
         )
 
 

@@ -4,12 +4,14 @@ Pure Python (no onnx, no onnxruntime), so the compiler can write artifacts and
 tools can read them anywhere. The byte layout is documented in
 ``docs/popef-format.md``; it follows PopEF's structure, not its bytes.
 
-Each blob is a 32-byte little-endian header, then a UTF-8 name, then the payload::
+Each blob is a 32-byte little-endian header, then a UTF-8 name, then the payload.
+Payloads are aligned, so tensor data can be used in place from a mapped file::
 
     0  4s magic          b"PFEF"
     4  H  format version (FORMAT_VERSION)
     6  H  blob type      (BlobType; unknown types are skipped by readers)
-    8  I  header size    (32; a later version may grow it, readers skip the rest)
+    8  I  header size    (32, plus zero padding that starts the payload on a
+                          64-byte boundary of the file; readers skip the rest)
     12 I  name size
     16 Q  total size     (header + name + payload)
     24 I  CRC-32 of name + payload
@@ -35,6 +37,7 @@ FORMAT_VERSION = 1
 _HEADER = struct.Struct("<4sHHIIQI")
 _HEADER_CRC = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size + _HEADER_CRC.size
+PAYLOAD_ALIGN = 64
 
 
 class BlobType(enum.IntEnum):
@@ -55,20 +58,26 @@ class Blob:
     payload: bytes | memoryview
 
 
-def encode_header(blob: Blob) -> bytes:
-    """The header and name bytes that precede ``blob.payload`` on disk."""
+def encode_header(blob: Blob, offset: int = 0) -> bytes:
+    """The header and name of ``blob``, padded so that its payload, written at
+    ``offset`` in the file, starts on a ``PAYLOAD_ALIGN``-byte boundary."""
     name = blob.name.encode("utf-8")
-    total = HEADER_SIZE + len(name) + len(blob.payload)
+    header_size = HEADER_SIZE + (-(offset + HEADER_SIZE + len(name)) % PAYLOAD_ALIGN)
+    total = header_size + len(name) + len(blob.payload)
     crc = zlib.crc32(blob.payload, zlib.crc32(name))
-    head = _HEADER.pack(MAGIC, FORMAT_VERSION, int(blob.type), HEADER_SIZE, len(name), total, crc)
-    return head + _HEADER_CRC.pack(zlib.crc32(head)) + name
+    head = _HEADER.pack(MAGIC, FORMAT_VERSION, int(blob.type), header_size, len(name), total, crc)
+    padding = b"\0" * (header_size - HEADER_SIZE)
+    return head + _HEADER_CRC.pack(zlib.crc32(head)) + padding + name
 
 
 def iter_encoded(blobs: Iterable[Blob]) -> Iterator[bytes]:
     """The file's bytes, chunk by chunk, without joining large payloads."""
+    offset = 0
     for blob in blobs:
-        yield encode_header(blob)
+        header = encode_header(blob, offset)
+        yield header
         yield blob.payload
+        offset += len(header) + len(blob.payload)
 
 
 def write_blobs(path: str | os.PathLike, blobs: Iterable[Blob]) -> int:
@@ -138,6 +147,8 @@ def _read_one(label: str, data: memoryview, offset: int, number: int) -> Blob:
         raise ArtifactError(f"{where}: inconsistent sizes (header {header_size}, name {name_size}, total {total})")
     if total > remaining:
         raise ArtifactError(f"{where}: truncated; the blob declares {total} bytes but {remaining} remain")
+    if any(data[offset + HEADER_SIZE : offset + header_size]):
+        raise ArtifactError(f"{where}: the header padding is corrupt (not zeros)")
     body = data[offset + header_size : offset + total]
     if zlib.crc32(body) != crc:
         raise ArtifactError(f"{where}: the contents are corrupt (checksum mismatch)")

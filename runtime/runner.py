@@ -19,7 +19,7 @@ import numpy as np
 
 from . import metadata as md
 from .artifact import Artifact, read_artifact
-from .backends import SessionOptions, resolve_target
+from .backends import SessionOptions, Weight, resolve_target
 from .config import RuntimeConfig
 from .dtypes import numpy_from_popef
 from .errors import ArtifactError, ExecutionError
@@ -45,6 +45,30 @@ class TensorDescriptor:
     def numpy_data_type(self) -> np.dtype:
         """The NumPy dtype of this tensor."""
         return numpy_from_popef(self.data_type)
+
+
+def weights(artifact: Artifact, source: object) -> list[Weight]:
+    """The weights the metadata lists, as arrays over the artifact's tensor blobs (no copy).
+
+    Raises:
+        ArtifactError: a weight lies outside its blob, or its size disagrees with its shape.
+    """
+    label = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+    out = []
+    for ref in artifact.metadata.tensor_data:
+        blob = artifact.tensors.get(ref.blob)
+        dtype = numpy_from_popef(ref.tensor_info.data_type)
+        count = math.prod(ref.tensor_info.shape)
+        if blob is None or ref.offset < 0 or ref.offset + ref.size > len(blob) or count * dtype.itemsize != ref.size:
+            where = "no such blob" if blob is None else f"blob of {len(blob)} bytes"
+            raise ArtifactError(
+                f"{label}: weight {ref.name!r} ({ref.size} bytes at {ref.offset} of tensor blob {ref.blob!r}, "
+                f"shape {list(ref.tensor_info.shape)} {ref.tensor_info.data_type}) does not fit: {where}"
+            )
+        data = np.frombuffer(blob, dtype, count, ref.offset).reshape(ref.tensor_info.shape)
+        # The writer aligns tensor blobs; an array that is not aligned anyway is copied rather than refused.
+        out.append(Weight(ref.name, ref.blob, np.require(data, requirements="A")))
+    return out
 
 
 class ExecuteFuture:
@@ -82,9 +106,9 @@ class Runner:
         self.fusion_map: md.FusionMap = artifact.fusion_map
         backend, device = resolve_target(artifact.metadata.target)
         self._check_backend(artifact, backend.name, backend.version(), backend.features(device), source)
-        # The artifact's views of the file are dropped after this, so its mapping can close.
+        # The weights are views of the artifact's mapping, used in place for the session's life.
         self._session = backend.open(
-            artifact.executable, artifact.tensors, device, SessionOptions(self.config.intra_op_num_threads)
+            artifact.executable, weights(artifact, source), device, SessionOptions(self.config.intra_op_num_threads)
         )
         self._run_errors = backend.run_errors
         self._anchors = {a.name: a for a in self.metadata.anchors}

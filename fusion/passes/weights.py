@@ -1,39 +1,62 @@
-"""Weight placement in a compiled executable: hoisted, stored once, kept outside the graph.
+"""Weight placement in a compiled executable: each distinct tensor stored once, outside the graph.
 
-These passes run on the backend's *compiled* graph, after its optimisations:
+``externalize_weights`` runs on the backend's *compiled* graph, after its
+optimisations. Every tensor of ``min_bytes`` or more, in any graph, keeps its
+place (its ``If`` branch) but leaves the protobuf for one payload, the
+artifact's ``weights`` tensor blob, referenced as ONNX external data. Identical
+tensors (the same model fused twice, two heads on one backbone) are found here,
+after optimisation, so sharing costs no layout optimisation; they get one
+name, ``weights/<n>``, and one place in the payload. The runtime then hands the
+payload to the backend as arrays that stay where the artifact is mapped, one per
+name, instead of letting the backend read a copy per branch.
 
-- ``hoist_weights`` moves the large weights out of the ``If`` branches into the
-  main graph, each distinct tensor once. Before compilation a weight must stay
-  in its branch, where onnxruntime's layout optimisations (NCHWc) can use it;
-  after them the large ones should leave, because onnxruntime holds a branch's
-  initializers twice or more and only releases the main graph's. Small ones
-  stay: every value a branch reads from an enclosing graph is an implicit input
-  that each ``If`` on the way gathers on every run, about 0.4 us apiece, and the
-  PP-OCR fusion holds 873 tensors, of which the 116 of 4 KB or more carry 98.9%
-  of the bytes. Measured on PP-OCR (resident memory against the sources, cold
-  start, dispatch on cls): every weight in its branch 2.4x; every weight
-  hoisted 0.9x, 0.48x, +10-15%; 4 KB and up hoisted 0.95x, 0.48x, +6-10%;
-  64 KB and up 1.08x, 0.63x, +6-8%. Identical tensors, from the same model fused twice or
-  two heads on one backbone, are found here, after optimisation, so sharing
-  costs no layout optimisation.
-- ``externalize_weights`` moves the tensor data out of the protobuf into one
-  blob of the artifact, referenced as ONNX external data, so opening the
-  executable parses a small graph instead of every weight.
+Why the weights stay in their branches: every value a branch reads from an
+enclosing graph is an implicit input that each ``If`` on the way gathers on
+every run (about 0.4 us apiece), so weights hoisted to the main graph cost the
+smallest model the gathering of every other model's weights. Measured on the
+PP-OCR fusion against plain sessions (see docs/fusion.md): hoisted weights
+gave dispatch +5-8% and resident memory 0.88x; weights in their branches but
+read by onnxruntime from the protobuf gave dispatch at parity and memory 2.4x,
+as onnxruntime holds a branch's initializers twice or more; weights in their
+branches and handed over in place give both.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+from dataclasses import dataclass
 
 import onnx
 from onnx import numpy_helper
 
 from ..rename import mapping_renamer, rename_values, subgraphs
 
-HOISTED_PREFIX = "weights/"
-HOIST_MIN_BYTES = 4096
+SHARED_PREFIX = "weights/"
+EXTERNAL_MIN_BYTES = 1024
 _ALIGN = 64
+_DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+
+
+@dataclass(frozen=True)
+class ExternalTensor:
+    """Where one external tensor lies in the payload."""
+
+    name: str
+    data_type: int
+    dims: tuple[int, ...]
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class ExternalWeights:
+    """The payload ``externalize_weights`` moved out of a model, and what it found to share."""
+
+    payload: bytes
+    tensors: tuple[ExternalTensor, ...]
+    shared: int
+    shared_bytes: int
 
 
 def tensor_nbytes(tensor: onnx.TensorProto) -> int:
@@ -48,29 +71,41 @@ def _data(tensor: onnx.TensorProto) -> bytes:
     return tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
 
 
-def _key(tensor: onnx.TensorProto) -> tuple[int, tuple[int, ...], bytes]:
-    return tensor.data_type, tuple(tensor.dims), hashlib.sha256(_data(tensor)).digest()
+def externalize_weights(
+    model: onnx.ModelProto, location: str, min_bytes: int = EXTERNAL_MIN_BYTES
+) -> tuple[onnx.ModelProto, ExternalWeights]:
+    """Move the data of every initializer of ``min_bytes`` or more into one payload, identical ones once.
 
-
-def hoist_weights(model: onnx.ModelProto, min_bytes: int = HOIST_MIN_BYTES) -> tuple[onnx.ModelProto, int, int]:
-    """Move every subgraph initializer into the main graph, identical ones once.
-
-    A tensor that a branch returns as one of its outputs stays in the branch:
-    onnxruntime does not let a branch return an enclosing graph's value.
-    Hoisted tensors are renamed ``weights/<n>``, since optimisers may have given
-    tensors of sibling branches the same name.
+    Each such tensor, wherever it is, is renamed ``weights/<n>`` (the same name
+    for the same contents) and becomes ONNX external data at ``location``, its
+    data aligned to 64 bytes in the payload. A tensor that a graph returns as
+    one of its outputs keeps its name and its data. Renaming also separates
+    tensors that optimisers gave the same name in sibling branches.
 
     Returns:
-        The new model, and the number and total bytes of duplicate tensors dropped.
+        The new model, and the payload with its table of contents.
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    main = out.graph
-    by_content: dict[tuple[int, tuple[int, ...], bytes], str] = {}
-    for tensor in main.initializer:
-        by_content.setdefault(_key(tensor), tensor.name)
+    payload = bytearray()
+    placed: dict[tuple[int, tuple[int, ...], bytes], ExternalTensor] = {}
     numbers = itertools.count()
-    dropped = [0, 0]
+    shared = [0, 0]
+
+    def place(tensor: onnx.TensorProto) -> ExternalTensor:
+        data = _data(tensor)
+        key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(data).digest())
+        if key in placed:
+            shared[0] += 1
+            shared[1] += len(data)
+            return placed[key]
+        payload.extend(b"\0" * (-len(payload) % _ALIGN))
+        entry = ExternalTensor(
+            f"{SHARED_PREFIX}{next(numbers)}", tensor.data_type, tuple(tensor.dims), len(payload), len(data)
+        )
+        payload.extend(data)
+        placed[key] = entry
+        return entry
 
     def visit(graph: onnx.GraphProto) -> None:
         for node in graph.node:
@@ -78,58 +113,31 @@ def hoist_weights(model: onnx.ModelProto, min_bytes: int = HOIST_MIN_BYTES) -> t
                 visit(sub)
         returned = {o.name for o in graph.output}
         renames: dict[str, str] = {}
-        moved: list[int] = []
+        named: set[str] = set()
+        repeated: list[int] = []
         for position, tensor in enumerate(graph.initializer):
-            if tensor.name in returned or tensor_nbytes(tensor) < min_bytes:
+            if (
+                tensor.name in returned
+                or tensor.data_type == onnx.TensorProto.STRING
+                or tensor_nbytes(tensor) < min_bytes
+            ):
                 continue
-            key = _key(tensor)
-            if key in by_content:
-                dropped[0] += 1
-                dropped[1] += tensor_nbytes(tensor)
-            else:
-                hoisted = main.initializer.add()
-                hoisted.CopyFrom(tensor)
-                hoisted.name = f"{HOISTED_PREFIX}{next(numbers)}"
-                by_content[key] = hoisted.name
-            renames[tensor.name] = by_content[key]
-            moved.append(position)
-        for position in reversed(moved):
+            entry = place(tensor)
+            if entry.name in named:
+                repeated.append(position)  # the same contents twice in one graph: one initializer serves both
+            named.add(entry.name)
+            renames[tensor.name] = entry.name
+            for field in _DATA_FIELDS:
+                tensor.ClearField(field)
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            del tensor.external_data[:]
+            for key, value in (("location", location), ("offset", str(entry.offset)), ("length", str(entry.size))):
+                item = tensor.external_data.add()
+                item.key, item.value = key, value
+        for position in reversed(repeated):
             del graph.initializer[position]
         if renames:
             rename_values(graph, mapping_renamer(renames))
 
-    for node in main.node:
-        for sub in subgraphs(node):
-            visit(sub)
-    return out, dropped[0], dropped[1]
-
-
-def externalize_weights(
-    model: onnx.ModelProto, location: str, min_bytes: int = 1024
-) -> tuple[onnx.ModelProto, bytes]:
-    """Move the data of main-graph initializers of ``min_bytes`` or more into one payload.
-
-    Each tensor becomes ONNX external data at ``location`` (the name of the
-    tensor blob that will hold the payload), aligned to 64 bytes.
-
-    Returns:
-        The new model, and the payload.
-    """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    payload = bytearray()
-    for tensor in out.graph.initializer:
-        if tensor.data_type == onnx.TensorProto.STRING or tensor_nbytes(tensor) < min_bytes:
-            continue
-        data = _data(tensor)
-        payload.extend(b"\0" * (-len(payload) % _ALIGN))
-        offset = len(payload)
-        payload.extend(data)
-        for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-            tensor.ClearField(field)
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        del tensor.external_data[:]
-        for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(data)))):
-            entry = tensor.external_data.add()
-            entry.key, entry.value = key, value
-    return out, bytes(payload)
+    visit(out.graph)
+    return out, ExternalWeights(bytes(payload), tuple(placed.values()), shared[0], shared[1])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from ..errors import BackendError
-from .base import Backend, Session, SessionOptions
+from .base import Backend, Session, SessionOptions, Weight
 
 DEFAULT_TARGET = "onnxruntime-cpu"
 
@@ -43,4 +43,4 @@ def resolve_target(target: str) -> tuple[Backend, str]:
     return getattr(importlib.import_module(module), cls)(), device
 
 
-__all__ = ["Backend", "Session", "SessionOptions", "DEFAULT_TARGET", "resolve_target", "targets"]
+__all__ = ["Backend", "Session", "SessionOptions", "Weight", "DEFAULT_TARGET", "resolve_target", "targets"]

@@ -5,7 +5,8 @@ backend through Graphcore's SDK could follow), so the container format, the
 compiler's passes and the server stay engine-free.
 
 An executable is an ONNX graph that may keep its weights outside itself, as
-ONNX external data whose ``location`` names a tensor blob of the artifact.
+ONNX external data whose ``location`` names a tensor blob of the artifact. The
+runtime hands those weights to ``open`` as arrays over the artifact's bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ class Session(Protocol):
     """What a runner needs of an opened executable."""
 
     def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A weight the executable keeps outside itself: its name, the location the
+    executable gives for it (a tensor blob's name), and its data."""
+
+    name: str
+    location: str
+    data: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -58,8 +69,11 @@ class Backend(ABC):
     def open(
         self,
         executable: bytes | memoryview,
-        tensors: Mapping[str, memoryview],
+        weights: Sequence[Weight],
         device: str,
         options: SessionOptions,
     ) -> Session:
-        """Load an executable this backend compiled; ``tensors`` holds the blobs its weights live in."""
+        """Load an executable this backend compiled, with the weights it keeps outside itself.
+
+        The session may use the weights' memory in place for as long as it lives.
+        """

@@ -1,4 +1,4 @@
-"""Weights after compilation: hoisted out of the branches, stored once, outside the graph."""
+"""Weights after compilation: kept in their branches, stored once, outside the graph."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 import fusion
 from fusion import ModelOptions, compile_artifact, fuse
-from fusion.passes.weights import HOISTED_PREFIX, externalize_weights, hoist_weights
+from fusion.passes.weights import SHARED_PREFIX, externalize_weights
 from fusion.rename import subgraphs
 from runtime import Runner, RuntimeConfig
 from runtime.artifact import write_artifact
@@ -40,16 +40,24 @@ def test_identical_weights_are_stored_once(tmp_path):
         np.testing.assert_allclose(runner.execute({f"graph{i}/X": x})[f"graph{i}/O"], 2 + np.arange(n)[None])
 
 
-def test_large_weights_leave_the_branches_and_small_ones_stay():
-    big, small = 20_000, 300  # 80 KB and 1.2 KB weights B
+def test_large_weights_leave_the_protobuf_but_not_their_branch():
+    big, small = 20_000, 200  # 80 KB and 800-byte weights B
     artifact = compile_artifact(fuse([scale_model(2.0, n=big), scale_model(3.0, n=small)]), "onnxruntime-cpu")
     compiled = onnx.load_from_string(bytes(artifact.executable))
-    external = [t for t in compiled.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    # Nothing large in the main graph: a branch reading an enclosing graph's weight gathers it on every run.
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in compiled.graph.initializer)
+    in_branches = branch_initializers_protos(compiled.graph)
+    external = [t for t in in_branches if t.data_location == onnx.TensorProto.EXTERNAL]
     assert [list(t.dims) for t in external] == [[big]]
-    assert external[0].name.startswith(HOISTED_PREFIX)
+    assert external[0].name.startswith(SHARED_PREFIX)
     assert all(e.value == "weights" for e in external[0].external_data if e.key == "location")
-    assert [t.name for t in compiled.graph.initializer if t.name.startswith(HOISTED_PREFIX)] == [external[0].name]
-    assert any(list(t.dims) == [small] for t in branch_initializers_protos(compiled.graph))
+    assert any(list(t.dims) == [small] and t.data_location == onnx.TensorProto.DEFAULT for t in in_branches)
+    # The metadata says where the weight lies, so the runtime needs no ONNX parser to find it.
+    (ref,) = artifact.metadata.tensor_data
+    assert (ref.name, ref.blob, ref.tensor_info.shape, ref.tensor_info.data_type) == (
+        external[0].name, "weights", (big,), "F32")
+    data = np.frombuffer(artifact.tensors["weights"], np.float32, big, ref.offset)
+    np.testing.assert_array_equal(data, np.arange(big, dtype=np.float32))
 
 
 def branch_initializers_protos(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
@@ -60,7 +68,7 @@ def branch_initializers_protos(graph: onnx.GraphProto) -> list[onnx.TensorProto]
     return found
 
 
-def test_hoisting_renames_against_sibling_collisions():
+def test_sibling_tensors_with_one_name_are_renamed_apart():
     # Two branches each hold a different tensor under the same name, as optimisers produce.
     model = onnx.parser.parse_model(
         """
@@ -74,20 +82,37 @@ def test_hoisting_renames_against_sibling_collisions():
         }
         """
     )
-    hoisted, dropped, _ = hoist_weights(model, min_bytes=0)
-    assert dropped == 0
-    assert sorted(t.name for t in hoisted.graph.initializer) == ["weights/0", "weights/1"]
-    assert branch_initializers(hoisted.graph) == []
-    onnx.checker.check_model(hoisted)
+    out, weights = externalize_weights(model, "weights", min_bytes=0)
+    assert weights.shared == 0
+    assert sorted(branch_initializers(out.graph)) == ["weights/0", "weights/1"]
+    assert [n.input[1] for b in subgraphs(out.graph.node[0]) for n in b.node] == ["weights/0", "weights/1"]
+    assert np.frombuffer(weights.payload, np.float32).tolist() == [1, 2] + [0] * 14 + [5, 6]
+
+
+def test_the_same_contents_twice_in_one_graph_become_one_initializer():
+    model = onnx.parser.parse_model(
+        """
+        <ir_version: 10, opset_import: ["" : 17]>
+        agraph (float[2] x) => (float[2] y) <float[2] u = {1.0, 2.0}, float[2] v = {1.0, 2.0}>
+        {
+            s = Add(x, u)
+            y = Mul(s, v)
+        }
+        """
+    )
+    out, weights = externalize_weights(model, "weights", min_bytes=0)
+    assert [t.name for t in out.graph.initializer] == ["weights/0"]
+    assert [list(n.input) for n in out.graph.node] == [["x", "weights/0"], ["s", "weights/0"]]
+    assert (weights.shared, weights.shared_bytes, len(weights.payload)) == (1, 8, 8)
 
 
 def test_externalize_keeps_small_tensors_inline():
     model = scale_model(n=512)
-    out, payload = externalize_weights(model, "weights", min_bytes=1024)
+    out, weights = externalize_weights(model, "weights", min_bytes=1024)
     by_name = {t.name: t for t in out.graph.initializer}
-    assert by_name["B"].data_location == onnx.TensorProto.EXTERNAL
+    assert by_name["weights/0"].data_location == onnx.TensorProto.EXTERNAL
     assert by_name["f"].data_location == onnx.TensorProto.DEFAULT
-    assert np.frombuffer(payload, np.float32).tolist() == list(np.arange(512, dtype=np.float32))
+    assert np.frombuffer(weights.payload, np.float32).tolist() == list(np.arange(512, dtype=np.float32))
     assert model.graph.initializer[0].HasField("raw_data") or model.graph.initializer[0].float_data
 
 

@@ -17,7 +17,7 @@ def test_round_trip_keeps_type_name_and_payload(tmp_path):
     blobs = [Blob(BlobType.METADATA, "metadata", b"{}"), Blob(BlobType.TENSOR, "w/ü", bytes(range(256)))]
     path = tmp_path / "a.popef"
     size = write_blobs(path, blobs)
-    assert size == path.stat().st_size == sum(HEADER_SIZE + len(b.name.encode()) + len(b.payload) for b in blobs)
+    assert size == path.stat().st_size
     back = read_blobs(path)
     assert [(b.type, b.name, bytes(b.payload)) for b in back] == [(b.type, b.name, b.payload) for b in blobs]
     assert [(b.type, b.name, bytes(b.payload)) for b in read_blobs(path.read_bytes())] == [
@@ -38,7 +38,24 @@ def test_header_records_version_type_and_total_size():
     blob = Blob(BlobType.OPAQUE, "n", b"abc")
     head = encode_header(blob)
     magic, version, btype, header_size, name_size, total, _crc = struct.unpack_from("<4sHHIIQI", head)
-    assert (magic, version, btype, header_size, name_size, total) == (b"PFEF", 1, 4, 32, 1, 32 + 1 + 3)
+    # 31 bytes of padding put the payload at byte 64.
+    assert (magic, version, btype, header_size, name_size, total) == (b"PFEF", 1, 4, 63, 1, 63 + 1 + 3)
+    assert len(head) == 64
+
+
+def test_every_payload_starts_on_a_64_byte_boundary_of_the_file(tmp_path):
+    names = ["metadata", "w", "a-longer-name/ü", ""]
+    blobs = [Blob(BlobType.TENSOR, n, bytes(range(k * 7 + 1))) for k, n in enumerate(names)]
+    path = tmp_path / "a.popef"
+    write_blobs(path, blobs)
+    data = path.read_bytes()
+    offset = 0
+    for blob in blobs:
+        header_size, name_size, total = struct.unpack_from("<4sHHIIQI", data, offset)[3:6]
+        assert (offset + header_size + name_size) % 64 == 0
+        assert data[offset + header_size + name_size : offset + total] == blob.payload
+        offset += total
+    assert offset == len(data)
 
 
 @pytest.mark.parametrize("cut", [1, 10, HEADER_SIZE + 3, -1, -50])
@@ -52,19 +69,23 @@ def test_truncated_artifact_is_an_artifact_error(make_artifact, cut):
 
 def test_artifact_cut_at_a_blob_boundary_is_detected(make_artifact):
     path = make_artifact([scale_model()])
-    blobs = read_blobs(path)
+    data = path.read_bytes()
     # Drop the last blob whole: every remaining blob is intact, but the metadata lists it.
-    keep = sum(HEADER_SIZE + len(b.name.encode()) + len(b.payload) for b in blobs[:-1])
-    path.write_bytes(path.read_bytes()[:keep])
+    keep = 0
+    for _ in read_blobs(path)[:-1]:
+        keep += struct.unpack_from("<4sHHIIQI", data, keep)[5]
+    assert keep < len(data)
+    path.write_bytes(data[:keep])
     with pytest.raises(ArtifactError, match="missing"):
         read_artifact(path)
 
 
-@pytest.mark.parametrize("where", ["header", "payload", "middle"])
+@pytest.mark.parametrize("where", ["header", "padding", "payload", "middle"])
 def test_corrupt_byte_is_detected(make_artifact, where):
     path = make_artifact([scale_model()])
     data = bytearray(path.read_bytes())
-    offset = {"header": 17, "payload": HEADER_SIZE + 20, "middle": len(data) // 2}[where]
+    header_size = struct.unpack_from("<4sHHIIQI", data)[3]
+    offset = {"header": 17, "padding": HEADER_SIZE + 1, "payload": header_size + 20, "middle": len(data) // 2}[where]
     data[offset] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="corrupt|inconsistent|truncated"):

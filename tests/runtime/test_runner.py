@@ -12,6 +12,10 @@ from fusion import ModelOptions
 from runtime import ArtifactError, ExecutionError, ModelRunner, Runner, RuntimeConfig
 from runtime import metadata as md
 from runtime.artifact import read_artifact, write_artifact
+from runtime.backends import SessionOptions, Weight
+from runtime.backends.onnxruntime import OnnxRuntimeBackend
+from runtime.errors import BackendError
+from runtime.runner import weights
 from tests.concurrency import run_in_threads
 from tests.models import dynamic_model, if_model, scale_model
 
@@ -220,3 +224,40 @@ def test_an_explicit_index_is_checked_even_for_a_known_request(artifact):
         runner.execute({"index": idx(0)})
     with pytest.raises(ExecutionError, match=r"subgraph 1 \('model1'\) needs input"):
         runner.execute({"index": idx(1)})
+
+
+def test_weights_are_used_in_place_from_the_mapped_file(make_artifact):
+    path = make_artifact([scale_model(2.0, n=20_000)])
+    (weight,) = weights(read_artifact(path), path)
+    assert weight.name == "weights/0" and weight.location == "weights"
+    assert weight.data.shape == (20_000,)
+    # A view of the read-only mapping, aligned by the writer: nothing was copied.
+    assert not weight.data.flags.owndata and not weight.data.flags.writeable
+    assert weight.data.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(weight.data, np.arange(20_000))
+    runner = Runner(path, LENIENT)
+    x = np.ones((1, 20_000), np.float32)
+    np.testing.assert_allclose(runner.execute({"graph0/X": x})["graph0/O"], 2 + np.arange(20_000)[None])
+
+
+def test_a_weight_outside_its_blob_is_an_artifact_error(make_artifact, tmp_path):
+    good = read_artifact(make_artifact([scale_model(2.0, n=20_000)]))
+    (ref,) = good.metadata.tensor_data
+    moved = replace(good.metadata, tensor_data=(replace(ref, offset=ref.offset + 64),))
+    write_artifact(tmp_path / "bad.popef", replace(good, metadata=moved))
+    with pytest.raises(ArtifactError, match=r"bad\.popef: weight 'weights/0' \(80000 bytes at 64 of tensor blob "
+                       r"'weights', shape \[20000\] F32\) does not fit: blob of 80000 bytes"):
+        Runner(tmp_path / "bad.popef")
+
+
+def test_a_weight_missing_from_the_metadata_is_a_backend_error(make_artifact, tmp_path):
+    good = read_artifact(make_artifact([scale_model(2.0, n=20_000)]))
+    write_artifact(tmp_path / "bad.popef", replace(good, metadata=replace(good.metadata, tensor_data=())))
+    with pytest.raises(BackendError, match="onnxruntime could not load the executable"):
+        Runner(tmp_path / "bad.popef")
+
+
+def test_the_backend_refuses_an_external_location_that_is_not_a_blob_name():
+    backend = OnnxRuntimeBackend()
+    with pytest.raises(BackendError, match=r"external data at '\.\./w'; expected a tensor blob's name"):
+        backend.open(b"", [Weight("w", "../w", np.zeros(1, np.float32))], "cpu", SessionOptions())
