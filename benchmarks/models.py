@@ -99,8 +99,8 @@ def mlp(folder: Path, name: str, seed: int, width: int = 64, layers: int = 3) ->
     return Workload(name, path, {"X": rng.random((1, width), dtype=np.float32)})
 
 
-def backbone_with_head(folder: Path, head_seed: int, width: int = 512, depth: int = 6) -> Workload:
-    """A shared MLP backbone (same weights in every model) with a head of its own."""
+def backbone_model(head_seed: int, width: int = 512, depth: int = 6) -> onnx.ModelProto:
+    """An MLP backbone (the same weights whatever the seed) with a head of its own."""
     backbone = np.random.default_rng(1234)
     nodes, inits, x = [], [], "X"
     for i in range(depth):
@@ -112,14 +112,20 @@ def backbone_with_head(folder: Path, head_seed: int, width: int = 512, depth: in
     head = np.random.default_rng(head_seed).standard_normal((width, 10)).astype(np.float32)
     inits.append(numpy_helper.from_array(head, "head.W"))
     nodes.append(helper.make_node("MatMul", [x, "head.W"], ["logits"]))
-    name = f"head{head_seed}"
     graph = helper.make_graph(
         nodes,
-        name,
+        f"head{head_seed}",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, width])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
-    path = _save(model, folder / f"{name}.onnx")
+    onnx.checker.check_model(model)
+    return model
+
+
+def backbone_with_head(folder: Path, head_seed: int, width: int = 512, depth: int = 6) -> Workload:
+    """``backbone_model`` saved in ``folder``, with a request."""
+    name = f"head{head_seed}"
+    path = _save(backbone_model(head_seed, width, depth), folder / f"{name}.onnx")
     return Workload(name, path, {"X": np.random.default_rng(head_seed).random((1, width), dtype=np.float32)})

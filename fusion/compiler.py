@@ -16,11 +16,11 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from runtime import metadata as md
-from runtime.dump import human_size
 from runtime.artifact import Artifact, write_artifact
 from runtime.atomic import write_atomic
 from runtime.backends import resolve_target
 from runtime.dtypes import popef_from_onnx
+from runtime.dump import human_size
 from runtime.errors import BackendError
 
 from .config import FusionConfig, ModelSpec, load_config, parse_config
@@ -63,14 +63,15 @@ def load_model(spec: ModelSpec) -> onnx.ModelProto:
 def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | None = None) -> Artifact:
     """Compile a fused model for ``target`` and wrap it as an artifact (not yet written).
 
-    The graph is re-laid into the packed layout (``packed_layout``), the backend
-    optimises it, then every large weight leaves the protobuf for the
+    The graph is re-laid into the packed layout (``packed_layout``), where models
+    that begin with the same nodes over the same weights run them once; the
+    backend optimises it, then every large weight leaves the protobuf for the
     ``weights`` tensor blob, identical ones once (``externalize_weights``); the
     metadata lists where each one lies.
     """
     anchors, fusion_map = fusion_records(fused)
     backend, device = resolve_target(target)
-    packed = packed_layout(fused, fusion_map)
+    packed, groups = packed_layout(fused, fusion_map)
 
     def streams(values, skip):
         return {popef_from_onnx(v.type.tensor_type.elem_type): v.name for v in values if v.name not in skip}
@@ -102,7 +103,11 @@ def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | Non
     )
     return Artifact(
         metadata=metadata,
-        fusion_map=replace(fusion_map, shared_weights=weights.shared, shared_weight_bytes=weights.shared_bytes),
+        fusion_map=replace(
+            fusion_map,
+            shared_weights=weights.shared + sum(g.shared_weights for g in groups),
+            shared_weight_bytes=weights.shared_bytes + sum(g.shared_bytes for g in groups),
+        ),
         executable=compiled.SerializeToString(),
         tensors={WEIGHTS_BLOB: weights.payload} if weights.payload else {},
     )

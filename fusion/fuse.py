@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import onnx
 
 from runtime import metadata as md
-from runtime.dump import human_size
 from runtime.dtypes import popef_from_onnx
+from runtime.dump import human_size
 
 from .config import ModelOptions
 from .errors import FusionError

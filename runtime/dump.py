@@ -60,7 +60,7 @@ def render(info: dict[str, Any]) -> str:
         sub = "-" if a["subgraph"] is None else str(a["subgraph"])
         lines.append(
             f"  {a['name']:<{width}}  {a['type']:<6}  {a['tensorInfo']['dataType']:<8}  {shape:<20}  "
-            f"{str(a['programs']):<8}  {sub}"
+            f"{a['programs']!s:<8}  {sub}"
         )
     fusion_map = info["opaques"][FUSION_MAP_BLOB]
     lines += ["", "Opaques:", f"  {FUSION_MAP_BLOB}:", f"    indexAnchor: {fusion_map['indexAnchor']}",

@@ -182,11 +182,14 @@ class Metadata:
     program_flow: dict[str, list[int]] = field(default_factory=lambda: {"load": [], "main": [0], "save": []})
     blobs: tuple[BlobRef, ...] = ()
     tensor_data: tuple[TensorData, ...] = ()
+    #: How the executable blob is stored: "zlib" (compressed) or "none".
+    executable_encoding: str = "none"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "anchors": [a.to_json() for a in self.anchors],
             "executable": self.executable,
+            "executableEncoding": self.executable_encoding,
             "target": self.target,
             "backend": self.backend.to_json(),
             "packed": self.packed.to_json(),
@@ -212,6 +215,7 @@ class Metadata:
             program_flow={k: [int(p) for p in v] for k, v in d["programFlow"].items()},
             blobs=tuple(BlobRef.from_json(b) for b in d.get("blobs", ())),
             tensor_data=tuple(TensorData.from_json(t) for t in d.get("tensorData", ())),
+            executable_encoding=str(d.get("executableEncoding", "none")),
         )
 
 
@@ -304,7 +308,7 @@ def loads_anchors(payload: bytes | memoryview, label: str) -> tuple[Anchor, ...]
         raise ArtifactError(f"{label}: the anchor list is malformed: {e}") from e
 
 
-def loads(kind: type[Metadata] | type[FusionMap], payload: bytes | memoryview, label: str):
+def loads(kind: type[Metadata | FusionMap], payload: bytes | memoryview, label: str):
     """Parse ``payload`` as ``kind``; a malformed record raises ArtifactError naming ``label``."""
     try:
         return kind.from_json(json.loads(bytes(payload)))

@@ -104,6 +104,21 @@ def read_blobs(source: str | os.PathLike | bytes | memoryview) -> list[Blob]:
     return blobs
 
 
+def release_pages(*payloads: bytes | memoryview) -> None:
+    """Drop from this process the resident pages of the file mappings behind ``payloads``, if any.
+
+    The mapping stays valid: a page read again comes back from the page cache on
+    first touch. Reading an artifact checks every blob's checksum, which brings
+    the whole file in; once the backend has opened the executable, only the
+    weights its kernels read in place are needed again, not those it copied or
+    prepacked into memory of its own.
+    """
+    owners = {id(p.obj): p.obj for p in payloads if isinstance(p, memoryview) and isinstance(p.obj, mmap.mmap)}
+    for owner in owners.values():
+        if hasattr(mmap, "MADV_DONTNEED"):
+            owner.madvise(mmap.MADV_DONTNEED)
+
+
 def _open(source: str | os.PathLike | bytes | memoryview) -> tuple[str, memoryview]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "<bytes>", memoryview(source)

@@ -7,7 +7,7 @@ import onnx
 import onnx.parser
 from onnx import TensorProto, helper, numpy_helper
 
-from benchmarks.models import PPOCR, ppocr, ppocr_path  # noqa: F401  (re-exported for the tests)
+from benchmarks.models import PPOCR, backbone_model, ppocr, ppocr_path  # noqa: F401  (re-exported for the tests)
 from fusion import IR_VERSION
 
 

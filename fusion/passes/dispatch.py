@@ -33,12 +33,14 @@ from runtime.dtypes import popef_from_onnx
 
 from ..errors import FusionError
 from ..rename import mapping_renamer, rename_values
+from .sharing import Group, group_models
 
 INDEX = "index"
 PACKED_SHAPES = "packed/shapes"
 PACKED_INPUT_SHAPES = "packed_in/shapes"
 PACKED_INPUT_OFFSETS = "packed_in/offsets"
 _INDEX_INT64 = "dispatch/index_int64"
+_GROUP = "dispatch/group"
 
 
 def packed_stream(elem_type: int) -> str:
@@ -66,22 +68,32 @@ class _Leaf:
     value_info: tuple[onnx.ValueInfoProto, ...] = ()
 
 
-def build_dispatch(graphs: Sequence[onnx.GraphProto], packed: bool = False) -> onnx.GraphProto:
+def build_dispatch(
+    graphs: Sequence[onnx.GraphProto], packed: bool = False, groups: Sequence[Group] | None = None
+) -> onnx.GraphProto:
     """Build the fused main graph around namespaced model graphs.
 
     Args:
         graphs: Model i's graph, names prefixed; its initializers stay in its branch.
         packed: Build the packed layout instead of the public one.
+        groups: For the packed layout, the models that share computation
+            (``sharing.group_models``); None groups them here.
     """
     outs = [[_describe_output(o) for o in g.output] for g in graphs]
     nodes = [helper.make_node("Cast", [INDEX], [_INDEX_INT64], to=TensorProto.INT64, name="dispatch/cast_index")]
+    selector = _INDEX_INT64
     if packed:
         types = sorted({o.elem_type for model_outs in outs for o in model_outs})
         in_types = sorted({i.type.tensor_type.elem_type for g in graphs for i in g.input})
         slots = [_Out(packed_stream(t), t, 1) for t in types] + [_Out(PACKED_SHAPES, TensorProto.INT64, 1)]
-        at = "" if len(graphs) == 1 else None  # a single model's leaf writes the graph outputs itself
-        leaves = [_packed_leaf(g, i, outs[i], types, at) for i, g in enumerate(graphs)]
-        per_model = [slots for _ in graphs]
+        groups = group_models(graphs) if groups is None else groups
+        at = "" if len(groups) == 1 else None  # a single leaf writes the graph outputs itself
+        leaves = [_group_leaf(group, types, slots, at) for group in groups]
+        if len(groups) < len(graphs):  # the tree chooses among groups: the index names a group
+            position = {m: k for k, group in enumerate(groups) for m in group.members}
+            nodes += _select(_GROUP, [position[i] for i in range(len(graphs))])
+            selector = _GROUP
+        per_model = [slots for _ in leaves]
         shared = True
     else:
         single = len(graphs) == 1
@@ -90,11 +102,11 @@ def build_dispatch(graphs: Sequence[onnx.GraphProto], packed: bool = False) -> o
         slots = [o for model_outs in outs for o in model_outs]
     initializers: list[TensorProto] = []
     value_info: list[onnx.ValueInfoProto] = []
-    if len(graphs) == 1:
+    if len(leaves) == 1:
         nodes += leaves[0].nodes
         initializers, value_info = list(leaves[0].initializers), list(leaves[0].value_info)
     else:
-        nodes += _tree(0, len(graphs), "root", leaves, per_model, shared)
+        nodes += _tree(0, len(leaves), "root", leaves, per_model, shared, selector)
     inputs = [helper.make_tensor_value_info(INDEX, TensorProto.UINT32, [1])]
     if packed:
         inputs += [helper.make_tensor_value_info(packed_input_stream(t), t, [f"{packed_input_stream(t)}:0"])
@@ -187,29 +199,18 @@ def _leaf(graph: onnx.GraphProto, index: int, suffix: str, outs: list[_Out]) -> 
     return _Leaf(nodes, outputs)
 
 
-def _packed_leaf(
-    graph: onnx.GraphProto,
-    index: int,
-    outs: list[_Out],
-    types: list[int],
-    at: str | None = None,
-) -> _Leaf:
-    """Model ``index`` reading its inputs from the packed streams and writing its outputs to them.
+def _unpack_inputs(inputs: Sequence[onnx.ValueInfoProto]) -> list[onnx.NodeProto]:
+    """Nodes that cut each input out of the packed streams, under its own name.
 
     Input k's dimensions are a fixed slice of ``packed_in/shapes`` (the ranks are
     static); an input alone in its type's stream is that stream, reshaped (an
     alias), while inputs sharing a stream are cut out at the bounds that
     ``packed_in/offsets`` holds for them (two entries per input, in input order).
-    Outputs are flattened the same way: a type's only output becomes its stream
-    without a copy, several are concatenated; their shapes are concatenated
-    into the shape vector. The streams are named ``<stream><at>``, by default
-    ``<stream>@dispatch/model<i>``.
     """
-    prefix = f"dispatch/model{index}"
     nodes: list[onnx.NodeProto] = []
-    input_types = [i.type.tensor_type.elem_type for i in graph.input]
+    input_types = [i.type.tensor_type.elem_type for i in inputs]
     at_dim = 0
-    for k, (info, elem_type) in enumerate(zip(graph.input, input_types)):
+    for k, (info, elem_type) in enumerate(zip(inputs, input_types)):
         rank = len(info.type.tensor_type.shape.dim)
         dims = f"{info.name}/dims"
         nodes += [
@@ -234,9 +235,17 @@ def _packed_leaf(
             ]
             stream = f"{info.name}/flat"
         nodes.append(helper.make_node("Reshape", [stream, dims], [info.name], name=f"{info.name}/shape"))
-    nodes += list(graph.node)
+    return nodes
 
-    suffix = f"@{prefix}" if at is None else at
+
+def _pack_outputs(graph: onnx.GraphProto, prefix: str, types: list[int], suffix: str) -> _Leaf:
+    """``graph``'s nodes, then nodes that flatten its outputs into the packed streams ``<stream><suffix>``.
+
+    A type's only output becomes its stream without a copy, several are
+    concatenated; their shapes are concatenated into the shape vector.
+    """
+    outs = [_describe_output(o) for o in graph.output]
+    nodes = list(graph.node)
     stream_names = {t: f"{packed_stream(t)}{suffix}" for t in types}
     shape_vector = f"{PACKED_SHAPES}{suffix}"
     count = {t: sum(o.elem_type == t for o in outs) for t in types}
@@ -261,10 +270,44 @@ def _packed_leaf(
         nodes.append(helper.make_node("Concat", shapes, [shape_vector], axis=0, name=f"{shape_vector}/concat"))
     elif not outs:
         nodes.append(_empty(shape_vector, _Out(shape_vector, TensorProto.INT64, 1)))
-    streams = [stream_names[t] for t in types]
     graph_outputs = {o.name for o in graph.output}
-    value_info = [v for v in graph.value_info if v.name not in graph_outputs]
-    return _Leaf(nodes, [*streams, shape_vector], tuple(graph.initializer), tuple(value_info))
+    value_info = tuple(v for v in graph.value_info if v.name not in graph_outputs)
+    return _Leaf(nodes, [*(stream_names[t] for t in types), shape_vector], tuple(graph.initializer), value_info)
+
+
+def _group_leaf(group: Group, types: list[int], slots: list[_Out], at: str | None) -> _Leaf:
+    """One group of models, reading the packed input streams and writing the packed output streams.
+
+    The inputs are unpacked and the shared prefix runs once; then the member's
+    own tail runs, chosen among the group's tails by a table of positions when
+    there are several. The streams are named ``<stream><at>``, by default
+    ``<stream>@dispatch/model<i>`` for the group's first model i.
+    """
+    first = group.members[0]
+    suffix = f"@dispatch/model{first}" if at is None else at
+    head = _unpack_inputs(group.prefix.input) + list(group.prefix.node)
+    prefix_weights, prefix_info = tuple(group.prefix.initializer), tuple(group.prefix.value_info)
+    if len(group.tails) == 1:
+        leaf = _pack_outputs(group.tails[0].graph, f"dispatch/model{first}", types, suffix)
+        return _Leaf(head + leaf.nodes, leaf.outputs, prefix_weights + leaf.initializers,
+                     prefix_info + leaf.value_info)
+    tag = f"group{first}"
+    position = {m: k for k, tail in enumerate(group.tails) for m in tail.members}
+    tails = [_pack_outputs(t.graph, f"dispatch/model{t.members[0]}", types, f"@dispatch/model{t.members[0]}")
+             for t in group.tails]
+    select = f"dispatch/{tag}/tail"
+    nodes = head + _select(select, [position.get(i, 0) for i in range(max(position) + 1)])
+    outputs = [f"{o.name}{suffix}" for o in slots]
+    nodes += _tree(0, len(tails), tag, tails, [slots for _ in tails], True, select, outputs)
+    return _Leaf(nodes, outputs, prefix_weights, prefix_info)
+
+
+def _select(name: str, table: list[int]) -> list[onnx.NodeProto]:
+    """Nodes that look the request's index up in ``table``, giving the branch position ``name``."""
+    return [
+        _constant(f"{name}/table", np.array(table, np.int64)),
+        helper.make_node("Gather", [f"{name}/table", _INDEX_INT64], [name], axis=0, name=f"{name}/gather"),
+    ]
 
 
 def _tree(
@@ -274,12 +317,15 @@ def _tree(
     leaves: list[_Leaf],
     outs: list[list[_Out]],
     shared: bool,
+    selector: str = _INDEX_INT64,
+    top: list[str] | None = None,
 ) -> list[onnx.NodeProto]:
-    """Nodes that run leaf ``index`` for lo <= index < hi; the root's outputs carry the graph's output names.
+    """Nodes that run leaf ``selector`` for lo <= selector < hi.
 
-    With ``shared`` outputs (the packed layout) every model fills the same
-    slots, so a branch returns its subtree's outputs and nothing else;
-    otherwise a branch returns empties for the models of the other side.
+    The top ``If``'s outputs are named ``top``; by default the root's carry the
+    graph's output names. With ``shared`` outputs (the packed layout) every leaf
+    fills the same slots, so a branch returns its subtree's outputs and nothing
+    else; otherwise a branch returns empties for the models of the other side.
     """
     mid = (lo + hi) // 2
     split = f"dispatch/{tag}/split"
@@ -298,7 +344,7 @@ def _tree(
             leaf = leaves[a]
             body, produced, weights, value_info = leaf.nodes, leaf.outputs, leaf.initializers, leaf.value_info
         else:
-            body = _tree(a, b, sub_tag, leaves, outs, shared)
+            body = _tree(a, b, sub_tag, leaves, outs, shared, selector)
             sub_slots = outs[a] if shared else [o for j in range(a, b) for o in outs[j]]
             produced = [named(o, sub_tag) for o in sub_slots]
         if shared:
@@ -313,11 +359,11 @@ def _tree(
         )
     return [
         _constant(split, np.array([mid], np.int64)),
-        helper.make_node("Less", [_INDEX_INT64, split], [cond], name=f"dispatch/{tag}/less"),
+        helper.make_node("Less", [selector, split], [cond], name=f"dispatch/{tag}/less"),
         helper.make_node(
             "If",
             [cond],
-            [named(o, tag) for o in slots],
+            top or [named(o, tag) for o in slots],
             name=f"dispatch/{tag}/if",
             then_branch=branches[0],
             else_branch=branches[1],

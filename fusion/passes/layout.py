@@ -17,6 +17,7 @@ from runtime import metadata as md
 from ..errors import FusionError
 from ..rename import mapping_renamer, rename_values, subgraphs
 from .dispatch import build_dispatch
+from .sharing import Group, group_models
 
 
 def _model_branches(graph: onnx.GraphProto, found: dict[str, onnx.GraphProto]) -> dict[str, onnx.GraphProto]:
@@ -67,9 +68,12 @@ def model_graphs(fused: onnx.ModelProto, fusion_map: md.FusionMap) -> list[onnx.
     return graphs
 
 
-def packed_layout(fused: onnx.ModelProto, fusion_map: md.FusionMap) -> onnx.ModelProto:
-    """The same models, dispatched by the same ``index``, in the packed layout."""
+def packed_layout(fused: onnx.ModelProto, fusion_map: md.FusionMap) -> tuple[onnx.ModelProto, tuple[Group, ...]]:
+    """The same models, dispatched by the same ``index``, in the packed layout; and which of them
+    share computation there (``sharing``)."""
+    graphs = model_graphs(fused, fusion_map)
+    groups = tuple(group_models(graphs))
     out = onnx.ModelProto()
     out.CopyFrom(fused)
-    out.graph.CopyFrom(build_dispatch(model_graphs(fused, fusion_map), packed=True))
-    return out
+    out.graph.CopyFrom(build_dispatch(graphs, packed=True, groups=groups))
+    return out, groups

@@ -43,4 +43,4 @@ def resolve_target(target: str) -> tuple[Backend, str]:
     return getattr(importlib.import_module(module), cls)(), device
 
 
-__all__ = ["Backend", "Session", "SessionOptions", "Weight", "DEFAULT_TARGET", "resolve_target", "targets"]
+__all__ = ["DEFAULT_TARGET", "Backend", "Session", "SessionOptions", "Weight", "resolve_target", "targets"]

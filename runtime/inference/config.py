@@ -230,7 +230,7 @@ class Config:
         ]
         width = max(len(k) for k, _ in rows)
         line = "+" + "-" * (width + 2) + "+" + "-" * 42 + "+"
-        body = [f"| {k:<{width}} | {str(v):<40} |" for k, v in rows]
+        body = [f"| {k:<{width}} | {v!s:<40} |" for k, v in rows]
         return "\n".join([line, f"| {'Option':<{width}} | {'Value':<40} |", line, *body, line])
 
     def _claim(self) -> None:

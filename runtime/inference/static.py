@@ -18,7 +18,6 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-
 from .custom_ops import map_custom_ops, register_custom_ops
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,9 @@ def branch_initializers(graph: onnx.GraphProto) -> list[str]:
 def test_identical_weights_are_stored_once(tmp_path):
     n = 20_000
     artifact = compile_artifact(fuse([scale_model(2.0, n=n), scale_model(2.0, n=n)]), "onnxruntime-cpu")
-    assert artifact.fusion_map.shared_weights == 1
-    assert artifact.fusion_map.shared_weight_bytes == n * 4
+    # The same model twice is one computation (test_sharing): neither B (80 KB) nor the scalar is held twice.
+    assert artifact.fusion_map.shared_weights == 2
+    assert artifact.fusion_map.shared_weight_bytes == n * 4 + 4
     # One copy of the 80 KB weight B reaches the weights blob; the second copy is shared.
     assert len(artifact.tensors["weights"]) == n * 4
     path = tmp_path / "twice.popef"
@@ -141,7 +142,7 @@ def test_build_reports_what_compilation_shared(tmp_path):
     result = fusion.build(
         {"output_dir": str(tmp_path), "model_fusion": [{"input_model": str(tmp_path / "a.onnx"), "name": n} for n in "xy"]}
     )
-    assert result.fusion_map.shared_weight_bytes == 20_000 * 4
+    assert result.fusion_map.shared_weight_bytes == 20_000 * 4 + 4
 
 
 def test_weights_shared_by_distant_models_are_stored_once(tmp_path):

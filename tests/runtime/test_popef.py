@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import struct
+import zlib
 
+import onnx
 import pytest
 
-from runtime.artifact import read_artifact
+from runtime.artifact import read_artifact, to_blobs
 from runtime.errors import ArtifactError
-from runtime.popef import HEADER_SIZE, Blob, BlobType, encode_header, read_blobs, write_blobs
+from runtime.popef import HEADER_SIZE, Blob, BlobType, encode_header, read_blobs, release_pages, write_blobs
 from tests.models import scale_model
 
 
@@ -133,3 +136,58 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
         write_blobs(path, blobs())
     assert [b.name for b in read_blobs(path)] == ["old"]
     assert os.listdir(tmp_path) == ["out.popef"]
+
+
+def test_the_executable_is_stored_compressed_and_read_back_whole(make_artifact):
+    path = make_artifact([scale_model(2.0), scale_model(3.0)])
+    artifact = read_artifact(path)
+    assert artifact.metadata.executable_encoding == "zlib"
+    stored = next(b for b in read_blobs(path) if b.type == BlobType.EXECUTABLE)
+    assert zlib.decompress(stored.payload) == artifact.executable
+    assert len(stored.payload) < len(artifact.executable)
+    onnx.load_from_string(artifact.executable)  # plain ONNX in memory
+
+
+@pytest.mark.parametrize(
+    "encoding, payload, match",
+    [("zlib", b"not deflate", "compressed executable is corrupt"), ("lz4", b"x", "stored as 'lz4'")],
+)
+def test_a_bad_executable_encoding_is_an_artifact_error(make_artifact, tmp_path, encoding, payload, match):
+    artifact = read_artifact(make_artifact([scale_model()]))
+    blobs = to_blobs(artifact)
+    meta = json.loads(blobs[0].payload)
+    meta["executableEncoding"] = encoding
+    blobs[0] = Blob(BlobType.METADATA, "metadata", json.dumps(meta).encode())
+    blobs = [Blob(b.type, b.name, payload) if b.type == BlobType.EXECUTABLE else b for b in blobs]
+    meta["blobs"] = [{**ref, "size": len(payload)} if ref["type"] == BlobType.EXECUTABLE else ref
+                     for ref in meta["blobs"]]
+    blobs[0] = Blob(BlobType.METADATA, "metadata", json.dumps(meta).encode())
+    path = tmp_path / "bad.popef"
+    write_blobs(path, blobs)
+    with pytest.raises(ArtifactError, match=match):
+        read_artifact(path)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="reads Linux's per-mapping RSS")
+def test_released_pages_leave_the_process_but_the_data_stays_readable(tmp_path):
+    size = 8 * 1024 * 1024
+    path = tmp_path / "big.popef"
+    data = bytes(range(256)) * (size // 256)
+    write_blobs(path, [Blob(BlobType.TENSOR, "w", data)])
+    (blob,) = read_blobs(path)  # checking the checksum reads every page
+    assert resident_kb(path) * 1024 >= size // 2
+    release_pages(blob.payload)
+    assert resident_kb(path) * 1024 < size // 8
+    assert bytes(blob.payload[:256]) == bytes(range(256)) and bytes(blob.payload[-1:]) == b"\xff"
+
+
+def resident_kb(path) -> int:
+    total, current = 0, None
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if "-" in parts[0] and len(parts) >= 5:
+                current = parts[-1] if len(parts) >= 6 else None
+            elif parts[0] == "Rss:" and current == str(path):
+                total += int(parts[1])
+    return total

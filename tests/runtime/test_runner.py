@@ -261,3 +261,11 @@ def test_the_backend_refuses_an_external_location_that_is_not_a_blob_name():
     backend = OnnxRuntimeBackend()
     with pytest.raises(BackendError, match=r"external data at '\.\./w'; expected a tensor blob's name"):
         backend.open(b"", [Weight("w", "../w", np.zeros(1, np.float32))], "cpu", SessionOptions())
+
+
+def test_requests_of_changing_shapes_get_their_own_shapes(artifact):
+    # The runner reuses the shapes feeds of a request signature it has seen: each shape must keep its own.
+    runner = Runner(artifact, LENIENT)
+    for batch in (1, 3, 1, 5, 3):
+        x = np.arange(batch * 4, dtype=np.float32).reshape(batch, 4) - 6
+        np.testing.assert_array_equal(runner.execute({"graph2/X": x})["graph2/O"], np.maximum(x, 0))

@@ -21,7 +21,7 @@ def fresh_main_program(monkeypatch):
 def test_the_seed_example_program_runs_as_written(caplog):
     # shared/seeds/001, with the import lines changed.
     import runtime.inference as paddle
-    import runtime.inference.static as static
+    from runtime.inference import static
 
     paddle.enable_static()
 
