@@ -113,10 +113,11 @@ def release_pages(*payloads: bytes | memoryview) -> None:
     weights its kernels read in place are needed again, not those it copied or
     prepacked into memory of its own.
     """
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
     owners = {id(p.obj): p.obj for p in payloads if isinstance(p, memoryview) and isinstance(p.obj, mmap.mmap)}
     for owner in owners.values():
-        if hasattr(mmap, "MADV_DONTNEED"):
-            owner.madvise(mmap.MADV_DONTNEED)
+        owner.madvise(mmap.MADV_DONTNEED)
 
 
 def _open(source: str | os.PathLike | bytes | memoryview) -> tuple[str, memoryview]:

@@ -235,8 +235,7 @@ class Runner:
         An input alone in its type's stream is fed as a flat view, without a copy.
         """
         pack = self._pack[index]
-        arrays = [inputs[name] for name, _, _ in pack]
-        arrays = [a if isinstance(a, np.ndarray) else np.asarray(a) for a in arrays]
+        arrays = [a if isinstance(a := inputs[name], np.ndarray) else np.asarray(a) for name, _, _ in pack]
         key = (index, *(a.shape for a in arrays))
         control = self._controls.get(key)
         if control is None:

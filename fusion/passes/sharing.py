@@ -106,8 +106,12 @@ def _input_signature(graph: onnx.GraphProto) -> tuple[bytes, ...]:
     return tuple(info.type.SerializeToString(deterministic=True) for info in graph.input)
 
 
+def _is_shared(node: onnx.NodeProto, sig: dict[str, bytes], common: set[bytes]) -> bool:
+    return bool(node.output) and all(not o or sig[o] in common for o in node.output)
+
+
 def _prefix_nodes(graph: onnx.GraphProto, sig: dict[str, bytes], common: set[bytes]) -> list[onnx.NodeProto]:
-    return [n for n in graph.node if n.output and all(not o or sig[o] in common for o in n.output)]
+    return [n for n in graph.node if _is_shared(n, sig, common)]
 
 
 def _weight_bytes(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto]) -> int:
@@ -160,7 +164,7 @@ def _group(graphs: Sequence[onnx.GraphProto], sigs: list[dict[str, bytes]], grou
         graph, sig = graphs[ms[0]], sigs[ms[0]]
         renames = {i.name: f.name for i, f in zip(graph.input, first.input)}
         renames.update({o: names[sig[o]] for n in graph.node for o in n.output if o and sig[o] in names})
-        rest = [n for n in graph.node if not (n.output and all(not o or sig[o] in common for o in n.output))]
+        rest = [n for n in graph.node if not _is_shared(n, sig, common)]
         tail = _subgraph(graph, rest, [], list(graph.output))
         rename_values(tail, mapping_renamer(renames))
         out.append(Tail(tuple(ms), tail))
