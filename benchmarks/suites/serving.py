@@ -22,10 +22,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..context import Context
-from ..models import ppocr
-from ..setups import build_fused
+from runtime import Runner
+
+from ..models import Workload, ppocr
+from ..setups import build_fused, fused_feeds, runner
+from ..timing import interleaved
 
 CONCURRENCY = (1, 8, 32)
+BATCH = ["--max-batch-size", "8", "--max-queue-delay-us", "2000"]
 
 
 def run(ctx: Context) -> dict:
@@ -37,24 +41,48 @@ def run(ctx: Context) -> dict:
     baseline_cmd = [sys.executable, "-m", "benchmarks.baseline_server", "--threads", threads,
                     *(f"{w.name}={w.path}" for w in models)]
     bodies = {w.name: _body(w.feeds["x"]) for w in models}
-    seconds = 0.5 if ctx.smoke else 4.0
-    levels = CONCURRENCY[:2] if ctx.smoke else CONCURRENCY
+    seconds = 0.5 if ctx.smoke else 1.5
+    rounds = ctx.scale(6, 1)
     rows = []
-    for concurrency in levels:
-        row = {"concurrency": concurrency}
-        for label, command in (("fused", fused_cmd), ("baseline", baseline_cmd)):
-            with _Server(command) as port:
-                result = _load(port, bodies, concurrency, seconds)
-            row.update({f"{label}_{k}": v for k, v in result.items()})
-        row["throughput_ratio"] = row["fused_rps"] / row["baseline_rps"]
-        rows.append(row)
+    # Both servers stay up and take turns, round after round: the machine drifts, and each
+    # round's ratio compares two contenders that saw the same moment.
+    with _Server(fused_cmd) as fused, _Server(baseline_cmd) as baseline:
+        for concurrency in CONCURRENCY[:2] if ctx.smoke else CONCURRENCY:
+            turns = _turns({"fused": fused, "baseline": baseline}, bodies, concurrency, seconds, rounds)
+            rows.append({"concurrency": concurrency, **turns, "throughput_ratio": turns["ratio"]})
     cls_body = {"cls": bodies["cls"]}
-    batching = {}
-    for label, extra in (("off", []), ("on", ["--max-batch-size", "32", "--max-queue-delay-us", "2000"])):
-        with _Server(fused_cmd + extra) as port:
-            batching[label] = _load(port, cls_body, 32 if not ctx.smoke else 8, seconds)
-    return {"rows": rows, "batching": batching,
-            "batching_ratio": batching["on"]["rps"] / batching["off"]["rps"]}
+    with _Server(fused_cmd) as off, _Server(fused_cmd + BATCH) as on:
+        batching = _turns({"on": on, "off": off}, cls_body, 32 if not ctx.smoke else 8, seconds, rounds)
+    return {"rows": rows, "batching": batching, "batching_ratio": batching["ratio"], "batch_size": int(BATCH[1]),
+            "compute_bound": _compute_bound(runner(artifact, ctx.threads), 2, models[2], int(BATCH[1]), ctx)}
+
+
+def _turns(ports: dict[str, int], bodies, concurrency: int, seconds: float, rounds: int) -> dict:
+    """Load each server in turn, ``rounds`` times; the ratio (first over second) is the median of the rounds'."""
+    (a, b) = ports
+    results: dict[str, list[dict]] = {a: [], b: []}
+    for r in range(rounds):
+        for label in (a, b) if r % 2 == 0 else (b, a):
+            results[label].append(_load(ports[label], bodies, concurrency, seconds))
+    out: dict = {"ratio": float(np.median([x["rps"] / y["rps"] for x, y in zip(results[a], results[b])]))}
+    for label, runs in results.items():
+        latencies = np.concatenate([x.pop("latencies") for x in runs])
+        out[f"{label}_rps"] = float(np.median([x["rps"] for x in runs]))
+        out[f"{label}_p50_ms"] = float(np.percentile(latencies, 50) * 1e3)
+        out[f"{label}_p99_ms"] = float(np.percentile(latencies, 99) * 1e3)
+        out[f"{label}_failures"] = int(sum(x["failures"] for x in runs))
+    return out
+
+
+def _compute_bound(fused: Runner, index: int, workload: Workload, batch: int, ctx: Context) -> dict:
+    """Subgraph ``index``'s own time per request at batch 1 and stacked ``batch`` high, in one process:
+    the most batching can gain when nothing but compute is counted."""
+    one = fused_feeds(index, workload)
+    stacked = {k: np.ascontiguousarray(np.repeat(v, batch, 0)) for k, v in one.items()}
+    lat = interleaved({"one": lambda: fused.execute(one), "stacked": lambda: fused.execute(stacked)},
+                      rounds=ctx.scale(10, 1), per_round=ctx.scale(5, 1), warmup=ctx.scale(3, 1))
+    per_item = lat["stacked"].p50 / batch
+    return {"batch1_ms": lat["one"].p50 * 1e3, "per_item_ms": per_item * 1e3, "ratio": lat["one"].p50 / per_item}
 
 
 def _body(x: np.ndarray) -> tuple[bytes, dict]:
@@ -139,9 +167,4 @@ def _load(port: int, bodies: dict[str, tuple[bytes, dict]], concurrency: int, se
         w.join()
     elapsed = time.perf_counter() - began
     flat = np.array([x for per in latencies for x in per]) if any(latencies) else np.array([np.nan])
-    return {
-        "rps": len(flat) / elapsed,
-        "p50_ms": float(np.percentile(flat, 50) * 1e3),
-        "p99_ms": float(np.percentile(flat, 99) * 1e3),
-        "failures": int(sum(failures)),
-    }
+    return {"rps": len(flat) / elapsed, "latencies": flat, "failures": int(sum(failures))}
