@@ -26,7 +26,7 @@ from runtime.errors import BackendError
 from .config import FusionConfig, ModelSpec, load_config, parse_config
 from .errors import FusionError
 from .fuse import Progress, fuse, fusion_records
-from .passes.dispatch import INDEX, PACKED_INPUT_OFFSETS, PACKED_INPUT_SHAPES, PACKED_SHAPES
+from .passes.dispatch import INDEX
 from .passes.layout import packed_layout
 from .passes.weights import externalize_weights
 
@@ -73,16 +73,14 @@ def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | Non
     backend, device = resolve_target(target)
     packed, groups = packed_layout(fused, fusion_map)
 
-    def streams(values, skip):
-        return {popef_from_onnx(v.type.tensor_type.elem_type): v.name for v in values if v.name not in skip}
+    def slots(values) -> dict[str, tuple[str, ...]]:
+        out: dict[str, list[str]] = {}
+        for v in values:
+            if v.name != INDEX:
+                out.setdefault(popef_from_onnx(v.type.tensor_type.elem_type), []).append(v.name)
+        return {t: tuple(names) for t, names in out.items()}
 
-    layout = md.PackedLayout(
-        input_streams=streams(packed.graph.input, {INDEX, PACKED_INPUT_SHAPES, PACKED_INPUT_OFFSETS}),
-        input_shapes=PACKED_INPUT_SHAPES,
-        input_offsets=PACKED_INPUT_OFFSETS,
-        output_streams=streams(packed.graph.output, {PACKED_SHAPES}),
-        output_shapes=PACKED_SHAPES,
-    )
+    layout = md.SlotLayout(inputs=slots(packed.graph.input), outputs=slots(packed.graph.output))
     try:
         compiled = onnx.load_from_string(backend.compile(packed.SerializeToString(), device))
     except DecodeError as e:
@@ -97,7 +95,7 @@ def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | Non
         executable=EXECUTABLE_BLOB,
         target=target,
         backend=md.BackendInfo(backend.name, backend.version(), device, backend.features(device)),
-        packed=layout,
+        slots=layout,
         ipu_version=ipu_version,
         tensor_data=tensor_data,
     )

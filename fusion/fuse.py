@@ -172,12 +172,15 @@ def _check_model(model: onnx.ModelProto, name: str) -> None:
         raise FusionError(f"model {name!r} is not a valid ONNX model: {e}") from e
     initializers = {t.name for t in model.graph.initializer}
     inputs = {i.name for i in model.graph.input if i.name not in initializers}
+    seen: set[str] = set()
     for out in model.graph.output:
-        if out.name in inputs:
+        if out.name in inputs or out.name in seen:
+            what = "also an input" if out.name in inputs else "listed twice"
             raise FusionError(
-                f"model {name!r}: output {out.name!r} is also an input; anchors need distinct names. "
+                f"model {name!r}: output {out.name!r} is {what}; anchors need distinct names. "
                 "Hint: add an Identity node that renames the output"
             )
+        seen.add(out.name)
 
 
 def _graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:

@@ -134,37 +134,28 @@ class TensorData:
 
 
 @dataclass(frozen=True)
-class PackedLayout:
-    """How the executable takes inputs and returns outputs: flat streams per data type.
+class SlotLayout:
+    """How the executable takes inputs and returns outputs: slots shared by every subgraph.
 
-    The selected subgraph's inputs (and outputs) follow each other in anchor
-    order: each one's dimensions in the shapes vector, its elements in the
-    stream of its type. ``input_offsets`` holds, for each input, where its
-    elements start and end in its stream.
+    Per data type, the names of its input (output) slots in order: a
+    subgraph's k-th input of a type, in anchor order, is fed to that type's
+    slot k, and its k-th output of a type is returned in that type's slot k.
+    The slots declare no rank; the unused input slots are fed empty arrays.
     """
 
-    input_streams: dict[str, str]
-    input_shapes: str
-    input_offsets: str
-    output_streams: dict[str, str]
-    output_shapes: str
+    inputs: dict[str, tuple[str, ...]]
+    outputs: dict[str, tuple[str, ...]]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "inputs": {"streams": dict(sorted(self.input_streams.items())), "shapes": self.input_shapes,
-                       "offsets": self.input_offsets},
-            "outputs": {"streams": dict(sorted(self.output_streams.items())), "shapes": self.output_shapes},
-        }
+        return {"inputs": {t: list(v) for t, v in sorted(self.inputs.items())},
+                "outputs": {t: list(v) for t, v in sorted(self.outputs.items())}}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> PackedLayout:
-        return cls(
-            input_streams={str(k): str(v) for k, v in d["inputs"]["streams"].items()},
-            input_shapes=str(d["inputs"]["shapes"]),
-            input_offsets=str(d["inputs"]["offsets"]),
-            output_streams={str(k): str(v) for k, v in d["outputs"]["streams"].items()},
-            output_shapes=str(d["outputs"]["shapes"]),
-        )
+    def from_json(cls, d: dict[str, Any]) -> SlotLayout:
+        def names(side: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+            return {str(t): tuple(str(n) for n in v) for t, v in side.items()}
+
+        return cls(inputs=names(d["inputs"]), outputs=names(d["outputs"]))
 
 
 @dataclass(frozen=True)
@@ -175,7 +166,7 @@ class Metadata:
     executable: str
     target: str
     backend: BackendInfo
-    packed: PackedLayout
+    slots: SlotLayout
     ipu_version: str | None = None
     is_inference: bool = True
     replication_factor: int = 1
@@ -192,7 +183,7 @@ class Metadata:
             "executableEncoding": self.executable_encoding,
             "target": self.target,
             "backend": self.backend.to_json(),
-            "packed": self.packed.to_json(),
+            "slots": self.slots.to_json(),
             "ipuVersion": self.ipu_version,
             "isInference": self.is_inference,
             "replicationFactor": self.replication_factor,
@@ -208,7 +199,7 @@ class Metadata:
             executable=str(d["executable"]),
             target=str(d["target"]),
             backend=BackendInfo.from_json(d["backend"]),
-            packed=PackedLayout.from_json(d["packed"]),
+            slots=SlotLayout.from_json(d["slots"]),
             ipu_version=d.get("ipuVersion"),
             is_inference=bool(d["isInference"]),
             replication_factor=int(d["replicationFactor"]),

@@ -27,7 +27,7 @@ from .popef import release_pages
 
 log = logging.getLogger(__name__)
 
-# Entries in each per-request-signature cache; a workload with more shapes than this is still served, uncached.
+# Request signatures whose subgraph is remembered; a workload with more is still served, unremembered.
 _CACHE_LIMIT = 1024
 
 
@@ -121,35 +121,33 @@ class Runner:
         self._index_name = self.fusion_map.index_anchor
         self._index_values = [np.array([s.index], np.uint32) for s in self.subgraphs]
         self._dtypes = {a.name: numpy_from_popef(a.tensor_info.data_type) for a in self.metadata.anchors}
-        packed = self.metadata.packed
-        out_types = sorted(packed.output_streams)
-        self._fetch = [packed.output_streams[t] for t in out_types] + [packed.output_shapes]
-        # Per subgraph: (output name, stream position, rank), in the order the streams hold them.
-        self._unpack = [
-            [(name, out_types.index(self._type(name)), self._rank(name)) for name in sub.outputs]
-            for sub in self.subgraphs
-        ]
-        empty_streams = {stream: np.empty(0, numpy_from_popef(t)) for t, stream in packed.input_streams.items()}
-        # Per subgraph: (input name, stream name, whether the stream holds other inputs too), in anchor order.
-        self._pack = []
+        slots = self.metadata.slots
+        unused = {name: np.empty(0, numpy_from_popef(t)) for t, names in slots.inputs.items() for name in names}
+        # Per subgraph: which slot each input is fed to, which slots return its outputs, and the feeds
+        # every request starts from (the index; empty arrays in the slots it leaves unused).
+        self._slot_of: list[list[tuple[str, str]]] = []
+        self._fetch: list[list[str]] = []
+        self._base_feeds: list[dict[str, np.ndarray]] = []
         for sub in self.subgraphs:
-            streams = [packed.input_streams[self._type(name)] for name in sub.inputs]
-            self._pack.append([(name, st, streams.count(st) > 1) for name, st in zip(sub.inputs, streams)])
-        self._base_feeds = [
-            {**empty_streams, self._index_name: self._index_values[sub.index]} for sub in self.subgraphs
-        ]
+            self._slot_of.append(list(zip(sub.inputs, self._slot_names(sub.inputs, slots.inputs))))
+            self._fetch.append(self._slot_names(sub.outputs, slots.outputs))
+            self._base_feeds.append({**unused, self._index_name: self._index_values[sub.index]})
         # Subgraph of each request signature already checked by name (bounded).
         self._resolved: dict[tuple, int] = {}
-        # The shapes and offsets feeds of each (subgraph, input shapes) already seen (bounded). Reused
-        # arrays matter beyond the Python they save: onnxruntime takes ~3 us longer over a fresh one.
-        self._controls: dict[tuple, dict[str, np.ndarray]] = {}
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
-    def _type(self, anchor: str) -> str:
-        return self._anchors[anchor].tensor_info.data_type
-
-    def _rank(self, anchor: str) -> int:
-        return len(self._anchors[anchor].tensor_info.shape)
+    def _slot_names(self, anchors: tuple[str, ...], slots: dict[str, tuple[str, ...]]) -> list[str]:
+        """The slot of each anchor: its type's k-th slot for the k-th anchor of that type."""
+        seen: dict[str, int] = {}
+        out = []
+        for name in anchors:
+            t = self._anchors[name].tensor_info.data_type
+            k = seen.get(t, 0)
+            seen[t] = k + 1
+            if k >= len(slots.get(t, ())):
+                raise ArtifactError(f"the executable has no slot for {name!r} ({t} number {k}); rebuild the artifact")
+            out.append(slots[t][k])
+        return out
 
     def _check_backend(self, artifact: Artifact, name: str, version: str, features: str, source: Any) -> None:
         built = artifact.metadata.backend
@@ -216,56 +214,29 @@ class Runner:
                 input, a wrong dtype or shape, or a failure inside the backend.
         """
         index = self._select(inputs, outputs)
-        feeds = self._feeds(index, inputs)
+        feeds = self._base_feeds[index].copy()
+        for name, slot in self._slot_of[index]:
+            array = inputs[name]
+            feeds[slot] = array if isinstance(array, np.ndarray) else np.asarray(array)
         try:
-            streams = self._session.run(self._fetch, feeds)
+            arrays = self._session.run(self._fetch[index], feeds)
         except self._run_errors as e:
+            self._explain(index, inputs)
             sub = self.subgraphs[index]
             raise ExecutionError(f"subgraph {index} ({sub.name!r}) failed in the backend: {e}") from e
-        results = _unpack(streams, self._unpack[index])
+        results = dict(zip(self.subgraphs[index].outputs, arrays))
         if outputs is None:
             return results
         for name, buffer in outputs.items():
             _write_into(name, buffer, results[name])
         return dict(outputs)
 
-    def _feeds(self, index: int, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The packed feeds of one request: a stream per type, the shapes, the offsets, the index.
-
-        An input alone in its type's stream is fed as a flat view, without a copy.
-        """
-        pack = self._pack[index]
-        arrays = [a if isinstance(a := inputs[name], np.ndarray) else np.asarray(a) for name, _, _ in pack]
-        key = (index, *(a.shape for a in arrays))
-        control = self._controls.get(key)
-        if control is None:
-            control = self._control(pack, arrays)
-            if len(self._controls) < _CACHE_LIMIT:
-                self._controls[key] = control
-        feeds = self._base_feeds[index].copy()
-        feeds.update(control)
-        shared: dict[str, list[np.ndarray]] = {}
-        for (_, stream, is_shared), array in zip(pack, arrays):
-            if is_shared:
-                shared.setdefault(stream, []).append(array.reshape(-1))
-            else:
-                feeds[stream] = array.reshape(-1)
-        for stream, parts in shared.items():
-            feeds[stream] = np.concatenate(parts)
-        return feeds
-
-    def _control(self, pack: list[tuple[str, str, bool]], arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """The shapes and offsets feeds for inputs of these shapes."""
-        dims: list[int] = []
-        offsets: list[int] = []
-        ends: dict[str, int] = {}
-        for (_, stream, _), array in zip(pack, arrays):
-            dims.extend(array.shape)
-            start = ends.get(stream, 0)
-            ends[stream] = start + array.size
-            offsets += (start, ends[stream])
-        packed = self.metadata.packed
-        return {packed.input_shapes: np.array(dims, np.int64), packed.input_offsets: np.array(offsets, np.int64)}
+    def _explain(self, index: int, inputs: Mapping[str, Any]) -> None:
+        """After a backend failure: raise the precise error when an input has the wrong dtype or shape
+        (unchecked with ``validate_io_params=False``), so the backend's message, which names slots, is not all
+        the caller sees."""
+        for name in self.subgraphs[index].inputs:
+            self._check_tensor(name, np.asarray(inputs[name]), "input")
 
     def execute_async(
         self,
@@ -385,22 +356,6 @@ class Runner:
             raise ExecutionError(
                 f"{role} {name!r}: expected shape {_show_shape(shape)}, received {list(array.shape)}"
             )
-
-
-def _unpack(streams: list[np.ndarray], layout: list[tuple[str, int, int]]) -> dict[str, np.ndarray]:
-    """Views of one subgraph's outputs in the packed streams; the last stream holds their shapes."""
-    dims = streams[-1].tolist()
-    offsets = [0] * (len(streams) - 1)
-    at = 0
-    out = {}
-    for name, stream, rank in layout:
-        shape = dims[at : at + rank]
-        at += rank
-        size = math.prod(shape)
-        start = offsets[stream]
-        out[name] = streams[stream][start : start + size].reshape(shape)
-        offsets[stream] = start + size
-    return out
 
 
 def _show_shape(shape: tuple[int, ...]) -> str:

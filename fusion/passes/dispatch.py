@@ -11,13 +11,14 @@ tree of ``If`` of depth ceil(log2 N) picks it. They differ in the interface:
   models it does not run; graph outputs declare symbolic dimensions so those
   empties never disagree with a declared shape (onnxruntime would warn on every
   run). Every request passes through outputs for all N models.
-- ``packed`` (what the compiler compiles): inputs and outputs travel as one
-  flat stream per element type plus int64 vectors of shapes (and, for inputs,
-  offsets into the streams). Every ``If`` then reads and returns those few
-  values whatever N is, so a request costs O(log N); and since the streams are
-  plain tensors, always fed, a model's branch keeps onnxruntime's memory
-  planning without the unwrapping ``_leaf`` needs. The runner packs a request's
-  inputs (a view when a type has one input) and unpacks the outputs as views.
+- ``packed`` (what the compiler compiles): inputs and outputs travel in
+  *slots*, a few graph inputs and outputs of undeclared rank that every model
+  shares: a model's k-th input of a data type is fed to that type's input slot
+  k, and its k-th output of a type comes back in that type's output slot k.
+  Every ``If`` then reads and returns those few values whatever N is, so a
+  request costs O(log N); the slots are plain tensors, always fed (the unused
+  ones with empty arrays), so a model's branch keeps onnxruntime's memory
+  planning, and no node packs, cuts or reshapes anything on the way.
 """
 
 from __future__ import annotations
@@ -36,28 +37,36 @@ from ..rename import mapping_renamer, rename_values
 from .sharing import Group, group_models
 
 INDEX = "index"
-PACKED_SHAPES = "packed/shapes"
-PACKED_INPUT_SHAPES = "packed_in/shapes"
-PACKED_INPUT_OFFSETS = "packed_in/offsets"
 _INDEX_INT64 = "dispatch/index_int64"
 _GROUP = "dispatch/group"
 
 
-def packed_stream(elem_type: int) -> str:
-    """The packed-layout output that carries the outputs of one element type."""
-    return f"packed/{popef_from_onnx(elem_type)}"
+def input_slot(elem_type: int, k: int) -> str:
+    """The packed-layout input that carries a model's k-th input of this element type."""
+    return f"slot_in/{popef_from_onnx(elem_type)}/{k}"
 
 
-def packed_input_stream(elem_type: int) -> str:
-    """The packed-layout input that carries the inputs of one element type."""
-    return f"packed_in/{popef_from_onnx(elem_type)}"
+def output_slot(elem_type: int, k: int) -> str:
+    """The packed-layout output that carries a model's k-th output of this element type."""
+    return f"slot/{popef_from_onnx(elem_type)}/{k}"
+
+
+def slot_positions(values: Sequence[onnx.ValueInfoProto]) -> list[tuple[int, int]]:
+    """(element type, k) of each value: the slot it travels in, values of a type counted in order."""
+    seen: dict[int, int] = {}
+    out = []
+    for v in values:
+        t = v.type.tensor_type.elem_type
+        out.append((t, seen.get(t, 0)))
+        seen[t] = seen.get(t, 0) + 1
+    return out
 
 
 @dataclass(frozen=True)
 class _Out:
     name: str
     elem_type: int
-    rank: int
+    rank: int | None  # None: undeclared (a slot)
 
 
 @dataclass(frozen=True)
@@ -83,12 +92,11 @@ def build_dispatch(
     nodes = [helper.make_node("Cast", [INDEX], [_INDEX_INT64], to=TensorProto.INT64, name="dispatch/cast_index")]
     selector = _INDEX_INT64
     if packed:
-        types = sorted({o.elem_type for model_outs in outs for o in model_outs})
-        in_types = sorted({i.type.tensor_type.elem_type for g in graphs for i in g.input})
-        slots = [_Out(packed_stream(t), t, 1) for t in types] + [_Out(PACKED_SHAPES, TensorProto.INT64, 1)]
+        in_slots = _slots([g.input for g in graphs], input_slot)
+        slots = _slots([g.output for g in graphs], output_slot)
         groups = group_models(graphs) if groups is None else groups
         at = "" if len(groups) == 1 else None  # a single leaf writes the graph outputs itself
-        leaves = [_group_leaf(group, types, slots, at) for group in groups]
+        leaves = [_group_leaf(group, slots, at) for group in groups]
         if len(groups) < len(graphs):  # the tree chooses among groups: the index names a group
             position = {m: k for k, group in enumerate(groups) for m in group.members}
             nodes += _select(_GROUP, [position[i] for i in range(len(graphs))])
@@ -109,10 +117,7 @@ def build_dispatch(
         nodes += _tree(0, len(leaves), "root", leaves, per_model, shared, selector)
     inputs = [helper.make_tensor_value_info(INDEX, TensorProto.UINT32, [1])]
     if packed:
-        inputs += [helper.make_tensor_value_info(packed_input_stream(t), t, [f"{packed_input_stream(t)}:0"])
-                   for t in in_types]
-        inputs += [helper.make_tensor_value_info(n, TensorProto.INT64, [f"{n}:0"])
-                   for n in (PACKED_INPUT_SHAPES, PACKED_INPUT_OFFSETS)]
+        inputs += [_symbolic(slot.name, slot) for slot in in_slots]
     else:
         for g in graphs:
             inputs += [_optional(i) for i in g.input]
@@ -139,7 +144,18 @@ def _optional(info: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
 
 
 def _symbolic(name: str, out: _Out) -> onnx.ValueInfoProto:
+    if out.rank is None:
+        return helper.make_tensor_value_info(name, out.elem_type, None)
     return helper.make_tensor_value_info(name, out.elem_type, [f"{out.name}:{d}" for d in range(out.rank)])
+
+
+def _slots(per_model: Sequence[Sequence[onnx.ValueInfoProto]], name) -> list[_Out]:
+    """The slots the models' values need: per type, as many as the model with most values of that type has."""
+    count: dict[int, int] = {}
+    for values in per_model:
+        for t, k in slot_positions(values):
+            count[t] = max(count.get(t, 0), k + 1)
+    return [_Out(name(t, k), t, None) for t in sorted(count) for k in range(count[t])]
 
 
 def _leaf(graph: onnx.GraphProto, index: int, suffix: str, outs: list[_Out]) -> _Leaf:
@@ -199,106 +215,69 @@ def _leaf(graph: onnx.GraphProto, index: int, suffix: str, outs: list[_Out]) -> 
     return _Leaf(nodes, outputs)
 
 
-def _unpack_inputs(inputs: Sequence[onnx.ValueInfoProto]) -> list[onnx.NodeProto]:
-    """Nodes that cut each input out of the packed streams, under its own name.
+def _fill_slots(graph: onnx.GraphProto, slots: list[_Out], suffix: str) -> _Leaf:
+    """``graph``'s nodes, its outputs renamed ``<slot><suffix>`` for the output slots they travel in.
 
-    Input k's dimensions are a fixed slice of ``packed_in/shapes`` (the ranks are
-    static); an input alone in its type's stream is that stream, reshaped (an
-    alias), while inputs sharing a stream are cut out at the bounds that
-    ``packed_in/offsets`` holds for them (two entries per input, in input order).
+    An output that no node of ``graph`` makes (a weight) gets an ``Identity``;
+    a slot the model leaves unused gets an empty tensor.
     """
-    nodes: list[onnx.NodeProto] = []
-    input_types = [i.type.tensor_type.elem_type for i in inputs]
-    at_dim = 0
-    for k, (info, elem_type) in enumerate(zip(inputs, input_types)):
-        rank = len(info.type.tensor_type.shape.dim)
-        dims = f"{info.name}/dims"
-        nodes += [
-            _constant(f"{dims}/from", np.array([at_dim], np.int64)),
-            _constant(f"{dims}/to", np.array([at_dim + rank], np.int64)),
-            helper.make_node("Slice", [PACKED_INPUT_SHAPES, f"{dims}/from", f"{dims}/to"], [dims], name=f"{dims}/slice"),
-        ]
-        at_dim += rank
-        stream = packed_input_stream(elem_type)
-        if input_types.count(elem_type) > 1:
-            bounds = f"{info.name}/bounds"
-            nodes += [
-                _constant(f"{bounds}/at", np.array([2 * k], np.int64)),
-                _constant(f"{bounds}/next", np.array([2 * k + 1], np.int64)),
-                _constant(f"{bounds}/end", np.array([2 * k + 2], np.int64)),
-                helper.make_node("Slice", [PACKED_INPUT_OFFSETS, f"{bounds}/at", f"{bounds}/next"], [f"{bounds}/start"],
-                                 name=f"{bounds}/start"),
-                helper.make_node("Slice", [PACKED_INPUT_OFFSETS, f"{bounds}/next", f"{bounds}/end"], [f"{bounds}/stop"],
-                                 name=f"{bounds}/stop"),
-                helper.make_node("Slice", [stream, f"{bounds}/start", f"{bounds}/stop"], [f"{info.name}/flat"],
-                                 name=f"{info.name}/cut"),
-            ]
-            stream = f"{info.name}/flat"
-        nodes.append(helper.make_node("Reshape", [stream, dims], [info.name], name=f"{info.name}/shape"))
-    return nodes
+    g = onnx.GraphProto()
+    g.CopyFrom(graph)
+    produced = {name for node in g.node for name in node.output}
+    renames: dict[str, str] = {}
+    aliases: list[tuple[str, str]] = []
+    for out, (t, k) in zip(graph.output, slot_positions(graph.output)):
+        target = f"{output_slot(t, k)}{suffix}"
+        if out.name in produced:
+            renames[out.name] = target
+        else:
+            aliases.append((out.name, target))
+    rename_values(g, mapping_renamer(renames))
+    nodes = list(g.node)
+    nodes += [helper.make_node("Identity", [renames.get(source, source)], [target], name=f"{target}/alias")
+              for source, target in aliases]
+    filled = {f"{output_slot(t, k)}{suffix}" for t, k in slot_positions(graph.output)}
+    nodes += [_empty(f"{s.name}{suffix}", s) for s in slots if f"{s.name}{suffix}" not in filled]
+    outputs = set(renames.values())
+    value_info = tuple(v for v in g.value_info if v.name not in outputs)
+    return _Leaf(nodes, [f"{s.name}{suffix}" for s in slots], tuple(g.initializer), value_info)
 
 
-def _pack_outputs(graph: onnx.GraphProto, prefix: str, types: list[int], suffix: str) -> _Leaf:
-    """``graph``'s nodes, then nodes that flatten its outputs into the packed streams ``<stream><suffix>``.
+def _group_leaf(group: Group, slots: list[_Out], at: str | None) -> _Leaf:
+    """One group of models, reading the input slots and writing the output slots.
 
-    A type's only output becomes its stream without a copy, several are
-    concatenated; their shapes are concatenated into the shape vector.
-    """
-    outs = [_describe_output(o) for o in graph.output]
-    nodes = list(graph.node)
-    stream_names = {t: f"{packed_stream(t)}{suffix}" for t in types}
-    shape_vector = f"{PACKED_SHAPES}{suffix}"
-    count = {t: sum(o.elem_type == t for o in outs) for t in types}
-    minus_one = f"{prefix}/flat"
-    nodes.append(_constant(minus_one, np.array([-1], np.int64)))
-    flats: dict[int, list[str]] = {}
-    shapes = []
-    for out in outs:
-        # A type's only output is its stream, and a model's only shape is the shape vector.
-        flat = stream_names[out.elem_type] if count[out.elem_type] == 1 else f"{out.name}/flat"
-        shape = shape_vector if len(outs) == 1 else f"{out.name}/shape"
-        nodes.append(helper.make_node("Reshape", [out.name, minus_one], [flat], name=f"{out.name}/flatten"))
-        nodes.append(helper.make_node("Shape", [out.name], [shape], name=f"{out.name}/shape"))
-        flats.setdefault(out.elem_type, []).append(flat)
-        shapes.append(shape)
-    for t in types:
-        if count[t] == 0:
-            nodes.append(_empty(stream_names[t], _Out(stream_names[t], t, 1)))
-        elif count[t] > 1:
-            nodes.append(helper.make_node("Concat", flats[t], [stream_names[t]], axis=0, name=f"{stream_names[t]}/concat"))
-    if len(outs) > 1:
-        nodes.append(helper.make_node("Concat", shapes, [shape_vector], axis=0, name=f"{shape_vector}/concat"))
-    elif not outs:
-        nodes.append(_empty(shape_vector, _Out(shape_vector, TensorProto.INT64, 1)))
-    graph_outputs = {o.name for o in graph.output}
-    value_info = tuple(v for v in graph.value_info if v.name not in graph_outputs)
-    return _Leaf(nodes, [*(stream_names[t] for t in types), shape_vector], tuple(graph.initializer), value_info)
-
-
-def _group_leaf(group: Group, types: list[int], slots: list[_Out], at: str | None) -> _Leaf:
-    """One group of models, reading the packed input streams and writing the packed output streams.
-
-    The inputs are unpacked and the shared prefix runs once; then the member's
-    own tail runs, chosen among the group's tails by a table of positions when
-    there are several. The streams are named ``<stream><at>``, by default
-    ``<stream>@dispatch/model<i>`` for the group's first model i.
+    The shared prefix runs once; then the member's own tail runs, chosen among
+    the group's tails by a table of positions when there are several. The
+    outputs are named ``<slot><at>``, by default ``<slot>@dispatch/model<i>``
+    for the group's first model i.
     """
     first = group.members[0]
     suffix = f"@dispatch/model{first}" if at is None else at
-    head = _unpack_inputs(group.prefix.input) + list(group.prefix.node)
-    prefix_weights, prefix_info = tuple(group.prefix.initializer), tuple(group.prefix.value_info)
-    if len(group.tails) == 1:
-        leaf = _pack_outputs(group.tails[0].graph, f"dispatch/model{first}", types, suffix)
+    # The members read their inputs straight from the slots: no node stands between a request and its model.
+    to_slots = mapping_renamer({i.name: input_slot(t, k)
+                                for i, (t, k) in zip(group.prefix.input, slot_positions(group.prefix.input))})
+    prefix = onnx.GraphProto()
+    prefix.CopyFrom(group.prefix)
+    rename_values(prefix, to_slots)
+    tails = []
+    for tail in group.tails:
+        g = onnx.GraphProto()
+        g.CopyFrom(tail.graph)
+        rename_values(g, to_slots)
+        tails.append(g)
+    head = list(prefix.node)
+    prefix_weights, prefix_info = tuple(prefix.initializer), tuple(prefix.value_info)
+    if len(tails) == 1:
+        leaf = _fill_slots(tails[0], slots, suffix)
         return _Leaf(head + leaf.nodes, leaf.outputs, prefix_weights + leaf.initializers,
                      prefix_info + leaf.value_info)
     tag = f"group{first}"
     position = {m: k for k, tail in enumerate(group.tails) for m in tail.members}
-    tails = [_pack_outputs(t.graph, f"dispatch/model{t.members[0]}", types, f"@dispatch/model{t.members[0]}")
-             for t in group.tails]
+    leaves = [_fill_slots(g, slots, f"@dispatch/model{t.members[0]}") for g, t in zip(tails, group.tails)]
     select = f"dispatch/{tag}/tail"
     nodes = head + _select(select, [position.get(i, 0) for i in range(max(position) + 1)])
     outputs = [f"{o.name}{suffix}" for o in slots]
-    nodes += _tree(0, len(tails), tag, tails, [slots for _ in tails], True, select, outputs)
+    nodes += _tree(0, len(leaves), tag, leaves, [slots for _ in leaves], True, select, outputs)
     return _Leaf(nodes, outputs, prefix_weights, prefix_info)
 
 
@@ -388,7 +367,8 @@ def _fill(lo, hi, a, b, tag, outs, produced) -> tuple[list[str], list[onnx.NodeP
 
 def _empty(name: str, out: _Out) -> onnx.NodeProto:
     dtype = helper.tensor_dtype_to_np_dtype(out.elem_type)
-    return _constant(name, np.zeros((0,) * out.rank if out.rank else (), dtype))
+    shape = (0,) if out.rank is None else (0,) * out.rank
+    return _constant(name, np.zeros(shape, dtype))
 
 
 def _constant(name: str, value: np.ndarray) -> onnx.NodeProto:

@@ -1,8 +1,9 @@
 """Re-laying a fused graph from the public layout into the packed one the backend compiles.
 
 ``fuse`` returns the public layout (outputs named ``graph{i}/<name>``, as PopRT
-has them); the compiler compiles the packed layout, whose per-request cost does
-not grow with the number of models (see ``dispatch``). Each model's graph is
+has them); the compiler compiles the packed layout, where every model reads and
+writes a few shared slots, so the per-request cost does not grow with the
+number of models (see ``dispatch``). Each model's graph is
 recovered from its own ``If`` in the public graph, so the fused ONNX stays the
 one input of compilation.
 """

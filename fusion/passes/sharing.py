@@ -13,8 +13,8 @@ Rules:
   an initializer by its type, shape and contents, a node's output by its
   operator, attributes, input signatures and position. Names do not count.
 - A node that holds a subgraph (``If``, ``Loop``) is never shared.
-- Models join a group only when they have the same input signature (the packed
-  layout unpacks their inputs with the same nodes), and only when the nodes they
+- Models join a group only when they have the same input signature (in the
+  packed layout they then read the same input slots), and only when the nodes they
   share consume at least ``min_shared_bytes`` of weights: below that, the extra
   branch a group needs costs more than the memory it saves.
 - Members whose outputs have the same signatures are one computation: they

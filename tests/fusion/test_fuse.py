@@ -173,3 +173,26 @@ def test_bad_arguments():
     broken.graph.node[0].input[0] = "nothing"
     with pytest.raises(FusionError, match="model 'model0' is not a valid ONNX model"):
         fuse([broken])
+
+
+def test_outputs_that_cannot_be_anchors_are_refused():
+    # An anchor is named by its output: an input passed through, or an output listed twice, has no name of its own.
+    twice = parse(
+        """
+        agraph (float[1, 4] X) => (float[1, 4] R, float[1, 4] S)
+        {
+            R = Relu(X)
+            S = Identity(R)
+        }
+        """
+    )
+    echo = onnx.ModelProto()
+    echo.CopyFrom(twice)
+    twice.graph.output[1].name = "R"
+    twice.graph.node.pop()
+    with pytest.raises(FusionError, match="model 'model1': output 'R' is listed twice; anchors need distinct names"):
+        fuse([scale_model(), twice])
+    echo.graph.output[1].name = "X"
+    echo.graph.node.pop()
+    with pytest.raises(FusionError, match="model 'model0': output 'X' is also an input"):
+        fuse([echo])

@@ -11,10 +11,11 @@ import pytest
 from fusion import ModelOptions
 from runtime import ArtifactError, ExecutionError, ModelRunner, Runner, RuntimeConfig
 from runtime import metadata as md
-from runtime.artifact import read_artifact, write_artifact
+from runtime.artifact import read_artifact, to_blobs, write_artifact
 from runtime.backends import SessionOptions, Weight
 from runtime.backends.onnxruntime import OnnxRuntimeBackend
 from runtime.errors import BackendError
+from runtime.popef import Blob, write_blobs
 from runtime.runner import weights
 from tests.concurrency import run_in_threads
 from tests.models import dynamic_model, if_model, scale_model
@@ -125,7 +126,8 @@ def test_bad_requests_name_the_tensor(artifact, inputs, outputs, match):
 
 def test_unvalidated_requests_still_fail_cleanly(artifact):
     runner = Runner(artifact, LENIENT)
-    with pytest.raises(ExecutionError, match=r"subgraph 0 \('model0'\) failed in the backend"):
+    # Unchecked up front, a wrong dtype fails in the backend, and the error then says what was wrong with it.
+    with pytest.raises(ExecutionError, match=r"input 'graph0/X': expected dtype float32, received float64"):
         runner.execute({"graph0/X": np.ones((1, 4), np.float64)})
     with pytest.raises(ExecutionError, match=r"output buffer 'graph0/O': the result is float32 \[1, 4\], the buffer is float32 \[4\]"):
         runner.execute({"graph0/X": np.ones((1, 4), np.float32)}, {"graph0/O": np.zeros(4, np.float32)})
@@ -150,6 +152,16 @@ def test_artifact_from_another_backend_version_is_refused(artifact, tmp_path, ca
     runner = Runner(stale, RuntimeConfig(validate_io_params=False, check_package_hash=False))
     assert "loading anyway" in caplog.text
     np.testing.assert_allclose(runner.execute({"graph0/X": np.zeros((1, 4), np.float32)})["graph0/O"], [[0, 1, 2, 3]])
+
+
+def test_artifact_from_before_slots_is_refused_with_the_fix(artifact, tmp_path):
+    # The layout before slots recorded "packed" streams; its executable takes other inputs, so it must be rebuilt.
+    blobs = to_blobs(read_artifact(artifact))
+    meta = bytes(blobs[0].payload).replace(b'"slots":', b'"packed":')
+    old = tmp_path / "old.popef"
+    write_blobs(old, [Blob(blobs[0].type, blobs[0].name, meta), *blobs[1:]])
+    with pytest.raises(ArtifactError, match=r"old.popef: the Metadata record is malformed: missing key 'slots'.*popfuse build"):
+        Runner(old)
 
 
 def test_artifact_compiled_for_other_cpu_features_is_refused(artifact, tmp_path):
@@ -264,7 +276,7 @@ def test_the_backend_refuses_an_external_location_that_is_not_a_blob_name():
 
 
 def test_requests_of_changing_shapes_get_their_own_shapes(artifact):
-    # The runner reuses the shapes feeds of a request signature it has seen: each shape must keep its own.
+    # The runner remembers the subgraph of a request signature, not its shapes: each request keeps its own.
     runner = Runner(artifact, LENIENT)
     for batch in (1, 3, 1, 5, 3):
         x = np.arange(batch * 4, dtype=np.float32).reshape(batch, 4) - 6
