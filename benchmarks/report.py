@@ -77,14 +77,19 @@ def verdicts(results: dict) -> dict[str, tuple[bool, str]]:
         )
     if "scaling" in results:
         rows = results["scaling"]["rows"]
-        # Fit overhead ~ N^k on a log-log scale: linear growth is k = 1, logarithmic growth is near 0.
-        ns = np.log([r["n"] for r in rows])
-        ys = np.log([max(r["overhead_us"], 1e-3) for r in rows])
-        k = float(np.polyfit(ns, ys, 1)[0]) if len(rows) > 1 else float("nan")
+        # Which growth explains the overheads better: a + b log2 N (the tree's depth) or a + c N (linear)?
+        ns = np.array([r["n"] for r in rows], float)
+        ys = np.array([r["overhead_us"] for r in rows])
+        fits = {kind: _fit(x, ys) for kind, x in (("log", np.log2(ns)), ("linear", ns))}
+        (_, per_doubling), log_residual = fits["log"]
+        _, linear_residual = fits["linear"]
         out["scaling"] = (
-            bool(k < 0.5),
+            bool(log_residual <= linear_residual),
             "overhead " + " → ".join(f"{r['overhead_us']:.1f}" for r in rows) + " µs for N = "
-            + ", ".join(str(r["n"]) for r in rows) + f"; grows as N^{k:.2f} (linear: N^1)",
+            + ", ".join(str(r["n"]) for r in rows)
+            + f"; fits a + b·log2 N (b = {per_doubling:.1f} µs per doubling, rms residual {log_residual:.1f} µs) "
+            + ("better than" if log_residual <= linear_residual else "worse than")
+            + f" a + c·N (rms residual {linear_residual:.1f} µs)",
         )
     if "size" in results:
         rows = results["size"]["rows"]
@@ -101,6 +106,13 @@ def verdicts(results: dict) -> dict[str, tuple[bool, str]]:
         ratio = results["serving"]["batching_ratio"]
         out["batching"] = (ratio >= 2, f"{ratio:.2f}x")
     return out
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, float], float]:
+    """Least squares y = a + b x: (a, b) and the root-mean-square residual."""
+    design = np.vstack([np.ones_like(x), x]).T
+    coef = np.linalg.lstsq(design, y, rcond=None)[0]
+    return (float(coef[0]), float(coef[1])), float(np.sqrt(np.mean((y - design @ coef) ** 2)))
 
 
 def write(results: dict, out_dir: Path, command: str) -> Path:
@@ -196,7 +208,9 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
         lines += ["", "## 7. Serving", "",
                   "`popfuse serve` on the PP-OCR artifact against the same HTTP stack holding one onnxruntime session",
                   "per model; closed-loop clients send binary tensors, picking det, rec or cls at random. Both servers",
-                  "stay up and take turns; the ratio is the median of the rounds' ratios, latencies are pooled.", ""]
+                  "of a pair stay up and take turns; " + str(sv.get("server_pairs", 1)) + " pairs of server processes, "
+                  "started in alternating order; the ratio is the median of the rounds' ratios, latencies are pooled.",
+                  ""]
         lines += _table(sv["rows"], [
             ("concurrency", "concurrency", ""), ("fused req/s", "fused_rps", ".1f"),
             ("baseline req/s", "baseline_rps", ".1f"), ("throughput ratio", "throughput_ratio", ".3f"),

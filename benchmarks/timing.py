@@ -28,14 +28,15 @@ class Latency:
         return float(self.samples.mean())
 
 
-def paired_ratio(
+def paired_blocks(
     baseline: Callable[[], object],
     contender: Callable[[], object],
     blocks: int = 200,
     per_block: int = 5,
     warmup: int = 10,
-) -> float:
-    """Median over many short blocks of (contender's median / baseline's median) in that block.
+) -> tuple[list[float], list[float], list[float]]:
+    """Many short blocks, alternating which side runs first: each block's ratio (contender's median over
+    baseline's median in that block), and every sample of each side, in seconds.
 
     Adjacent blocks see the same machine state, so drift cancels within each
     pair; the median over pairs discards the blocks a noisy neighbour spoiled.
@@ -44,19 +45,20 @@ def paired_ratio(
     for _ in range(warmup):
         baseline()
         contender()
-    ratios = []
+    ratios: list[float] = []
+    samples: dict[Callable, list[float]] = {baseline: [], contender: []}
     for b in range(blocks):
-        times = {}
-        order = (baseline, contender) if b % 2 == 0 else (contender, baseline)
-        for fn in order:
-            samples = []
+        medians = {}
+        for fn in (baseline, contender) if b % 2 == 0 else (contender, baseline):
+            block = []
             for _ in range(per_block):
                 start = clock()
                 fn()
-                samples.append(clock() - start)
-            times[fn] = float(np.median(samples))
-        ratios.append(times[contender] / times[baseline])
-    return float(np.median(ratios))
+                block.append(clock() - start)
+            medians[fn] = float(np.median(block))
+            samples[fn] += block
+        ratios.append(medians[contender] / medians[baseline])
+    return ratios, samples[baseline], samples[contender]
 
 
 def interleaved(

@@ -10,6 +10,7 @@ batch-1 classifier requests.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -17,13 +18,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from ..context import Context
 from runtime import Runner
 
+from ..context import Context
 from ..models import Workload, ppocr
 from ..setups import build_fused, fused_feeds, runner
 from ..timing import interleaved
@@ -42,31 +43,53 @@ def run(ctx: Context) -> dict:
                     *(f"{w.name}={w.path}" for w in models)]
     bodies = {w.name: _body(w.feeds["x"]) for w in models}
     seconds = 0.5 if ctx.smoke else 1.5
-    rounds = ctx.scale(6, 1)
-    rows = []
-    # Both servers stay up and take turns, round after round: the machine drifts, and each
-    # round's ratio compares two contenders that saw the same moment.
-    with _Server(fused_cmd) as fused, _Server(baseline_cmd) as baseline:
-        for concurrency in CONCURRENCY[:2] if ctx.smoke else CONCURRENCY:
-            turns = _turns({"fused": fused, "baseline": baseline}, bodies, concurrency, seconds, rounds)
-            rows.append({"concurrency": concurrency, **turns, "throughput_ratio": turns["ratio"]})
+    pairs, rounds = ctx.scale(3, 1), ctx.scale(2, 1)
+    levels = CONCURRENCY[:2] if ctx.smoke else CONCURRENCY
+    mixed: dict[int, dict[str, list[dict]]] = {c: {"fused": [], "baseline": []} for c in levels}
+    single: dict[str, list[dict]] = {"on": [], "off": []}
     cls_body = {"cls": bodies["cls"]}
-    with _Server(fused_cmd) as off, _Server(fused_cmd + BATCH) as on:
-        batching = _turns({"on": on, "off": off}, cls_body, 32 if not ctx.smoke else 8, seconds, rounds)
+    # Both servers of a pair stay up and take turns: the machine drifts, and each round's ratio compares two
+    # contenders that saw the same moment. A server process also runs a few per cent faster or slower for its
+    # whole life depending on where its memory landed, so several pairs are started, in alternating order.
+    for p in range(pairs):
+        with _pair({"fused": fused_cmd, "baseline": baseline_cmd}, p) as ports:
+            for concurrency in levels:
+                _turns(ports, bodies, concurrency, seconds, rounds, mixed[concurrency])
+        with _pair({"on": fused_cmd + BATCH, "off": fused_cmd}, p) as ports:
+            _turns(ports, cls_body, 32 if not ctx.smoke else 8, seconds, rounds, single)
+    rows = []
+    for concurrency, results in mixed.items():
+        summary = _summary(results)
+        rows.append({"concurrency": concurrency, **summary, "throughput_ratio": summary["ratio"]})
+    batching = _summary(single)
     return {"rows": rows, "batching": batching, "batching_ratio": batching["ratio"], "batch_size": int(BATCH[1]),
+            "server_pairs": pairs,
             "compute_bound": _compute_bound(runner(artifact, ctx.threads), 2, models[2], int(BATCH[1]), ctx)}
 
 
-def _turns(ports: dict[str, int], bodies, concurrency: int, seconds: float, rounds: int) -> dict:
-    """Load each server in turn, ``rounds`` times; the ratio (first over second) is the median of the rounds'."""
-    (a, b) = ports
-    results: dict[str, list[dict]] = {a: [], b: []}
+@contextlib.contextmanager
+def _pair(commands: dict[str, list[str]], turn: int) -> Iterator[dict[str, int]]:
+    """Both servers up (started in the order ``turn`` picks); yields their ports by label."""
+    labels = list(commands) if turn % 2 == 0 else list(commands)[::-1]
+    with contextlib.ExitStack() as stack:
+        yield {label: stack.enter_context(_Server(commands[label])) for label in labels}
+
+
+def _turns(ports: dict[str, int], bodies, concurrency: int, seconds: float, rounds: int,
+           into: dict[str, list[dict]]) -> None:
+    """Load each server in turn, ``rounds`` times, adding each load's result to ``into``."""
     for r in range(rounds):
-        for label in (a, b) if r % 2 == 0 else (b, a):
-            results[label].append(_load(ports[label], bodies, concurrency, seconds))
+        for label in list(into) if r % 2 == 0 else list(into)[::-1]:
+            into[label].append(_load(ports[label], bodies, concurrency, seconds))
+
+
+def _summary(results: dict[str, list[dict]]) -> dict:
+    """The ratio of the first label's throughput over the second's (median of the rounds'), and each one's
+    median throughput, pooled latency percentiles and failures."""
+    a, b = results
     out: dict = {"ratio": float(np.median([x["rps"] / y["rps"] for x, y in zip(results[a], results[b])]))}
     for label, runs in results.items():
-        latencies = np.concatenate([x.pop("latencies") for x in runs])
+        latencies = np.concatenate([x["latencies"] for x in runs])
         out[f"{label}_rps"] = float(np.median([x["rps"] for x in runs]))
         out[f"{label}_p50_ms"] = float(np.percentile(latencies, 50) * 1e3)
         out[f"{label}_p99_ms"] = float(np.percentile(latencies, 99) * 1e3)

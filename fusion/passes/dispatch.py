@@ -1,7 +1,8 @@
 """The dispatch structure: N model graphs behind a balanced tree of ``If`` operators.
 
 In both layouts one ``index`` input (uint32, [1]) selects the subgraph, and a
-tree of ``If`` of depth ceil(log2 N) picks it. They differ in the interface:
+tree of ``If`` picks it: balanced (depth ceil(log2 N)) in the public layout;
+in the packed one, cheap models sit nearer the root (``cost_aware_splits``). They differ in the interface:
 - ``public`` (what ``fuse`` returns): every model input is an
   ``optional(tensor)`` graph input ``graph{i}/<name>``, so a request feeds only
   its own model's inputs and onnxruntime needs no dummies for the rest; each
@@ -23,6 +24,7 @@ tree of ``If`` of depth ceil(log2 N) picks it. They differ in the interface:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -114,7 +116,8 @@ def build_dispatch(
         nodes += leaves[0].nodes
         initializers, value_info = list(leaves[0].initializers), list(leaves[0].value_info)
     else:
-        nodes += _tree(0, len(leaves), "root", leaves, per_model, shared, selector)
+        splits = cost_aware_splits([_weight_bytes(g) for g in groups]) if packed else None
+        nodes += _tree(0, len(leaves), "root", leaves, per_model, shared, selector, splits=splits)
     inputs = [helper.make_tensor_value_info(INDEX, TensorProto.UINT32, [1])]
     if packed:
         inputs += [_symbolic(slot.name, slot) for slot in in_slots]
@@ -281,6 +284,45 @@ def _group_leaf(group: Group, slots: list[_Out], at: str | None) -> _Leaf:
     return _Leaf(nodes, outputs, prefix_weights, prefix_info)
 
 
+# Beyond this many leaves the tree stays balanced: the search below takes cubic time.
+_MAX_SEARCHED = 64
+
+
+def cost_aware_splits(costs: Sequence[float]) -> dict[tuple[int, int], int] | None:
+    """Where the dispatch tree over leaves 0..n divides each range it has, or None for the balanced tree.
+
+    Each ``If`` level costs a request a few microseconds, which matters in
+    proportion to the model's own time. The tree kept is the alphabetic one
+    (leaves in index order, so one comparison with the index picks a side)
+    that minimises the sum over leaves of depth / cost: cheap models sit nearer
+    the root. Equal costs give the balanced tree (ties split in the middle).
+    """
+    n = len(costs)
+    if n < 3 or n > _MAX_SEARCHED or len(set(costs)) == 1:
+        return None
+    weight = [0.0]
+    for c in costs:
+        weight.append(weight[-1] + 1.0 / max(c, 1.0))
+    best: dict[tuple[int, int], float] = {(i, i + 1): 0.0 for i in range(n)}
+    splits: dict[tuple[int, int], int] = {}
+    for length in range(2, n + 1):
+        for lo in range(n - length + 1):
+            hi, mid = lo + length, lo + length // 2
+            totals = {s: best[lo, s] + best[s, hi] for s in range(lo + 1, hi)}
+            least = min(totals.values())
+            split = min((s for s, t in totals.items() if t <= least * (1 + 1e-9)), key=lambda s: (abs(s - mid), s))
+            best[lo, hi] = totals[split] + weight[hi] - weight[lo]
+            splits[lo, hi] = split
+    return splits
+
+
+def _weight_bytes(group: Group) -> float:
+    """What a group's models weigh, as a proxy of their run time: the bytes of their initializers."""
+    graphs = [group.prefix, *(t.graph for t in group.tails)]
+    return float(sum(math.prod(t.dims) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+                     for g in graphs for t in g.initializer))
+
+
 def _select(name: str, table: list[int]) -> list[onnx.NodeProto]:
     """Nodes that look the request's index up in ``table``, giving the branch position ``name``."""
     return [
@@ -298,15 +340,17 @@ def _tree(
     shared: bool,
     selector: str = _INDEX_INT64,
     top: list[str] | None = None,
+    splits: dict[tuple[int, int], int] | None = None,
 ) -> list[onnx.NodeProto]:
     """Nodes that run leaf ``selector`` for lo <= selector < hi.
 
     The top ``If``'s outputs are named ``top``; by default the root's carry the
-    graph's output names. With ``shared`` outputs (the packed layout) every leaf
+    graph's output names. ``splits`` gives where each range divides (see
+    ``cost_aware_splits``); by default the tree is balanced. With ``shared`` outputs (the packed layout) every leaf
     fills the same slots, so a branch returns its subtree's outputs and nothing
     else; otherwise a branch returns empties for the models of the other side.
     """
-    mid = (lo + hi) // 2
+    mid = splits[lo, hi] if splits else (lo + hi) // 2
     split = f"dispatch/{tag}/split"
     cond = f"dispatch/{tag}/cond"
     slots = outs[lo] if shared else [o for j in range(lo, hi) for o in outs[j]]
@@ -323,7 +367,7 @@ def _tree(
             leaf = leaves[a]
             body, produced, weights, value_info = leaf.nodes, leaf.outputs, leaf.initializers, leaf.value_info
         else:
-            body = _tree(a, b, sub_tag, leaves, outs, shared, selector)
+            body = _tree(a, b, sub_tag, leaves, outs, shared, selector, splits=splits)
             sub_slots = outs[a] if shared else [o for j in range(a, b) for o in outs[j]]
             produced = [named(o, sub_tag) for o in sub_slots]
         if shared:

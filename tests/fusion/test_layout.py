@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from fusion import compile_artifact, fuse
 from fusion.fuse import fusion_records
+from fusion.passes.dispatch import cost_aware_splits
 from fusion.passes.layout import model_graphs
 from fusion.rename import subgraphs
 from runtime import Runner, RuntimeConfig
-from tests.models import if_model, multi_output_model, parse, scale_model
+from runtime.artifact import read_artifact
+from tests.models import if_model, multi_output_model, parse, scale_model, slow_model
 
 LENIENT = RuntimeConfig(validate_io_params=False)
 
@@ -83,6 +86,24 @@ def test_inputs_sharing_a_type_travel_in_slots_of_their_own(make_artifact):
     np.testing.assert_array_equal(out["graph1/L"], [-4, -5])
     np.testing.assert_array_equal(runner.execute({"graph0/X": np.zeros((1, 4), np.float32)})["graph0/O"],
                                   [[0, 1, 2, 3]])
+
+
+def test_cheap_models_sit_nearer_the_root(make_artifact):
+    # PP-OCR's weights, in bytes (det, rec, cls): the classifier, fastest by far, gets an If of the root's own.
+    assert cost_aware_splits([4.7e6, 10.6e6, 0.6e6]) == {(0, 2): 1, (1, 3): 2, (0, 3): 2}
+    assert cost_aware_splits([1e6] * 5) is None  # equal costs: the balanced tree
+    models = [slow_model(2, 128, 4), slow_model(2, 192, 4), scale_model()]
+    path = make_artifact(models)
+    compiled = onnx.load_from_string(bytes(read_artifact(path).executable))
+    root = next(n for n in compiled.graph.node if n.op_type == "If")
+    cheap_side = next(a.g for a in root.attribute if a.name == "else_branch")
+    assert "If" not in op_types(cheap_side) and "Mul" in op_types(cheap_side)
+    runner = Runner(path, LENIENT)
+    for i, model in enumerate(models):
+        x = np.random.default_rng(i).standard_normal([d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim])
+        x = x.astype(np.float32)
+        expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"X": x})
+        np.testing.assert_allclose(runner.execute({f"graph{i}/X": x})[f"graph{i}/O"], expected[0], rtol=1e-5)
 
 
 def test_model_graphs_are_recovered_from_the_public_layout():
