@@ -6,15 +6,13 @@ model, where the fixed cost dominates.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from ..context import Context
 from ..models import Workload, one_layer, ppocr
+from ..paired import in_fresh_process
 from ..setups import build_fused
 
 
@@ -34,7 +32,7 @@ def run(ctx: Context) -> dict:
 
 # Where a process places its memory moves a model's time by a few per cent for the process's whole life,
 # either way (measured: the same comparison gave cls 0.95 to 1.06 in different processes), so the blocks are
-# spread over several fresh processes, which alternate which of the two they create first.
+# spread over several fresh processes, which alternate which of the two they create first (``paired``).
 PROCESSES = 6
 
 
@@ -47,9 +45,7 @@ def _compare(ctx: Context, workload: Workload, artifact: Path, index: int, folde
     for p in range(processes):
         args = [str(artifact), str(index), str(workload.path), str(request), str(ctx.threads),
                 "direct" if p % 2 == 0 else "fused", str(blocks), str(per_block)]
-        out = subprocess.run([sys.executable, "-m", "benchmarks.dispatch_probe", *args],
-                             capture_output=True, text=True, check=True, timeout=900)
-        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        runs.append(in_fresh_process("dispatch", args))
     direct = np.array([x for r in runs for x in r["direct"]])
     fused = np.array([x for r in runs for x in r["fused"]])
     d50, f50 = np.percentile(direct, 50), np.percentile(fused, 50)

@@ -42,8 +42,9 @@ def run(ctx: Context) -> dict:
     baseline_cmd = [sys.executable, "-m", "benchmarks.baseline_server", "--threads", threads,
                     *(f"{w.name}={w.path}" for w in models)]
     bodies = {w.name: _body(w.feeds["x"]) for w in models}
-    seconds = 0.5 if ctx.smoke else 1.5
-    pairs, rounds = ctx.scale(3, 1), ctx.scale(2, 1)
+    # Requests per load: about a second and a half of work at each concurrency on the benchmark machine.
+    mixed_total = {1: ctx.scale(96, 8), 8: ctx.scale(192, 16), 32: ctx.scale(224, 32)}
+    pairs, rounds = ctx.scale(6, 1), ctx.scale(2, 1)
     levels = CONCURRENCY[:2] if ctx.smoke else CONCURRENCY
     mixed: dict[int, dict[str, list[dict]]] = {c: {"fused": [], "baseline": []} for c in levels}
     single: dict[str, list[dict]] = {"on": [], "off": []}
@@ -54,9 +55,9 @@ def run(ctx: Context) -> dict:
     for p in range(pairs):
         with _pair({"fused": fused_cmd, "baseline": baseline_cmd}, p) as ports:
             for concurrency in levels:
-                _turns(ports, bodies, concurrency, seconds, rounds, mixed[concurrency])
+                _turns(ports, bodies, concurrency, mixed_total[concurrency], rounds, mixed[concurrency])
         with _pair({"on": fused_cmd + BATCH, "off": fused_cmd}, p) as ports:
-            _turns(ports, cls_body, 32 if not ctx.smoke else 8, seconds, rounds, single)
+            _turns(ports, cls_body, 32 if not ctx.smoke else 8, ctx.scale(1024, 32), rounds, single)
     rows = []
     for concurrency, results in mixed.items():
         summary = _summary(results)
@@ -75,19 +76,20 @@ def _pair(commands: dict[str, list[str]], turn: int) -> Iterator[dict[str, int]]
         yield {label: stack.enter_context(_Server(commands[label])) for label in labels}
 
 
-def _turns(ports: dict[str, int], bodies, concurrency: int, seconds: float, rounds: int,
+def _turns(ports: dict[str, int], bodies, concurrency: int, total: int, rounds: int,
            into: dict[str, list[dict]]) -> None:
     """Load each server in turn, ``rounds`` times, adding each load's result to ``into``."""
     for r in range(rounds):
         for label in list(into) if r % 2 == 0 else list(into)[::-1]:
-            into[label].append(_load(ports[label], bodies, concurrency, seconds))
+            into[label].append(_load(ports[label], bodies, concurrency, total))
 
 
 def _summary(results: dict[str, list[dict]]) -> dict:
     """The ratio of the first label's throughput over the second's (median of the rounds'), and each one's
     median throughput, pooled latency percentiles and failures."""
     a, b = results
-    out: dict = {"ratio": float(np.median([x["rps"] / y["rps"] for x, y in zip(results[a], results[b])]))}
+    ratios = [x["rps"] / y["rps"] for x, y in zip(results[a], results[b])]
+    out: dict = {"ratio": float(np.median(ratios)), "ratios": ratios}
     for label, runs in results.items():
         latencies = np.concatenate([x["latencies"] for x in runs])
         out[f"{label}_rps"] = float(np.median([x["rps"] for x in runs]))
@@ -152,13 +154,15 @@ class _Server:
             self.proc.kill()
 
 
-def _load(port: int, bodies: dict[str, tuple[bytes, dict]], concurrency: int, seconds: float) -> dict:
-    """Closed-loop load: ``concurrency`` clients, each sending its next request when the last returns."""
+def _load(port: int, bodies: dict[str, tuple[bytes, dict]], concurrency: int, total: int) -> dict:
+    """Closed-loop load: ``concurrency`` clients, each sending its next request when the last returns, until
+    ``total`` requests are answered. Client k always sends the same sequence of models (seeded by k), so two
+    servers given the same load do exactly the same work, and only their speed sets the throughput."""
     names = list(bodies)
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     failures = [0] * concurrency
     start_gate = threading.Barrier(concurrency + 1)
-    stop_at = [0.0]
+    each = -(-total // concurrency)
 
     def client(k: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -167,7 +171,7 @@ def _load(port: int, bodies: dict[str, tuple[bytes, dict]], concurrency: int, se
         conn.request("POST", f"/v2/models/{names[0]}/infer", body=warm_body, headers=warm_headers)
         conn.getresponse().read()
         start_gate.wait()
-        while time.perf_counter() < stop_at[0]:
+        for _ in range(each):
             name = names[int(rng.integers(len(names)))]
             body, headers = bodies[name]
             t = time.perf_counter()
@@ -183,7 +187,6 @@ def _load(port: int, bodies: dict[str, tuple[bytes, dict]], concurrency: int, se
     workers = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
     for w in workers:
         w.start()
-    stop_at[0] = time.perf_counter() + seconds
     start_gate.wait()
     began = time.perf_counter()
     for w in workers:

@@ -36,6 +36,7 @@ from .errors import (
     ServerConfigError,
     UnavailableError,
 )
+from .heap import keep_freed_memory
 from .protocol import HEADER_LENGTH, decode_request, encode_response
 from .repository import Repository
 from .settings import ServerSettings
@@ -77,6 +78,7 @@ async def _body(request: Request, limit: int) -> bytes:
 
 def create_app(dataplane: DataPlane) -> Starlette:
     """The ASGI application for ``dataplane``."""
+    keep_freed_memory()
     settings = dataplane.settings
     registry = CollectorRegistry()
     registry.register(StatsCollector(dataplane.stats))

@@ -1,0 +1,90 @@
+"""Paired measurements, each in a fresh process.
+
+    python -m benchmarks.paired dispatch ARTIFACT INDEX MODEL.onnx REQUEST.npz THREADS FIRST BLOCKS PER_BLOCK
+    python -m benchmarks.paired switching ARTIFACT REQUESTS.npz THREADS FIRST PAIRS ROUNDS MODEL.onnx MODEL.onnx
+
+Where a process happens to place its memory moves a model's time by a few per
+cent for the process's whole life, and so does which contender it creates
+first (FIRST: ``direct`` or ``fused``). The suites therefore spread their
+samples over several processes that alternate FIRST. REQUEST(S).npz holds
+model i's request as arrays named ``<i>/<input name>``. Prints one JSON line.
+
+- ``dispatch``: ``Runner.execute`` on subgraph INDEX against a plain session of
+  MODEL.onnx, in alternating blocks: each block's ratio (fused over direct) and
+  every sample of each side, in seconds.
+- ``switching``: requests alternating between the two models, and the same
+  requests in two runs of one model each, on the fused runner and on two
+  resident sessions: every latency of each sequence, in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from .probe import requests
+from .setups import runner, session
+from .timing import paired_blocks
+
+
+def dispatch(argv: list[str]) -> dict:
+    artifact, index, model, request, threads, first, blocks, per_block = argv
+    feeds = requests(request)[0]
+    public = {f"graph{index}/{k}": v for k, v in feeds.items()}
+    made = _in_order(first, lambda: session(model, int(threads)), lambda: runner(artifact, int(threads)))
+    direct, fused = made["direct"], made["fused"]
+    ratios, direct_s, fused_s = paired_blocks(
+        lambda: direct.run(None, feeds), lambda: fused.execute(public), int(blocks), int(per_block)
+    )
+    return {"ratios": ratios, "direct": direct_s, "fused": fused_s}
+
+
+def switching(argv: list[str]) -> dict:
+    artifact, request, threads, first, pairs, rounds, *models = argv
+    feeds = requests(request)
+    public = [{f"graph{i}/{k}": v for k, v in f.items()} for i, f in enumerate(feeds)]
+    made = _in_order(first, lambda: [session(m, int(threads)) for m in models], lambda: runner(artifact, int(threads)))
+    resident, fused = made["direct"], made["fused"]
+    alternating = [0, 1] * int(pairs)
+    steady = [0] * int(pairs) + [1] * int(pairs)
+    out: dict[str, list[float]] = {"fused_alt": [], "fused_steady": [], "resident_alt": [], "resident_steady": []}
+    for _ in range(int(rounds)):  # interleaved, so drift hits both alike
+        out["fused_alt"] += sequence(lambda i: fused.execute(public[i]), alternating)
+        out["fused_steady"] += sequence(lambda i: fused.execute(public[i]), steady)
+        out["resident_alt"] += sequence(lambda i: resident[i].run(None, feeds[i]), alternating)
+        out["resident_steady"] += sequence(lambda i: resident[i].run(None, feeds[i]), steady)
+    return out
+
+
+def _in_order(first: str, direct: Callable[[], object], fused: Callable[[], object]) -> dict[str, object]:
+    make = {"direct": direct, "fused": fused}
+    return {name: make[name]() for name in (first, "fused" if first == "direct" else "direct")}
+
+
+def sequence(request: Callable[[int], object], order: list[int]) -> list[float]:
+    """The latency of ``request(i)`` for each i of ``order``, in seconds."""
+    times = []
+    for i in order:
+        start = time.perf_counter()
+        request(i)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def in_fresh_process(mode: str, args: list[str]) -> dict:
+    """``python -m benchmarks.paired MODE ARGS`` in a new process; its JSON result."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.paired", mode, *args],
+                         capture_output=True, text=True, check=True, timeout=900)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> None:
+    modes = {"dispatch": dispatch, "switching": switching}
+    print(json.dumps(modes[argv[0]](argv[1:])))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
