@@ -73,7 +73,7 @@ def verdicts(results: dict) -> dict[str, tuple[bool, str]]:
         out["memory"] = (main["rss_run_ratio"] <= 1.0, f"{main['rss_run_ratio']:.2f}x")
         out["memory_shared"] = (
             all(r["rss_run_ratio"] <= 0.6 for r in shared),
-            ", ".join(f"{r['case']} {r['rss_run_ratio']:.2f}x" for r in shared),
+            ", ".join(f"{r['case']} {r['rss_run_ratio']:.3f}x" for r in shared),
         )
     if "scaling" in results:
         rows = results["scaling"]["rows"]
@@ -95,7 +95,7 @@ def verdicts(results: dict) -> dict[str, tuple[bool, str]]:
         rows = results["size"]["rows"]
         out["size"] = (
             all(r["artifact_over_budget"] <= 1.0 for r in rows),
-            ", ".join(f"{r['case']} {r['artifact_over_budget']:.3f}x" for r in rows),
+            ", ".join(f"{r['case']} {r['artifact_over_budget']:.4f}x" for r in rows),
         )
     if "serving" in results:
         rows = results["serving"]["rows"]
@@ -126,8 +126,9 @@ def write(results: dict, out_dir: Path, command: str) -> Path:
         "# Benchmarks",
         "",
         f"Measured {date.today().isoformat()} with `{command}`, every figure side by side with its baseline in one",
-        "run and judged as a ratio (these machines are noisy: two sessions of one model differ by ±1% with the",
-        "paired measurement used for dispatch, and absolute times drift by 30% between runs).",
+        "run and judged as a ratio. These machines are noisy: absolute times drift by 30% or more between runs, and",
+        "a process runs a few per cent faster or slower for its whole life depending on where its memory landed, so",
+        "dispatch, switching and serving spread their paired samples over several fresh processes (or server pairs).",
         "",
         f"- Machine: {info['cpu']}, {info['cores']} cores; {info['platform']}",
         f"- Versions: Python {info['python']}, onnxruntime {info['onnxruntime']}, onnx {info['onnx']}, "
