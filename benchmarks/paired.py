@@ -23,7 +23,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .probe import requests
 from .setups import runner, session
@@ -48,8 +48,7 @@ def switching(argv: list[str]) -> dict:
     public = [{f"graph{i}/{k}": v for k, v in f.items()} for i, f in enumerate(feeds)]
     made = _in_order(first, lambda: [session(m, int(threads)) for m in models], lambda: runner(artifact, int(threads)))
     resident, fused = made["direct"], made["fused"]
-    alternating = [0, 1] * int(pairs)
-    steady = [0] * int(pairs) + [1] * int(pairs)
+    alternating, steady = alternating_order(int(pairs)), steady_order(int(pairs))
     out: dict[str, list[float]] = {"fused_alt": [], "fused_steady": [], "resident_alt": [], "resident_steady": []}
     for _ in range(int(rounds)):  # interleaved, so drift hits both alike
         out["fused_alt"] += sequence(lambda i: fused.execute(public[i]), alternating)
@@ -74,10 +73,20 @@ def sequence(request: Callable[[int], object], order: list[int]) -> list[float]:
     return times
 
 
-def in_fresh_process(mode: str, args: list[str]) -> dict:
-    """``python -m benchmarks.paired MODE ARGS`` in a new process; its JSON result."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.paired", mode, *args],
-                         capture_output=True, text=True, check=True, timeout=900)
+def alternating_order(pairs: int) -> list[int]:
+    """Requests for models 0, 1, 0, 1 …: ``pairs`` switches each way."""
+    return [0, 1] * pairs
+
+
+def steady_order(pairs: int) -> list[int]:
+    """The same requests without switches: all for model 0, then all for model 1."""
+    return [0] * pairs + [1] * pairs
+
+
+def in_fresh_process(module: str, args: Sequence[str], timeout: float = 900) -> dict:
+    """``python -m MODULE ARGS`` in a new process; the JSON line it printed last."""
+    out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, check=True,
+                         timeout=timeout)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

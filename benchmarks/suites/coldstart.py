@@ -11,16 +11,13 @@ N sessions. Targets: at most 1.0×; at most 0.6× when the models share weights
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import sys
-from collections.abc import Sequence
 
 import numpy as np
 
 from ..context import Context
 from ..models import backbone_with_head, ppocr
+from ..paired import in_fresh_process
 from ..setups import build_fused
 
 
@@ -46,17 +43,10 @@ def run(ctx: Context) -> dict:
         trials = ctx.scale(5, 1)
         fused, sources = [], []
         for _ in range(trials):  # alternate, so both see the same machine state
-            fused.append(_probe(fused_args))
-            sources.append(_probe(source_args))
+            fused.append(in_fresh_process("benchmarks.probe", fused_args, timeout=600))
+            sources.append(in_fresh_process("benchmarks.probe", source_args, timeout=600))
         rows.append(_summarise(label, len(workloads), fused, sources))
     return {"rows": rows}
-
-
-def _probe(args: Sequence[str]) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.probe", *args], capture_output=True, text=True, check=True, timeout=600
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _summarise(label: str, n: int, fused: list[dict], sources: list[dict]) -> dict:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..context import Context
 from ..models import ppocr
-from ..paired import in_fresh_process, sequence
+from ..paired import alternating_order, in_fresh_process, sequence, steady_order
 from ..setups import build_fused, session
 
 
@@ -31,17 +31,17 @@ def run(ctx: Context) -> dict:
     request = folder / "requests.npz"
     np.savez(request, **{f"{i}/{k}": v for i, w in enumerate((a, b)) for k, v in w.feeds.items()})
     pairs, rounds = ctx.scale(150, 3), ctx.scale(2, 1)
-    runs = [in_fresh_process("switching", [str(artifact), str(request), str(ctx.threads),
-                                           "direct" if p % 2 == 0 else "fused", str(pairs), str(rounds),
-                                           str(a.path), str(b.path)])
+    runs = [in_fresh_process("benchmarks.paired", ["switching", str(artifact), str(request), str(ctx.threads),
+                                                   "direct" if p % 2 == 0 else "fused", str(pairs), str(rounds),
+                                                   str(a.path), str(b.path)])
             for p in range(ctx.scale(PROCESSES, 1))]
     pooled = {k: [x for r in runs for x in r[k]] for k in runs[0]}
     feeds = [a.feeds, b.feeds]
     resident = [session(a.path, ctx.threads), session(b.path, ctx.threads)]
-    res_steady = sequence(lambda i: resident[i].run(None, feeds[i]), _blocks(ctx.scale(10, 1)))
+    res_steady = sequence(lambda i: resident[i].run(None, feeds[i]), steady_order(ctx.scale(10, 1)))
     # One executable at a time: a switch loads the other model before running it.
     reload_alt = sequence(lambda i: session((a, b)[i].path, ctx.threads).run(None, feeds[i]),
-                           _alternating(ctx.scale(10, 1)))
+                           alternating_order(ctx.scale(10, 1)))
     fused_cost, fused_se = _difference(pooled["fused_alt"], pooled["fused_steady"])
     resident_cost, _ = _difference(pooled["resident_alt"], pooled["resident_steady"])
     reload_cost, _ = _difference(reload_alt, res_steady)
@@ -60,14 +60,6 @@ def run(ctx: Context) -> dict:
         # Each process's own ratio of means, then their median: one unlucky process does not decide.
         "fused_over_resident": float(np.median([np.mean(r["fused_alt"]) / np.mean(r["resident_alt"]) for r in runs])),
     }
-
-
-def _alternating(pairs: int) -> list[int]:
-    return [0, 1] * pairs
-
-
-def _blocks(pairs: int) -> list[int]:
-    return [0] * pairs + [1] * pairs
 
 
 def _difference(alternating: list[float], steady: list[float]) -> tuple[float, float]:

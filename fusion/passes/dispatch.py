@@ -24,7 +24,6 @@ in the packed one, cheap models sit nearer the root (``cost_aware_splits``). The
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ from runtime.dtypes import popef_from_onnx
 from ..errors import FusionError
 from ..rename import mapping_renamer, rename_values
 from .sharing import Group, group_models
+from .weights import tensor_nbytes
 
 INDEX = "index"
 _INDEX_INT64 = "dispatch/index_int64"
@@ -227,20 +227,13 @@ def _fill_slots(graph: onnx.GraphProto, slots: list[_Out], suffix: str) -> _Leaf
     g = onnx.GraphProto()
     g.CopyFrom(graph)
     produced = {name for node in g.node for name in node.output}
-    renames: dict[str, str] = {}
-    aliases: list[tuple[str, str]] = []
-    for out, (t, k) in zip(graph.output, slot_positions(graph.output)):
-        target = f"{output_slot(t, k)}{suffix}"
-        if out.name in produced:
-            renames[out.name] = target
-        else:
-            aliases.append((out.name, target))
+    targets = [f"{output_slot(t, k)}{suffix}" for t, k in slot_positions(graph.output)]
+    renames = {out.name: target for out, target in zip(graph.output, targets) if out.name in produced}
     rename_values(g, mapping_renamer(renames))
     nodes = list(g.node)
-    nodes += [helper.make_node("Identity", [renames.get(source, source)], [target], name=f"{target}/alias")
-              for source, target in aliases]
-    filled = {f"{output_slot(t, k)}{suffix}" for t, k in slot_positions(graph.output)}
-    nodes += [_empty(f"{s.name}{suffix}", s) for s in slots if f"{s.name}{suffix}" not in filled]
+    nodes += [helper.make_node("Identity", [out.name], [target], name=f"{target}/alias")
+              for out, target in zip(graph.output, targets) if out.name not in produced]
+    nodes += [_empty(f"{s.name}{suffix}", s) for s in slots if f"{s.name}{suffix}" not in targets]
     outputs = set(renames.values())
     value_info = tuple(v for v in g.value_info if v.name not in outputs)
     return _Leaf(nodes, [f"{s.name}{suffix}" for s in slots], tuple(g.initializer), value_info)
@@ -319,8 +312,7 @@ def cost_aware_splits(costs: Sequence[float]) -> dict[tuple[int, int], int] | No
 def _weight_bytes(group: Group) -> float:
     """What a group's models weigh, as a proxy of their run time: the bytes of their initializers."""
     graphs = [group.prefix, *(t.graph for t in group.tails)]
-    return float(sum(math.prod(t.dims) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-                     for g in graphs for t in g.initializer))
+    return float(sum(tensor_nbytes(t) for g in graphs for t in g.initializer))
 
 
 def _select(name: str, table: list[int]) -> list[onnx.NodeProto]:

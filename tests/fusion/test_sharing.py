@@ -9,7 +9,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from fusion import compile_artifact, fuse
 from fusion.passes.namespace import add_namespace
 from fusion.passes.sharing import group_models, signatures
 from fusion.rename import subgraphs
