@@ -28,6 +28,7 @@ from .errors import FusionError
 from .fuse import Progress, fuse, fusion_records
 from .passes.dispatch import INDEX
 from .passes.layout import packed_layout
+from .passes.opset import used_opsets_only
 from .passes.weights import externalize_weights
 
 EXECUTABLE_BLOB = "executable"
@@ -66,8 +67,9 @@ def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | Non
     The graph is re-laid into the packed layout (``packed_layout``), where models
     that begin with the same nodes over the same weights run them once; the
     backend optimises it, then every large weight leaves the protobuf for the
-    ``weights`` tensor blob, identical ones once (``externalize_weights``); the
-    metadata lists where each one lies.
+    ``weights`` tensor blob, identical ones once, those the backend copies when
+    it opens the executable last (``externalize_weights``); the metadata lists
+    where each one lies.
     """
     anchors, fusion_map = fusion_records(fused)
     backend, device = resolve_target(target)
@@ -85,7 +87,10 @@ def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | Non
         compiled = onnx.load_from_string(backend.compile(packed.SerializeToString(), device))
     except DecodeError as e:
         raise BackendError(f"{backend.name} returned an executable that is not ONNX: {e}") from e
-    compiled, weights = externalize_weights(compiled, WEIGHTS_BLOB)
+    def copied_at_load(node: onnx.NodeProto, index: int, tensor: onnx.TensorProto) -> bool:
+        return backend.copies_at_load(node.domain, node.op_type, index, len(tensor.dims), device)
+
+    compiled, weights = externalize_weights(used_opsets_only(compiled), WEIGHTS_BLOB, copied_at_load=copied_at_load)
     tensor_data = tuple(
         md.TensorData(t.name, md.TensorInfo(t.dims, popef_from_onnx(t.data_type)), WEIGHTS_BLOB, t.offset, t.size)
         for t in weights.tensors

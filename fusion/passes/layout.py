@@ -71,10 +71,12 @@ def model_graphs(fused: onnx.ModelProto, fusion_map: md.FusionMap) -> list[onnx.
 
 def packed_layout(fused: onnx.ModelProto, fusion_map: md.FusionMap) -> tuple[onnx.ModelProto, tuple[Group, ...]]:
     """The same models, dispatched by the same ``index``, in the packed layout; and which of them
-    share computation there (``sharing``)."""
+    share computation there (``sharing``). The fused model's records (``metadata_props``) are
+    left out: the artifact keeps them in its metadata blobs, once."""
     graphs = model_graphs(fused, fusion_map)
     groups = tuple(group_models(graphs))
     out = onnx.ModelProto()
     out.CopyFrom(fused)
+    del out.metadata_props[:]
     out.graph.CopyFrom(build_dispatch(graphs, packed=True, groups=groups))
     return out, groups

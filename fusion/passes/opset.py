@@ -13,6 +13,7 @@ import onnx
 from onnx import version_converter
 
 from ..errors import FusionError
+from ..rename import subgraphs
 
 MIN_OPSET = 15
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -75,3 +76,28 @@ def _unconvertible_ops(model: onnx.ModelProto, have: int, opset: int) -> list[st
         except Exception:  # same C++ exceptions as above; we only want to know whether it fails
             failing.append(node.op_type)
     return failing
+
+
+def used_opsets_only(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` importing only the default domain and the domains its nodes use.
+
+    onnxruntime writes its optimised models importing every domain it knows (nine
+    of them); an artifact stores the executable, so the rest is dead weight.
+    """
+    used = set(DEFAULT_DOMAINS)
+
+    def visit(nodes) -> None:
+        for node in nodes:
+            used.add(node.domain)
+            for sub in subgraphs(node):
+                visit(sub.node)
+
+    visit(model.graph.node)
+    for function in model.functions:
+        used.add(function.domain)
+        visit(function.node)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.opset_import[:]
+    out.opset_import.extend(o for o in model.opset_import if o.domain in used)
+    return out

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import onnx
@@ -71,8 +72,28 @@ def _data(tensor: onnx.TensorProto) -> bytes:
     return tensor.raw_data if tensor.HasField("raw_data") else numpy_helper.to_array(tensor).tobytes()
 
 
+#: Whether the backend copies a node's constant input into memory of its own when it
+#: opens the executable: (node, input index, tensor) -> bool.
+CopiedAtLoad = Callable[[onnx.NodeProto, int, onnx.TensorProto], bool]
+
+
+@dataclass
+class _Found:
+    """One initializer to move out, where it is, and when a run first reads it."""
+
+    tensor: onnx.TensorProto
+    graph: onnx.GraphProto
+    position: int
+    key: tuple[int, tuple[int, ...], bytes]
+    first_read: tuple[int, ...]
+    copied: bool
+
+
 def externalize_weights(
-    model: onnx.ModelProto, location: str, min_bytes: int = EXTERNAL_MIN_BYTES
+    model: onnx.ModelProto,
+    location: str,
+    min_bytes: int = EXTERNAL_MIN_BYTES,
+    copied_at_load: CopiedAtLoad | None = None,
 ) -> tuple[onnx.ModelProto, ExternalWeights]:
     """Move the data of every initializer of ``min_bytes`` or more into one payload, identical ones once.
 
@@ -82,39 +103,26 @@ def externalize_weights(
     one of its outputs keeps its name and its data. Renaming also separates
     tensors that optimisers gave the same name in sibling branches.
 
+    The payload is laid out in the order a run first reads the tensors, and
+    those that ``copied_at_load`` says the backend copies when it opens the
+    executable (onnxruntime prepacks a MatMul's B, for one) come last. The
+    kernel maps a file's pages around each one a run reads, so a run then
+    brings into memory the weights it reads and few of those it never touches.
+    The order decides memory only, never results.
+
     Returns:
         The new model, and the payload with its table of contents.
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    payload = bytearray()
-    placed: dict[tuple[int, tuple[int, ...], bytes], ExternalTensor] = {}
-    numbers = itertools.count()
-    shared = [0, 0]
+    found: list[_Found] = []
 
-    def place(tensor: onnx.TensorProto) -> ExternalTensor:
-        data = _data(tensor)
-        key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(data).digest())
-        if key in placed:
-            shared[0] += 1
-            shared[1] += len(data)
-            return placed[key]
-        payload.extend(b"\0" * (-len(payload) % _ALIGN))
-        entry = ExternalTensor(
-            f"{SHARED_PREFIX}{next(numbers)}", tensor.data_type, tuple(tensor.dims), len(payload), len(data)
-        )
-        payload.extend(data)
-        placed[key] = entry
-        return entry
-
-    def visit(graph: onnx.GraphProto) -> None:
-        for node in graph.node:
-            for sub in subgraphs(node):
-                visit(sub)
+    def visit(graph: onnx.GraphProto, at: tuple[int, ...]) -> None:
+        for position, node in enumerate(graph.node):
+            for number, sub in enumerate(subgraphs(node)):  # each branch's weights together
+                visit(sub, (*at, position, number))
+        reads = _reads(graph)
         returned = {o.name for o in graph.output}
-        renames: dict[str, str] = {}
-        named: set[str] = set()
-        repeated: list[int] = []
         for position, tensor in enumerate(graph.initializer):
             if (
                 tensor.name in returned
@@ -122,22 +130,72 @@ def externalize_weights(
                 or tensor_nbytes(tensor) < min_bytes
             ):
                 continue
-            entry = place(tensor)
-            if entry.name in named:
-                repeated.append(position)  # the same contents twice in one graph: one initializer serves both
-            named.add(entry.name)
-            renames[tensor.name] = entry.name
-            for field in _DATA_FIELDS:
-                tensor.ClearField(field)
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-            del tensor.external_data[:]
-            for key, value in (("location", location), ("offset", str(entry.offset)), ("length", str(entry.size))):
-                item = tensor.external_data.add()
-                item.key, item.value = key, value
-        for position in reversed(repeated):
-            del graph.initializer[position]
-        if renames:
-            rename_values(graph, mapping_renamer(renames))
+            uses = reads.get(tensor.name, [])
+            copied = bool(uses) and copied_at_load is not None and all(
+                copied_at_load(node, index, tensor) for _, node, index in uses
+            )
+            key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(_data(tensor)).digest())
+            first = min((p for p, _, _ in uses), default=len(graph.node))
+            found.append(_Found(tensor, graph, position, key, (*at, first), copied))
 
-    visit(out.graph)
-    return out, ExternalWeights(bytes(payload), tuple(placed.values()), shared[0], shared[1])
+    visit(out.graph, ())
+    places, payload, shared = _lay_out(found)
+    for _, in_one_graph in itertools.groupby(found, key=lambda f: id(f.graph)):
+        _point_at_payload(list(in_one_graph), places, location)
+    return out, ExternalWeights(bytes(payload), tuple(places.values()), *shared)
+
+
+def _reads(graph: onnx.GraphProto) -> dict[str, list[tuple[int, onnx.NodeProto, int]]]:
+    """For each name, the nodes that read it, as (position in ``graph``, node, input index);
+    a read inside a nested graph counts at the position of the node that holds it."""
+    reads: dict[str, list[tuple[int, onnx.NodeProto, int]]] = {}
+    for position, node in enumerate(graph.node):
+        for index, name in enumerate(node.input):
+            reads.setdefault(name, []).append((position, node, index))
+        for sub in subgraphs(node):
+            for name, uses in _reads(sub).items():
+                reads.setdefault(name, []).extend((position, n, i) for _, n, i in uses)
+    return reads
+
+
+def _lay_out(found: list[_Found]) -> tuple[dict[tuple, ExternalTensor], bytearray, tuple[int, int]]:
+    """One place per distinct contents: weights read in place first, in the order a run
+    first reads them, then those the backend copies at load."""
+    groups: dict[tuple, list[_Found]] = {}
+    for f in found:
+        groups.setdefault(f.key, []).append(f)
+    order = sorted(groups.values(), key=lambda g: (all(f.copied for f in g), min(f.first_read for f in g)))
+    payload = bytearray()
+    places: dict[tuple, ExternalTensor] = {}
+    for number, group in enumerate(order):
+        tensor = group[0].tensor
+        data = _data(tensor)
+        payload.extend(b"\0" * (-len(payload) % _ALIGN))
+        places[group[0].key] = ExternalTensor(
+            f"{SHARED_PREFIX}{number}", tensor.data_type, tuple(tensor.dims), len(payload), len(data)
+        )
+        payload.extend(data)
+    repeats = [f for g in order for f in g[1:]]
+    return places, payload, (len(repeats), sum(places[f.key].size for f in repeats))
+
+
+def _point_at_payload(found: list[_Found], places: dict[tuple, ExternalTensor], location: str) -> None:
+    """Turn one graph's ``found`` initializers into references to their places, one per contents."""
+    graph = found[0].graph
+    renames: dict[str, str] = {}
+    repeated: list[int] = []
+    for f in found:
+        entry = places[f.key]
+        if entry.name in renames.values():
+            repeated.append(f.position)  # the same contents twice in one graph: one initializer serves both
+        renames[f.tensor.name] = entry.name
+        for field in _DATA_FIELDS:
+            f.tensor.ClearField(field)
+        f.tensor.data_location = onnx.TensorProto.EXTERNAL
+        del f.tensor.external_data[:]
+        for key, value in (("location", location), ("offset", str(entry.offset)), ("length", str(entry.size))):
+            item = f.tensor.external_data.add()
+            item.key, item.value = key, value
+    for position in reversed(repeated):
+        del graph.initializer[position]
+    rename_values(graph, mapping_renamer(renames))

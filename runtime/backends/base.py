@@ -65,6 +65,13 @@ class Backend(ABC):
     def compile(self, model: bytes, device: str) -> bytes:
         """Optimise a serialized ONNX model for ``device``; returns the optimised ONNX model."""
 
+    def copies_at_load(self, domain: str, op_type: str, input_index: int, rank: int, device: str) -> bool:
+        """Whether opening an executable copies this node input, when it is a weight, into
+        memory of the engine's own, after which the engine never reads the artifact's bytes
+        for it again. The compiler lays such weights out apart from those read in place;
+        a wrong answer costs memory, never correctness. By default, none is copied."""
+        return False
+
     @abstractmethod
     def open(
         self,

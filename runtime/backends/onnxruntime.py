@@ -18,6 +18,10 @@ from .base import Backend, Session, SessionOptions, Weight
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
+# The CPU kernels that prepack a 2-D constant weight into MLAS's GEMM layout when a
+# session opens, and then read only their packed copy: (domain, op type) -> input index.
+_PREPACKED_BY_CPU = {("", "MatMul"): 1, ("com.microsoft", "FusedMatMul"): 1, ("", "Gemm"): 1}
+
 # CPU features that change what onnxruntime's full optimisation writes (the NCHWc
 # block size and its kernels follow the widest vector unit).
 _CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "amx_tile", "asimd", "sve")
@@ -90,6 +94,11 @@ class OnnxRuntimeBackend(Backend):
             except (*self.run_errors, ort_state.InvalidProtobuf) as e:
                 raise BackendError(f"onnxruntime could not compile the fused graph: {e}") from e
             return out.read_bytes()
+
+    def copies_at_load(self, domain: str, op_type: str, input_index: int, rank: int, device: str) -> bool:
+        if device != "cpu":
+            return True  # every weight is copied to the device's memory
+        return rank == 2 and _PREPACKED_BY_CPU.get((domain, op_type)) == input_index
 
     def open(
         self,

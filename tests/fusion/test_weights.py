@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx.reference
 import pytest
 
 import fusion
@@ -117,6 +118,71 @@ def test_externalize_keeps_small_tensors_inline():
     assert model.graph.initializer[0].HasField("raw_data") or model.graph.initializer[0].float_data
 
 
+def test_weights_lie_in_the_order_a_run_reads_them_and_copied_ones_last():
+    model = onnx.parser.parse_model(
+        """
+        <ir_version: 10, opset_import: ["" : 17]>
+        agraph (float[1,2] x) => (float[1,2] y)
+            <float[2] d = {5.0, 6.0}, float[2] c = {3.0, 4.0}, float[2,2] b = {1.0, 0.0, 0.0, 1.0}>
+        {
+            m = MatMul(x, b)
+            a = Add(m, c)
+            y = Mul(a, d)
+        }
+        """
+    )
+
+    # Declared d, c, b; read b, c, d.
+    out, weights = externalize_weights(model, "weights", min_bytes=0)
+    floats = np.frombuffer(weights.payload, np.float32).tolist()
+    assert floats[:4] == [1, 0, 0, 1] and floats[16:18] == [3, 4] and floats[32:] == [5, 6]
+
+    # MatMul's B, which the backend copies when it opens the executable, moves after the others.
+    def matmul_b(node, index, tensor):
+        return node.op_type == "MatMul" and index == 1
+
+    out, weights = externalize_weights(model, "weights", min_bytes=0, copied_at_load=matmul_b)
+    floats = np.frombuffer(weights.payload, np.float32).tolist()
+    assert floats[:2] == [3, 4] and floats[16:18] == [5, 6] and floats[32:] == [1, 0, 0, 1]
+    y = onnx.reference.ReferenceEvaluator(inline_payload(out, weights.payload)).run(
+        None, {"x": np.array([[1, 2]], np.float32)})[0]
+    np.testing.assert_array_equal(y, [[20, 36]])
+
+
+def inline_payload(model: onnx.ModelProto, payload: bytes) -> onnx.ModelProto:
+    """``model`` with its external tensors read back from ``payload``."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for t in out.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            where = {e.key: int(e.value) for e in t.external_data if e.key in ("offset", "length")}
+            t.raw_data = payload[where["offset"] : where["offset"] + where["length"]]
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.external_data[:]
+    return out
+
+
+def test_real_model_weights_read_in_place_come_before_those_onnxruntime_prepacks():
+    artifact = compile_artifact(fuse([onnx.load(ppocr_path("rec"))]), "onnxruntime-cpu")
+    compiled = onnx.load_from_string(bytes(artifact.executable))
+    readers: dict[str, set[str]] = {}
+
+    def collect(graph):
+        for node in graph.node:
+            for index, name in enumerate(node.input):
+                readers.setdefault(name, set()).add(f"{node.op_type}:{index}")
+            for sub in subgraphs(node):
+                collect(sub)
+
+    collect(compiled.graph)
+    offsets = {t.name: t.offset for t in artifact.metadata.tensor_data}
+    prepacked = [offsets[n] for n in offsets if readers[n] <= {"MatMul:1", "FusedMatMul:1", "Gemm:1"}]
+    in_place = [offsets[n] for n in offsets if any(r.startswith("Conv:") for r in readers[n])]
+    # PP-OCRv4's recogniser: 4 MB of MatMul weights behind 6.6 MB of convolution weights.
+    assert len(prepacked) >= 9 and len(in_place) >= 40
+    assert max(in_place) < min(prepacked)
+
+
 @pytest.mark.parametrize("name", ["rec"])
 def test_same_real_model_twice_shares_all_weights(tmp_path, name):
     model = onnx.load(ppocr_path(name))
@@ -157,3 +223,12 @@ def test_weights_shared_by_distant_models_are_stored_once(tmp_path):
     for i, (factor, width) in enumerate(widths):
         x = np.ones((1, width), np.float32)
         np.testing.assert_allclose(runner.execute({f"graph{i}/X": x})[f"graph{i}/O"], factor + np.arange(width)[None])
+
+
+def test_the_executable_holds_neither_the_records_nor_unused_opset_imports():
+    fused = fuse([scale_model(2.0), scale_model(3.0)])
+    assert {p.key for p in fused.metadata_props} >= {"popfuse.anchors", "popfuse.fusion_map"}
+    compiled = onnx.load_from_string(bytes(compile_artifact(fused, "onnxruntime-cpu").executable))
+    # The artifact's metadata blobs hold the records; onnxruntime imports nine domains, these nodes use one.
+    assert not compiled.metadata_props
+    assert [o.domain for o in compiled.opset_import] == [""]

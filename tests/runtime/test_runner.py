@@ -281,3 +281,16 @@ def test_requests_of_changing_shapes_get_their_own_shapes(artifact):
     for batch in (1, 3, 1, 5, 3):
         x = np.arange(batch * 4, dtype=np.float32).reshape(batch, 4) - 6
         np.testing.assert_array_equal(runner.execute({"graph2/X": x})["graph2/O"], np.maximum(x, 0))
+
+
+def test_onnxruntime_names_the_weights_it_copies_when_it_opens_an_executable():
+    backend = OnnxRuntimeBackend()
+    # MLAS prepacks a 2-D B of MatMul and Gemm on CPU and never reads the original again.
+    assert backend.copies_at_load("", "MatMul", 1, 2, "cpu")
+    assert backend.copies_at_load("com.microsoft", "FusedMatMul", 1, 2, "cpu")
+    assert backend.copies_at_load("", "Gemm", 1, 2, "cpu")
+    assert not backend.copies_at_load("", "MatMul", 1, 3, "cpu")
+    assert not backend.copies_at_load("", "MatMul", 0, 2, "cpu")
+    assert not backend.copies_at_load("", "Conv", 1, 4, "cpu")
+    # A device holds its own copy of every weight.
+    assert backend.copies_at_load("", "Conv", 1, 4, "cuda")
