@@ -147,7 +147,9 @@ def externalize_weights(
 
 def _reads(graph: onnx.GraphProto) -> dict[str, list[tuple[int, onnx.NodeProto, int]]]:
     """For each name, the nodes that read it, as (position in ``graph``, node, input index);
-    a read inside a nested graph counts at the position of the node that holds it."""
+    a read inside a nested graph counts at the position of the node that holds it. A nested
+    graph's own initializer of the same name counts too: that can misplace a weight in the
+    payload, which costs memory, never results."""
     reads: dict[str, list[tuple[int, onnx.NodeProto, int]]] = {}
     for position, node in enumerate(graph.node):
         for index, name in enumerate(node.input):
@@ -183,11 +185,13 @@ def _point_at_payload(found: list[_Found], places: dict[tuple, ExternalTensor], 
     """Turn one graph's ``found`` initializers into references to their places, one per contents."""
     graph = found[0].graph
     renames: dict[str, str] = {}
+    named: set[str] = set()
     repeated: list[int] = []
     for f in found:
         entry = places[f.key]
-        if entry.name in renames.values():
+        if entry.name in named:
             repeated.append(f.position)  # the same contents twice in one graph: one initializer serves both
+        named.add(entry.name)
         renames[f.tensor.name] = entry.name
         for field in _DATA_FIELDS:
             f.tensor.ClearField(field)
