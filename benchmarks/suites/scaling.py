@@ -43,15 +43,13 @@ def run(ctx: Context) -> dict:
                      "sources_bytes": built.source_bytes})
     # Every N is measured in every round, in alternating order: a slow spell of this shared
     # machine then spreads over all N instead of bending the curve at one of them.
-    ratios: list[list[float]] = [[] for _ in sizes]
-    direct_s: list[list[float]] = [[] for _ in sizes]
-    fused_s: list[list[float]] = [[] for _ in sizes]
+    samples: list[tuple[list[float], list[float], list[float]]] = [([], [], []) for _ in sizes]  # ratios, direct, fused
     for r in range(ctx.scale(6, 1)):
         for i in range(len(sizes)) if r % 2 == 0 else reversed(range(len(sizes))):
             got = paired_blocks(*pairs[i], blocks=ctx.scale(10, 2), per_block=ctx.scale(100, 5))
-            for into, values in zip((ratios[i], direct_s[i], fused_s[i]), got):
+            for into, values in zip(samples[i], got):
                 into += values
-    for row, ratio, direct, fused in zip(rows, ratios, direct_s, fused_s):
+    for row, (ratio, direct, fused) in zip(rows, samples):
         direct_p50 = float(np.median(direct))
         row.update(
             direct_p50_us=direct_p50 * 1e6,

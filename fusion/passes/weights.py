@@ -117,11 +117,19 @@ def externalize_weights(
     out.CopyFrom(model)
     found: list[_Found] = []
 
-    def visit(graph: onnx.GraphProto, at: tuple[int, ...]) -> None:
+    def visit(graph: onnx.GraphProto, at: tuple[int, ...]) -> dict[str, list[tuple[int, onnx.NodeProto, int]]]:
+        """Record ``graph``'s initializers to move out; returns, for each name ``graph`` or a
+        graph inside it reads, the reading nodes as (position in ``graph``, node, input index).
+        A read inside a nested graph counts at the position of the node that holds it, even
+        where that graph has its own initializer of the name: such a weight may then sit
+        elsewhere in the payload, which costs memory, never results."""
+        reads: dict[str, list[tuple[int, onnx.NodeProto, int]]] = {}
         for position, node in enumerate(graph.node):
+            for index, name in enumerate(node.input):
+                reads.setdefault(name, []).append((position, node, index))
             for number, sub in enumerate(subgraphs(node)):  # each branch's weights together
-                visit(sub, (*at, position, number))
-        reads = _reads(graph)
+                for name, uses in visit(sub, (*at, position, number)).items():
+                    reads.setdefault(name, []).extend((position, n, i) for _, n, i in uses)
         returned = {o.name for o in graph.output}
         for position, tensor in enumerate(graph.initializer):
             if (
@@ -137,27 +145,13 @@ def externalize_weights(
             key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(_data(tensor)).digest())
             first = min((p for p, _, _ in uses), default=len(graph.node))
             found.append(_Found(tensor, graph, position, key, (*at, first), copied))
+        return reads
 
     visit(out.graph, ())
     places, payload, shared = _lay_out(found)
     for _, in_one_graph in itertools.groupby(found, key=lambda f: id(f.graph)):
         _point_at_payload(list(in_one_graph), places, location)
     return out, ExternalWeights(bytes(payload), tuple(places.values()), *shared)
-
-
-def _reads(graph: onnx.GraphProto) -> dict[str, list[tuple[int, onnx.NodeProto, int]]]:
-    """For each name, the nodes that read it, as (position in ``graph``, node, input index);
-    a read inside a nested graph counts at the position of the node that holds it. A nested
-    graph's own initializer of the same name counts too: that can misplace a weight in the
-    payload, which costs memory, never results."""
-    reads: dict[str, list[tuple[int, onnx.NodeProto, int]]] = {}
-    for position, node in enumerate(graph.node):
-        for index, name in enumerate(node.input):
-            reads.setdefault(name, []).append((position, node, index))
-        for sub in subgraphs(node):
-            for name, uses in _reads(sub).items():
-                reads.setdefault(name, []).extend((position, n, i) for _, n, i in uses)
-    return reads
 
 
 def _lay_out(found: list[_Found]) -> tuple[dict[tuple, ExternalTensor], bytearray, tuple[int, int]]:
