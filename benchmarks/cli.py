@@ -1,26 +1,18 @@
-"""``python -m benchmarks`` / ``popfuse bench``: run the suites and write the report."""
+"""``python -m popfuse.benchmarks`` / ``popfuse bench``: run the suites and write the report."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import report
-from .context import Context
-from .suites import coldstart, dispatch, scaling, serving, size, switching
-
-SUITES = {
-    "dispatch": dispatch.run,
-    "switching": switching.run,
-    "coldstart": coldstart.run,
-    "scaling": scaling.run,
-    "size": size.run,
-    "serving": serving.run,
-}
+# Each a module of ``suites`` with ``run(ctx) -> dict``, imported when it runs: the suites import
+# onnxruntime and the compiler, which building the parser (``popfuse --help``) must not.
+SUITES = ("dispatch", "switching", "coldstart", "scaling", "size", "serving")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -49,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"popfuse bench: error: unknown suite(s) {', '.join(unknown)}; choose from {', '.join(SUITES)}",
               file=sys.stderr)
         return 2
+    from . import report
+    from .context import Context
+
     output = args.output or (Path(tempfile.mkdtemp(prefix="popfuse-bench-")) if args.smoke else Path("docs"))
     results: dict = {"machine": report.machine(), "threads": args.threads, "smoke": args.smoke}
     with tempfile.TemporaryDirectory(prefix="popfuse-bench-work-") as work:
@@ -56,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
         for name in names:
             start = time.perf_counter()
             print(f"[{name}] running…", flush=True)
-            results[name] = SUITES[name](ctx)
+            results[name] = importlib.import_module(f".suites.{name}", __package__).run(ctx)
             print(f"[{name}] done in {time.perf_counter() - start:.1f} s", flush=True)
-    command = "python -m benchmarks" + (" --smoke" if args.smoke else "") + (
+    command = "popfuse bench" + (" --smoke" if args.smoke else "") + (
         f" --threads {args.threads}" if args.threads != 1 else "")
     path = report.write(results, output, command)
     for key, (ok, figure) in report.verdicts(results).items():
@@ -68,5 +63,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m benchmarks``."""
+    """Entry point of ``python -m popfuse.benchmarks``."""
     return run(make_parser().parse_args(argv))

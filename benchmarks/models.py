@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from fusion import IR_VERSION
+from popfuse.fusion import IR_VERSION
 
 OPSET = 17
 PPOCR = {

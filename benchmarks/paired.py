@@ -1,7 +1,7 @@
 """Paired measurements, each in a fresh process.
 
-    python -m benchmarks.paired dispatch ARTIFACT INDEX MODEL.onnx REQUEST.npz THREADS FIRST BLOCKS PER_BLOCK
-    python -m benchmarks.paired switching ARTIFACT REQUESTS.npz THREADS FIRST PAIRS ROUNDS MODEL.onnx MODEL.onnx
+    python -m popfuse.benchmarks.paired dispatch ARTIFACT INDEX MODEL.onnx REQUEST.npz THREADS FIRST BLOCKS PER_BLOCK
+    python -m popfuse.benchmarks.paired switching ARTIFACT REQUESTS.npz THREADS FIRST PAIRS ROUNDS MODEL.onnx MODEL.onnx
 
 Where a process happens to place its memory moves a model's time by a few per
 cent for the process's whole life, and so does which contender it creates
@@ -26,16 +26,16 @@ import time
 from collections.abc import Callable, Sequence
 
 from .probe import requests
-from .setups import runner, session
+from .setups import fused_feeds, runner, session
 from .timing import paired_blocks
 
 
 def dispatch(argv: list[str]) -> dict:
     artifact, index, model, request, threads, first, blocks, per_block = argv
     feeds = requests(request)[0]
-    public = {f"graph{index}/{k}": v for k, v in feeds.items()}
     made = _in_order(first, lambda: session(model, int(threads)), lambda: runner(artifact, int(threads)))
     direct, fused = made["direct"], made["fused"]
+    public = fused_feeds(fused, int(index), feeds)
     ratios, direct_s, fused_s = paired_blocks(
         lambda: direct.run(None, feeds), lambda: fused.execute(public), int(blocks), int(per_block)
     )
@@ -45,9 +45,9 @@ def dispatch(argv: list[str]) -> dict:
 def switching(argv: list[str]) -> dict:
     artifact, request, threads, first, pairs, rounds, *models = argv
     feeds = requests(request)
-    public = [{f"graph{i}/{k}": v for k, v in f.items()} for i, f in enumerate(feeds)]
     made = _in_order(first, lambda: [session(m, int(threads)) for m in models], lambda: runner(artifact, int(threads)))
     resident, fused = made["direct"], made["fused"]
+    public = [fused_feeds(fused, i, f) for i, f in enumerate(feeds)]
     alternating, steady = alternating_order(int(pairs)), steady_order(int(pairs))
     out: dict[str, list[float]] = {"fused_alt": [], "fused_steady": [], "resident_alt": [], "resident_steady": []}
     for _ in range(int(rounds)):  # interleaved, so drift hits both alike

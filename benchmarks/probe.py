@@ -1,7 +1,7 @@
 """One cold start in a fresh process: load, run every model once, report time and RSS.
 
-    python -m benchmarks.probe fused ARTIFACT REQUESTS.npz THREADS
-    python -m benchmarks.probe sources REQUESTS.npz THREADS MODEL.onnx [MODEL.onnx …]
+    python -m popfuse.benchmarks.probe fused ARTIFACT REQUESTS.npz THREADS
+    python -m popfuse.benchmarks.probe sources REQUESTS.npz THREADS MODEL.onnx [MODEL.onnx …]
 
 REQUESTS.npz holds model i's request as arrays named ``<i>/<input name>``.
 Prints one JSON line: seconds from load to the last first result, and RSS in
@@ -37,15 +37,15 @@ def requests(path: str) -> list[dict[str, np.ndarray]]:
 def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "fused":
-        from runtime import Runner, RuntimeConfig
+        from popfuse.runtime import Runner, RuntimeConfig
 
         artifact, reqs, threads = argv[1], requests(argv[2]), int(argv[3])
         base = rss()
         start = time.perf_counter()
         runner = Runner(artifact, RuntimeConfig(validate_io_params=False, intra_op_num_threads=threads))
         loaded = rss()
-        for i, req in enumerate(reqs):
-            runner.execute({f"graph{i}/{k}": v for k, v in req.items()})
+        for sub, req in zip(runner.subgraphs, reqs):
+            runner.execute({sub.anchor(k): v for k, v in req.items()})
     else:
         reqs, threads, models = requests(argv[1]), int(argv[2]), argv[3:]
         options = ort.SessionOptions()

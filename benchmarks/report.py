@@ -151,7 +151,8 @@ def write(results: dict, out_dir: Path, command: str) -> Path:
 def _table(rows: list[dict], columns: list[tuple[str, str, str]]) -> list[str]:
     head = "| " + " | ".join(title for title, _, _ in columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(format(r[key], fmt) if fmt else str(r[key]) for _, key, fmt in columns) + " |" for r in rows]
+    body = ["| " + " | ".join(format(r[key], fmt) if fmt else str(r[key]) for _, key, fmt in columns) + " |"
+            for r in rows]
     return [head, rule, *body]
 
 
@@ -159,7 +160,8 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
     lines: list[str] = []
     if "dispatch" in results:
         dispatch = results["dispatch"]
-        rows = [{**r, "spread": "–".join(f"{f(r['process_ratios']):.3f}" for f in (min, max))} for r in dispatch["rows"]]
+        rows = [{**r, "spread": "–".join(f"{f(r['process_ratios']):.3f}" for f in (min, max))}
+                for r in dispatch["rows"]]
         lines += ["", "## 1. Dispatch overhead", "",
                   "`Runner.execute` on one subgraph of the PP-OCR fusion (det, rec, cls) against a plain",
                   "`InferenceSession` of the source model, in short paired blocks spread over "
@@ -175,22 +177,27 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
     if "switching" in results:
         s = results["switching"]
         lines += ["", "## 2. Model switching", "",
-                  f"Requests alternate {s['models'][0]}, {s['models'][1]}, … Cost per switch is the mean latency of the",
+                  f"Requests alternate {s['models'][0]}, {s['models'][1]}, … Cost per switch is the mean latency "
+                  "of the",
                   "alternating sequence minus that of the same requests without switches; the fused ratio uses the",
-                  "upper bound (mean + 2 standard errors) of the fused cost. Fused and resident sessions are compared in",
-                  f"{s.get('processes', 1)} fresh processes (alternating which is created first); the ratio is the median "
+                  "upper bound (mean + 2 standard errors) of the fused cost. Fused and resident sessions are "
+                  "compared in",
+                  f"{s.get('processes', 1)} fresh processes (alternating which is created first); the ratio is the "
+                  "median "
                   "of the processes' own.", "",
                   "| strategy | mean latency alternating | cost per switch |", "|---|---|---|",
                   f"| fused runner | {s['fused_alternating_ms']:.3f} ms | {s['fused_switch_cost_us']:.1f} µs "
                   f"(≤ {s['fused_switch_cost_bound_us']:.1f} µs) |",
-                  f"| N resident sessions | {s['resident_alternating_ms']:.3f} ms | {s['resident_switch_cost_us']:.1f} µs |",
+                  f"| N resident sessions | {s['resident_alternating_ms']:.3f} ms | "
+                  f"{s['resident_switch_cost_us']:.1f} µs |",
                   f"| one executable, reloaded per switch | {s['reload_alternating_ms']:.3f} ms | "
                   f"{s['reload_switch_cost_ms']:.2f} ms |",
                   "", f"![switching]({plots['switching']})"]
     if "coldstart" in results:
         lines += ["", "## 3–4. Cold start and memory", "",
                   "Each trial in a fresh process: from `Runner(\"executable.popef\")` (or creating the N sessions) to",
-                  "the first result of every model; RSS growth over the process before loading. Medians of the trials.", ""]
+                  "the first result of every model; RSS growth over the process before loading. Medians of the "
+                  "trials.", ""]
         lines += _table(results["coldstart"]["rows"], [
             ("case", "case", ""), ("fused s", "fused_cold_s", ".3f"), ("sessions s", "sources_cold_s", ".3f"),
             ("cold ratio", "cold_ratio", ".2f"), ("fused MB loaded", "fused_rss_loaded_mb", ".1f"),
@@ -240,7 +247,8 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
                   f"(p99 {b['on_p99_ms']:.1f} against {b['off_p99_ms']:.1f} ms).",
                   "",
                   f"What batching can gain at most here, measured in the same run without the network: the classifier "
-                  f"takes {bound['batch1_ms']:.2f} ms for one image and {bound['per_item_ms']:.2f} ms per image stacked "
+                  f"takes {bound['batch1_ms']:.2f} ms for one image and {bound['per_item_ms']:.2f} ms per image "
+                  "stacked "
                   f"{sv['batch_size']} high, **{bound['ratio']:.2f}x**. The server cannot beat its model's own "
                   "batching curve; on this CPU the curve stays below the 2x target.",
                   "", f"![serving]({plots['serving']})"]
@@ -274,7 +282,8 @@ def _plots(results: dict, folder: Path) -> dict[str, str]:
     if "switching" in results:
         s = results["switching"]
         fig, ax = plt.subplots(figsize=(6, 3.2))
-        costs = [s["fused_switch_cost_bound_us"], max(s["resident_switch_cost_us"], 1e-3), s["reload_switch_cost_ms"] * 1e3]
+        costs = [s["fused_switch_cost_bound_us"], max(s["resident_switch_cost_us"], 1e-3),
+                 s["reload_switch_cost_ms"] * 1e3]
         ax.bar(["fused (bound)", "resident", "reload"], costs, color=["#4878a8", "#6a9f58", "#c44"])
         ax.set_yscale("log")
         ax.set_ylabel("cost per switch (µs, log)")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-import fusion
-from runtime import Runner, RuntimeConfig
+from popfuse import fusion
+from popfuse.runtime import Runner, RuntimeConfig
 
 from .models import Workload
 
@@ -27,9 +27,10 @@ def build_fused(workloads: Sequence[Workload], folder: Path) -> fusion.BuildResu
     )
 
 
-def fused_feeds(index: int, workload: Workload) -> dict[str, np.ndarray]:
-    """The workload's request under its public names in a fused artifact."""
-    return {f"graph{index}/{k}": v for k, v in workload.feeds.items()}
+def fused_feeds(fused: Runner, index: int, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A request for subgraph ``index`` under its anchors, from the model's own input names."""
+    sub = fused.subgraphs[index]
+    return {sub.anchor(k): v for k, v in feeds.items()}
 
 
 def session(path: Path | str, threads: int) -> ort.InferenceSession:

@@ -10,26 +10,30 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
 
-from runtime import metadata as md
-from runtime.artifact import Artifact, write_artifact
-from runtime.atomic import write_atomic
-from runtime.backends import resolve_target
-from runtime.dtypes import popef_from_onnx
-from runtime.dump import human_size
-from runtime.errors import BackendError
+from popfuse.runtime import metadata as md
+from popfuse.runtime.artifact import Artifact, write_artifact
+from popfuse.runtime.atomic import write_atomic
+from popfuse.runtime.backends import Backend, resolve_target
+from popfuse.runtime.display import human_size
+from popfuse.runtime.dtypes import popef_from_onnx
+from popfuse.runtime.errors import BackendError
 
+from . import naming
 from .config import FusionConfig, ModelSpec, load_config, parse_config
+from .dispatch import packed_graph
+from .dispatch.sharing import group_models
 from .errors import FusionError
-from .fuse import Progress, fuse, fusion_records
-from .passes.dispatch import INDEX
-from .passes.layout import packed_layout
+from .fuse import FusedModel, Progress, fuse_models
+from .passes.node_names import canonical_node_names
 from .passes.opset import used_opsets_only
-from .passes.weights import externalize_weights
+from .passes.weights import ExternalWeights, externalize_weights
+from .pipeline import Pass, PassResult, final_model, run_passes
 
 EXECUTABLE_BLOB = "executable"
 WEIGHTS_BLOB = "weights"
@@ -61,42 +65,57 @@ def load_model(spec: ModelSpec) -> onnx.ModelProto:
         raise FusionError(f"model {spec.options.name!r}: cannot read {str(spec.path)!r}: {e}") from e
 
 
-def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | None = None) -> Artifact:
-    """Compile a fused model for ``target`` and wrap it as an artifact (not yet written).
+def compile_passes(backend: Backend, device: str) -> list[Pass]:
+    """The compile stage: the backend optimises the packed graph, whose generated node names are then
+    numbered deterministically; it imports only the domains it uses, and its weights leave it for the
+    artifact's ``weights`` blob (``externalize_weights``)."""
 
-    The graph is re-laid into the packed layout (``packed_layout``), where models
-    that begin with the same nodes over the same weights run them once; the
-    backend optimises it, then every large weight leaves the protobuf for the
-    ``weights`` tensor blob, identical ones once, those the backend copies when
-    it opens the executable last (``externalize_weights``); the metadata lists
-    where each one lies.
-    """
-    anchors, fusion_map = fusion_records(fused)
-    backend, device = resolve_target(target)
-    packed, groups = packed_layout(fused, fusion_map)
-
-    def slots(values) -> dict[str, tuple[str, ...]]:
-        out: dict[str, list[str]] = {}
-        for v in values:
-            if v.name != INDEX:
-                out.setdefault(popef_from_onnx(v.type.tensor_type.elem_type), []).append(v.name)
-        return {t: tuple(names) for t, names in out.items()}
-
-    layout = md.SlotLayout(inputs=slots(packed.graph.input), outputs=slots(packed.graph.output))
-    try:
-        compiled = onnx.load_from_string(backend.compile(packed.SerializeToString(), device))
-    except DecodeError as e:
-        raise BackendError(f"{backend.name} returned an executable that is not ONNX: {e}") from e
     def copied_at_load(node: onnx.NodeProto, index: int, tensor: onnx.TensorProto) -> bool:
         return backend.copies_at_load(node.domain, node.op_type, index, len(tensor.dims), device)
 
-    compiled, weights = externalize_weights(used_opsets_only(compiled), WEIGHTS_BLOB, copied_at_load=copied_at_load)
+    return [
+        Pass("compile", partial(_backend_compile, backend=backend, device=device)),
+        Pass("node_names", canonical_node_names),
+        Pass("opset_imports", used_opsets_only),
+        Pass("weights", partial(externalize_weights, location=WEIGHTS_BLOB, copied_at_load=copied_at_load)),
+    ]
+
+
+def _backend_compile(model: onnx.ModelProto, backend: Backend, device: str) -> PassResult[None]:
+    try:
+        return PassResult(onnx.load_from_string(backend.compile(model.SerializeToString(), device)), True)
+    except DecodeError as e:
+        raise BackendError(f"{backend.name} returned an executable that is not ONNX: {e}") from e
+
+
+def compile_artifact(fused: FusedModel, target: str, ipu_version: str | None = None) -> Artifact:
+    """Compile a fusion for ``target`` and wrap it as an artifact (not yet written).
+
+    The models are laid out in the packed layout (``dispatch.packed``), where
+    models that begin with the same nodes over the same weights run them once;
+    then the compile stage runs (``compile_passes``). The metadata lists where
+    each weight lies.
+
+    Raises:
+        FusionError: ``fused`` is not a FusedModel; a PassError names the compile step that failed.
+        BackendError: the target is unknown here.
+    """
+    if not isinstance(fused, FusedModel):
+        raise FusionError(
+            f"compile_artifact takes the FusedModel of fuse_models(), received {type(fused).__name__}"
+        )
+    backend, device = resolve_target(target)
+    groups = tuple(group_models(fused.graphs))
+    packed = fused.wrap(packed_graph(fused.graphs, groups), check=False)
+    layout = md.SlotLayout(inputs=_slots(packed.graph.input), outputs=_slots(packed.graph.output))
+    results = run_passes(compile_passes(backend, device), packed, "the fused graph")
+    weights: ExternalWeights = results["weights"].details
     tensor_data = tuple(
         md.TensorData(t.name, md.TensorInfo(t.dims, popef_from_onnx(t.data_type)), WEIGHTS_BLOB, t.offset, t.size)
         for t in weights.tensors
     )
     metadata = md.Metadata(
-        anchors=anchors,
+        anchors=fused.anchors,
         executable=EXECUTABLE_BLOB,
         target=target,
         backend=md.BackendInfo(backend.name, backend.version(), device, backend.features(device)),
@@ -107,13 +126,22 @@ def compile_artifact(fused: onnx.ModelProto, target: str, ipu_version: str | Non
     return Artifact(
         metadata=metadata,
         fusion_map=replace(
-            fusion_map,
+            fused.fusion_map,
             shared_weights=weights.shared + sum(g.shared_weights for g in groups),
             shared_weight_bytes=weights.shared_bytes + sum(g.shared_bytes for g in groups),
         ),
-        executable=compiled.SerializeToString(),
+        executable=final_model(results).SerializeToString(),
         tensors={WEIGHTS_BLOB: weights.payload} if weights.payload else {},
     )
+
+
+def _slots(values) -> dict[str, tuple[str, ...]]:
+    """The slot names of each PopEF data type, in order, from the packed graph's inputs or outputs."""
+    out: dict[str, list[str]] = {}
+    for v in values:
+        if v.name != naming.INDEX:
+            out.setdefault(popef_from_onnx(v.type.tensor_type.elem_type), []).append(v.name)
+    return {t: tuple(names) for t, names in out.items()}
 
 
 def build(config: FusionConfig | Mapping | str | os.PathLike, progress: Progress | None = None) -> BuildResult:
@@ -125,7 +153,7 @@ def build(config: FusionConfig | Mapping | str | os.PathLike, progress: Progress
         progress: Called with a line per stage and per model.
 
     Raises:
-        ConfigError, FusionError, BackendError: naming the file, key or model.
+        ConfigError, FusionError: naming the file, key, model or pass.
     """
     if isinstance(config, Mapping):
         config = parse_config(config)
@@ -141,34 +169,32 @@ def build(config: FusionConfig | Mapping | str | os.PathLike, progress: Progress
     say(f"loaded {len(models)} models ({human_size(source_bytes)}) in {seconds['load']:.2f} s")
 
     start = time.perf_counter()
-    fused = fuse(models, [spec.options for spec in config.models], progress=say)
+    fused = fuse_models(models, [spec.options for spec in config.models], progress=say)
+    public = fused.to_onnx().SerializeToString()
     seconds["fuse"] = time.perf_counter() - start
-    fused_bytes = fused.SerializeToString()
-    write_atomic(config.fused_model_path, fused_bytes)
-    _, fusion_map = fusion_records(fused)
-    say(f"fused into {config.fused_model_path} ({human_size(len(fused_bytes))}) in {seconds['fuse']:.2f} s")
+    say(f"fused {len(models)} models ({human_size(len(public))}) in {seconds['fuse']:.2f} s")
 
-    popef_path = artifact_bytes = executable_bytes = None
+    artifact = None
     if config.export_popef:
         start = time.perf_counter()
-        try:
-            artifact = compile_artifact(fused, config.target, config.ipu_version)
-        except BackendError as e:
-            raise FusionError(f"compiling for {config.target} failed: {e}") from e
-        artifact_bytes = write_artifact(config.popef_path, artifact)
-        executable_bytes = len(artifact.executable)
-        fusion_map = artifact.fusion_map  # with what compilation found to share
-        popef_path = config.popef_path
+        artifact = compile_artifact(fused, config.target, config.ipu_version)
         seconds["compile"] = time.perf_counter() - start
-        say(f"compiled for {config.target} into {popef_path} ({human_size(artifact_bytes)}) "
-            f"in {seconds['compile']:.2f} s")
+        say(f"compiled for {config.target} in {seconds['compile']:.2f} s")
+    # Written only once everything is compiled, so a build that fails writes nothing.
+    write_atomic(config.fused_model_path, public)
+    say(f"wrote {config.fused_model_path}")
+    artifact_bytes = None
+    if artifact is not None:
+        artifact_bytes = write_artifact(config.popef_path, artifact)
+        say(f"wrote {config.popef_path} ({human_size(artifact_bytes)})")
     return BuildResult(
         fused_model_path=config.fused_model_path,
-        fused_model_bytes=len(fused_bytes),
-        popef_path=popef_path,
+        fused_model_bytes=len(public),
+        popef_path=None if artifact is None else config.popef_path,
         artifact_bytes=artifact_bytes,
-        executable_bytes=executable_bytes,
-        fusion_map=fusion_map,
+        executable_bytes=None if artifact is None else len(artifact.executable),
+        # with what compilation found to share
+        fusion_map=fused.fusion_map if artifact is None else artifact.fusion_map,
         source_bytes=source_bytes,
         seconds=seconds,
     )

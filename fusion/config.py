@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from runtime.backends import DEFAULT_TARGET, targets
+from popfuse.runtime.backends import DEFAULT_TARGET, targets
 
 from .errors import ConfigError
 
@@ -160,7 +160,9 @@ def _parse_model(entry: Any, i: int, shared: dict[str, Any], target: str, base: 
         )
     max_tensor_size = _get(merged, "max_tensor_size", int, -1, where)
     if max_tensor_size < -1:
-        raise ConfigError(f"{where}: key 'max_tensor_size' must be -1 (no bound) or a size in bytes, received {max_tensor_size}")
+        raise ConfigError(
+            f"{where}: key 'max_tensor_size' must be -1 (no bound) or a size in bytes, received {max_tensor_size}"
+        )
     return ModelSpec(
         path=path,
         options=ModelOptions(

@@ -1,6 +1,6 @@
 """Errors the compiler raises; they share popfuse's one base class."""
 
-from runtime.errors import PopfuseError
+from popfuse.runtime.errors import PopfuseError
 
 
 class FusionError(PopfuseError):

@@ -1,11 +1,10 @@
-"""``fuse``: N ONNX models in, one fused ONNX model out. Pure: no files, no backend.
+"""``fuse``: N ONNX models in, one fused model out. Pure: no files, no backend.
 
-Each model is prepared by the passes in order (fix input shapes → fold
-constants → precision → opset → infer shapes → namespace), then the dispatch
-tree is built around them. Each model's weights stay in its own branch here;
-the compiler shares identical ones after the backend has optimised the graph.
-The fused model carries its anchors and fusion map in ``metadata_props``, so
-the compiler can write the artifact from the ModelProto alone.
+Each model runs through its passes (``model_passes``), then the dispatch tree
+is built around them. ``fuse_models`` returns the typed ``FusedModel`` the
+compiler takes: the prepared graphs, the anchors and the fusion map.
+``fuse`` returns the same fusion as one ONNX model in the public layout, the
+form a user saves, inspects or runs in plain onnxruntime.
 """
 
 from __future__ import annotations
@@ -14,42 +13,93 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import onnx
 
-from runtime import metadata as md
-from runtime.dtypes import popef_from_onnx
-from runtime.dump import human_size
+from popfuse.runtime import metadata as md
+from popfuse.runtime.display import human_size
+from popfuse.runtime.dtypes import popef_from_onnx
 
+from . import naming
 from .config import ModelOptions
+from .dispatch import public_graph
 from .errors import FusionError
-from .passes import run_pass
+from .graph import IR_VERSION, graph_inputs, initializer_bytes
 from .passes.constants import fold_constants
-from .passes.dispatch import INDEX, build_dispatch
-from .passes.namespace import add_namespace, prefix_for
+from .passes.namespace import add_namespace
 from .passes.opset import DEFAULT_DOMAINS, convert_opset, default_opset, target_opset
 from .passes.precision import convert_precision
-from .passes.shapes import drop_negative_dims, fix_input_shapes, infer_shapes
-from .passes.weights import tensor_nbytes
-
-# onnxruntime 1.31 reads IR versions up to 11; onnx 1.23 would write 14 by default.
-IR_VERSION = 10
-ANCHORS_PROP = "popfuse.anchors"
-FUSION_MAP_PROP = "popfuse.fusion_map"
+from .passes.shapes import drop_initializer_inputs, drop_negative_dims, fix_input_shapes, infer_shapes
+from .pipeline import Pass, PassResult, final_model, run_passes
 
 Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class PreparedModel:
-    """One model after its passes: namespaced, harmonised, ready for the dispatch tree."""
+    """One model after its passes: namespaced, harmonised, ready for the dispatch tree.
+
+    Its graph's inputs and outputs are its anchors, in order.
+    """
 
     index: int
     name: str
     model: onnx.ModelProto
     subgraph: md.Subgraph
     anchors: tuple[md.Anchor, ...]
+    results: dict[str, PassResult]
     seconds: float
+
+
+@dataclass(frozen=True)
+class FusedModel:
+    """What fusion hands the compiler: the prepared models, the anchors (``index`` first) and the fusion map."""
+
+    models: tuple[PreparedModel, ...]
+    opset_imports: tuple[onnx.OperatorSetIdProto, ...]
+    functions: tuple[onnx.FunctionProto, ...]
+    anchors: tuple[md.Anchor, ...]
+    fusion_map: md.FusionMap
+
+    @property
+    def graphs(self) -> list[onnx.GraphProto]:
+        """Model i's namespaced graph, for each subgraph i."""
+        return [p.model.graph for p in self.models]
+
+    def wrap(self, graph: onnx.GraphProto, check: bool = True) -> onnx.ModelProto:
+        """``graph`` as a model with the fusion's opset imports and functions, checked by ``onnx.checker``
+        unless ``check`` is False (the packed layout's slots declare no shape, which the checker refuses
+        of a graph's interface; the backend checks what it compiles)."""
+        model = onnx.helper.make_model(
+            graph, opset_imports=list(self.opset_imports), producer_name="popfuse", ir_version=IR_VERSION
+        )
+        model.functions.extend(self.functions)
+        if not check:
+            return model
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as e:
+            raise FusionError(f"the fused graph is not valid ONNX: {e}") from e
+        return model
+
+    def to_onnx(self) -> onnx.ModelProto:
+        """The fusion as one ONNX model in the public layout (``dispatch.public``)."""
+        return self.wrap(public_graph(self.graphs))
+
+
+def model_passes(options: ModelOptions, index: int, opset: int) -> list[Pass]:
+    """The passes that prepare one model to become subgraph ``index``, in order."""
+    return [
+        Pass("negative_dims", drop_negative_dims),
+        Pass("initializer_inputs", drop_initializer_inputs),
+        Pass("input_shape", partial(fix_input_shapes, shapes=options.input_shape)),
+        Pass("fold_constants", partial(fold_constants, max_tensor_size=options.max_tensor_size)),
+        Pass("precision", partial(convert_precision, precision=options.precision)),
+        Pass("opset", partial(convert_opset, opset=opset)),
+        Pass("infer_shapes", infer_shapes),
+        Pass("namespace", partial(add_namespace, prefix=naming.namespace(index))),
+    ]
 
 
 def prepare_model(model: onnx.ModelProto, options: ModelOptions, index: int, opset: int) -> PreparedModel:
@@ -59,20 +109,11 @@ def prepare_model(model: onnx.ModelProto, options: ModelOptions, index: int, ops
     _check_model(model, name)
     digest = hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
     original_opset = default_opset(model)
-    steps = (
-        ("negative_dims", drop_negative_dims),
-        ("input_shape", lambda m: fix_input_shapes(m, options.input_shape)),
-        ("fold_constants", lambda m: fold_constants(m, options.max_tensor_size)),
-        ("precision", lambda m: convert_precision(m, options.precision)),
-        ("opset", lambda m: convert_opset(m, opset)),
-        ("infer_shapes", infer_shapes),
-        ("namespace", lambda m: add_namespace(m, prefix_for(index))),
-    )
-    for step, fn in steps:
-        model = run_pass(step, name, fn, model)
-    anchors = tuple(_anchor(i, md.INPUT, name) for i in _graph_inputs(model.graph)) + tuple(
-        _anchor(o, md.OUTPUT, name) for o in model.graph.output
-    )
+    results = run_passes(model_passes(options, index, opset), model, f"model {name!r}")
+    prepared = final_model(results)
+    inputs = tuple(_anchor(i, md.INPUT, name) for i in prepared.graph.input)
+    outputs = tuple(_anchor(o, md.OUTPUT, name) for o in prepared.graph.output)
+    anchors = inputs + outputs
     subgraph = md.Subgraph(
         index=index,
         name=name,
@@ -80,29 +121,27 @@ def prepare_model(model: onnx.ModelProto, options: ModelOptions, index: int, ops
         sha256=digest,
         precision=options.precision,
         opset=original_opset,
-        inputs=tuple(a.name for a in anchors if a.type == md.INPUT),
-        outputs=tuple(a.name for a in anchors if a.type == md.OUTPUT),
+        inputs=tuple(a.name for a in inputs),
+        outputs=tuple(a.name for a in outputs),
+        local_names={a.name: naming.local_name(index, a.name) for a in anchors},
     )
-    return PreparedModel(index, name, model, subgraph, anchors, time.perf_counter() - start)
+    return PreparedModel(index, name, prepared, subgraph, anchors, results, time.perf_counter() - start)
 
 
-def fuse(
+def fuse_models(
     models: Sequence[onnx.ModelProto],
     options: Sequence[ModelOptions] | None = None,
     progress: Progress | None = None,
-) -> onnx.ModelProto:
-    """Fuse ``models`` into one graph whose ``index`` input selects the model to run.
+) -> FusedModel:
+    """Fuse ``models`` into one ``FusedModel``, whose ``index`` input selects the model to run.
 
     Args:
         models: The source models; model i becomes subgraph i. They are not modified.
         options: One ModelOptions per model; None means defaults for all.
         progress: Called with one line per prepared model.
 
-    Returns:
-        The fused model, checked by ``onnx.checker``, with IR version ``IR_VERSION``.
-
     Raises:
-        FusionError: naming the model and the problem.
+        FusionError: naming the model and the problem (a ``PassError`` names the pass too).
     """
     if not models:
         raise FusionError("no models to fuse")
@@ -123,46 +162,30 @@ def fuse(
         if progress:
             progress(
                 f"[{i + 1}/{len(models)}] {p.name}: opset {p.subgraph.opset}->{opset}, {p.subgraph.precision}, "
-                f"{len(p.model.graph.node)} nodes, {human_size(_weights_bytes(p.model))} weights "
+                f"{len(p.model.graph.node)} nodes, {human_size(initializer_bytes([p.model.graph]))} weights "
                 f"({p.seconds:.2f} s)"
             )
-    return assemble(prepared, opset)
-
-
-def assemble(prepared: Sequence[PreparedModel], opset: int) -> onnx.ModelProto:
-    """Build the dispatch tree around prepared models."""
-    main = build_dispatch([p.model.graph for p in prepared])
-    fused = onnx.helper.make_model(
-        main,
-        opset_imports=_merge_opsets(prepared, opset),
-        producer_name="popfuse",
-        ir_version=IR_VERSION,
+    index_anchor = md.Anchor(naming.INDEX, md.TensorInfo((1,), "U32"), md.INPUT)
+    return FusedModel(
+        models=tuple(prepared),
+        opset_imports=tuple(_merge_opsets(prepared, opset)),
+        functions=tuple(_merge_functions(prepared)),
+        anchors=(index_anchor, *(a for p in prepared for a in p.anchors)),
+        fusion_map=md.FusionMap(subgraphs=tuple(p.subgraph for p in prepared), index_anchor=naming.INDEX),
     )
-    fused.functions.extend(_merge_functions(prepared))
-    index_anchor = md.Anchor(INDEX, md.TensorInfo((1,), "U32"), md.INPUT)
-    anchors = (index_anchor, *(a for p in prepared for a in p.anchors))
-    fusion_map = md.FusionMap(subgraphs=tuple(p.subgraph for p in prepared))
-    onnx.helper.set_model_props(
-        fused,
-        {
-            ANCHORS_PROP: md.dumps_anchors(anchors).decode(),
-            FUSION_MAP_PROP: md.dumps(fusion_map).decode(),
-        },
-    )
-    try:
-        onnx.checker.check_model(fused)
-    except onnx.checker.ValidationError as e:
-        raise FusionError(f"the fused graph is not valid ONNX: {e}") from e
-    return fused
 
 
-def fusion_records(fused: onnx.ModelProto) -> tuple[tuple[md.Anchor, ...], md.FusionMap]:
-    """The anchors and fusion map that ``fuse`` stored in a fused model."""
-    props = {p.key: p.value for p in fused.metadata_props}
-    if ANCHORS_PROP not in props or FUSION_MAP_PROP not in props:
-        raise FusionError("this model was not produced by popfuse's fuse(): it has no fusion map")
-    anchors = md.loads_anchors(props[ANCHORS_PROP].encode(), "fused model")
-    return anchors, md.loads(md.FusionMap, props[FUSION_MAP_PROP].encode(), "fused model")
+def fuse(
+    models: Sequence[onnx.ModelProto],
+    options: Sequence[ModelOptions] | None = None,
+    progress: Progress | None = None,
+) -> onnx.ModelProto:
+    """Fuse ``models`` into one ONNX model whose ``index`` input selects the model to run.
+
+    The pure form of ``fuse_models``: ModelProtos in, a ModelProto out, checked
+    by ``onnx.checker``, with IR version ``IR_VERSION``.
+    """
+    return fuse_models(models, options, progress).to_onnx()
 
 
 def _check_model(model: onnx.ModelProto, name: str) -> None:
@@ -170,8 +193,7 @@ def _check_model(model: onnx.ModelProto, name: str) -> None:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
         raise FusionError(f"model {name!r} is not a valid ONNX model: {e}") from e
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = {i.name for i in model.graph.input if i.name not in initializers}
+    inputs = {i.name for i in graph_inputs(model.graph)}
     seen: set[str] = set()
     for out in model.graph.output:
         if out.name in inputs or out.name in seen:
@@ -181,11 +203,6 @@ def _check_model(model: onnx.ModelProto, name: str) -> None:
                 "Hint: add an Identity node that renames the output"
             )
         seen.add(out.name)
-
-
-def _graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
-    initializers = {t.name for t in graph.initializer}
-    return [i for i in graph.input if i.name not in initializers]
 
 
 def _anchor(info: onnx.ValueInfoProto, kind: str, model_name: str) -> md.Anchor:
@@ -198,10 +215,6 @@ def _anchor(info: onnx.ValueInfoProto, kind: str, model_name: str) -> md.Anchor:
         )
     shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim)
     return md.Anchor(info.name, md.TensorInfo(shape, data_type), kind)
-
-
-def _weights_bytes(model: onnx.ModelProto) -> int:
-    return sum(tensor_nbytes(t) for t in model.graph.initializer)
 
 
 def _merge_opsets(prepared: Sequence[PreparedModel], opset: int) -> list[onnx.OperatorSetIdProto]:

@@ -1,9 +1,14 @@
-"""popfuse's runtime: the artifact format, the Runner and the serving side.
+"""popfuse's runtime: the artifact format, the Runner, the Paddle-style API and the server.
 
-``from runtime import RuntimeConfig, Runner, ModelRunner`` is the PopRT-style entry.
+``from popfuse.runtime import RuntimeConfig, Runner, ModelRunner`` is the PopRT-style entry.
 """
 
-from .check import run_check
+if __name__ != "popfuse.runtime":  # imported by the name it had before popfuse installed as one package
+    raise ImportError(
+        f"popfuse's runtime is imported as popfuse.runtime, not {__name__!r}: write `from popfuse import Runner, "
+        "RuntimeConfig`, and `from popfuse import inference as paddle_infer` for the Paddle API"
+    )
+
 from .config import RuntimeConfig
 from .errors import ArtifactError, BackendError, ExecutionError, PopfuseError
 from .runner import ExecuteFuture, ModelRunner, Runner, TensorDescriptor
@@ -18,5 +23,4 @@ __all__ = [
     "Runner",
     "RuntimeConfig",
     "TensorDescriptor",
-    "run_check",
 ]

@@ -11,6 +11,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 
 from . import metadata as md
+from .display import source_label
 from .errors import ArtifactError
 from .popef import Blob, BlobType, read_blobs, write_blobs
 
@@ -57,8 +58,7 @@ def read_artifact(source: str | os.PathLike | bytes | memoryview) -> Artifact:
         ArtifactError: the file is missing, truncated, corrupt, or lacks a blob
             that its metadata lists.
     """
-    label = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
-    return parse_blobs(read_blobs(source), label)
+    return parse_blobs(read_blobs(source), source_label(source))
 
 
 def parse_blobs(blobs: list[Blob], label: str) -> Artifact:

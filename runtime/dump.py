@@ -9,34 +9,40 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from . import metadata as md
 from .artifact import FUSION_MAP_BLOB, parse_blobs
+from .display import human_size, show_shape, source_label
 from .popef import FORMAT_VERSION, BlobType, read_blobs
 
 
 def describe(source: str | os.PathLike) -> dict[str, Any]:
     """A JSON-ready description of the artifact at ``source``."""
     blobs = read_blobs(source)
-    artifact = parse_blobs(blobs, str(source))
+    artifact = parse_blobs(blobs, source_label(source))
     owner = artifact.fusion_map.anchors()
-    anchors = [{**a.to_json(), "subgraph": owner.get(a.name)} for a in artifact.metadata.anchors]
+    anchors = [{**md.to_json(a), "subgraph": owner.get(a.name)} for a in artifact.metadata.anchors]
+    fusion_map = {**md.to_json(artifact.fusion_map), "anchors": owner}
     return {
-        "file": str(source),
+        "file": source_label(source),
         "formatVersion": FORMAT_VERSION,
-        "size": sum(len(b.payload) for b in blobs),
+        "size": os.stat(source).st_size,
+        "payloadBytes": sum(len(b.payload) for b in blobs),
         "blobs": [
             {"type": _type_name(b.type), "name": b.name, "size": len(b.payload)} for b in blobs
         ],
-        "metadata": {k: v for k, v in artifact.metadata.to_json().items() if k not in ("anchors", "blobs")},
+        "metadata": {k: v for k, v in md.to_json(artifact.metadata).items() if k not in ("anchors", "blobs")},
         "anchors": anchors,
-        "opaques": {FUSION_MAP_BLOB: artifact.fusion_map.to_json(), **{k: len(v) for k, v in artifact.opaques.items()}},
+        "opaques": {FUSION_MAP_BLOB: fusion_map, **{k: len(v) for k, v in artifact.opaques.items()}},
     }
 
 
 def render(info: dict[str, Any]) -> str:
     """``describe``'s result as text, section by section."""
-    lines = [f"PopEF-structured artifact {info['file']} (format version {info['formatVersion']})", "", "Blobs:"]
+    lines = [f"PopEF-structured artifact {info['file']} (format version {info['formatVersion']}, "
+             f"{human_size(info['size'])})", "", "Blobs:"]
+    width = max(len(b["name"]) for b in info["blobs"])
     for i, b in enumerate(info["blobs"]):
-        lines.append(f"  [{i}] {b['type']:<10} {b['name']:<24} {human_size(b['size'])}")
+        lines.append(f"  [{i}] {b['type']:<10} {b['name']:<{width}}  {human_size(b['size'])}")
     meta = info["metadata"]
     backend = meta["backend"]
     lines += [
@@ -54,12 +60,13 @@ def render(info: dict[str, Any]) -> str:
         "Anchors:",
     ]
     width = max(len(a["name"]) for a in info["anchors"])
-    lines.append(f"  {'name':<{width}}  {'type':<6}  {'dataType':<8}  {'shape':<20}  programs  subgraph")
-    for a in info["anchors"]:
-        shape = "[" + ", ".join("?" if d < 0 else str(d) for d in a["tensorInfo"]["shape"]) + "]"
+    shapes = [show_shape(a["tensorInfo"]["shape"]) for a in info["anchors"]]
+    shape_width = max(len("shape"), *map(len, shapes))
+    lines.append(f"  {'name':<{width}}  {'type':<6}  {'dataType':<8}  {'shape':<{shape_width}}  programs  subgraph")
+    for a, shape in zip(info["anchors"], shapes):
         sub = "-" if a["subgraph"] is None else str(a["subgraph"])
         lines.append(
-            f"  {a['name']:<{width}}  {a['type']:<6}  {a['tensorInfo']['dataType']:<8}  {shape:<20}  "
+            f"  {a['name']:<{width}}  {a['type']:<6}  {a['tensorInfo']['dataType']:<8}  {shape:<{shape_width}}  "
             f"{a['programs']!s:<8}  {sub}"
         )
     fusion_map = info["opaques"][FUSION_MAP_BLOB]
@@ -85,11 +92,3 @@ def _type_name(blob_type: int) -> str:
     except ValueError:
         return f"unknown({blob_type})"
 
-
-def human_size(n: float) -> str:
-    """Bytes as B/KB/MB/GB with two decimals."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return str(n)

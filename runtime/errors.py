@@ -15,8 +15,10 @@ class ArtifactError(PopfuseError):
 
 
 class BackendError(PopfuseError):
-    """A backend is unknown, unavailable here, or failed to compile or load a graph."""
+    """A backend is unknown or unavailable here, or failed to compile, load or run a graph for a reason
+    that is not the request's: the operator's problem (a server answers 5xx)."""
 
 
 class ExecutionError(PopfuseError):
-    """A request to a runner is malformed, or the backend failed while running it."""
+    """A request to a runner is malformed, or the model rejects its inputs: the caller's to fix
+    (a server answers 4xx)."""

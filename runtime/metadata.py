@@ -1,36 +1,32 @@
-"""The artifact's metadata and fusion map, as typed records with a JSON form.
+"""The artifact's metadata and fusion map, as typed records (``records``) with a canonical JSON form.
 
 Metadata uses PopEF's names (``anchors``, ``tensorInfo``, ``programFlow`` …).
-The fusion map is popfuse's own: it says which subgraph each anchor belongs to
-and where each subgraph came from. Both are pure data: no onnx, no onnxruntime.
+The fusion map is popfuse's own: it says which subgraph each anchor belongs to,
+the model's own name for it, and where each subgraph came from. Both are pure
+data: no onnx, no onnxruntime.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import records
+from .dtypes import popef_types
 from .errors import ArtifactError
 
 INPUT = "INPUT"
 OUTPUT = "OUTPUT"
-INDEX_ANCHOR = "index"
+
+_NON_NEGATIVE = {"min": 0}
 
 
 @dataclass(frozen=True)
 class TensorInfo:
     """Shape and PopEF data type of an anchor; -1 marks a dimension set at run time."""
 
-    shape: tuple[int, ...]
-    data_type: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "dataType": self.data_type}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> TensorInfo:
-        return cls(shape=tuple(int(x) for x in d["shape"]), data_type=str(d["dataType"]))
+    shape: tuple[int, ...] = field(metadata={"min": -1})
+    data_type: str = field(metadata={"choices": popef_types()})
 
 
 @dataclass(frozen=True)
@@ -39,27 +35,8 @@ class Anchor:
 
     name: str
     tensor_info: TensorInfo
-    type: str
+    type: str = field(metadata={"choices": (INPUT, OUTPUT)})
     programs: tuple[int, ...] = (0,)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "tensorInfo": self.tensor_info.to_json(),
-            "type": self.type,
-            "programs": list(self.programs),
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Anchor:
-        if d["type"] not in (INPUT, OUTPUT):
-            raise ValueError(f"anchor {d['name']!r} has type {d['type']!r}, expected INPUT or OUTPUT")
-        return cls(
-            name=str(d["name"]),
-            tensor_info=TensorInfo.from_json(d["tensorInfo"]),
-            type=d["type"],
-            programs=tuple(int(p) for p in d["programs"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -72,15 +49,6 @@ class BackendInfo:
     device: str
     features: str = ""
 
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "device": self.device, "features": self.features}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> BackendInfo:
-        return cls(
-            name=str(d["name"]), version=str(d["version"]), device=str(d["device"]), features=str(d["features"])
-        )
-
 
 @dataclass(frozen=True)
 class BlobRef:
@@ -88,14 +56,7 @@ class BlobRef:
 
     type: int
     name: str
-    size: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, "name": self.name, "size": self.size}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> BlobRef:
-        return cls(type=int(d["type"]), name=str(d["name"]), size=int(d["size"]))
+    size: int = field(metadata=_NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
@@ -110,27 +71,8 @@ class TensorData:
     name: str
     tensor_info: TensorInfo
     blob: str
-    offset: int
-    size: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "tensorInfo": self.tensor_info.to_json(),
-            "blob": self.blob,
-            "offset": self.offset,
-            "size": self.size,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> TensorData:
-        return cls(
-            name=str(d["name"]),
-            tensor_info=TensorInfo.from_json(d["tensorInfo"]),
-            blob=str(d["blob"]),
-            offset=int(d["offset"]),
-            size=int(d["size"]),
-        )
+    offset: int = field(metadata=_NON_NEGATIVE)
+    size: int = field(metadata=_NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
@@ -146,17 +88,6 @@ class SlotLayout:
     inputs: dict[str, tuple[str, ...]]
     outputs: dict[str, tuple[str, ...]]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"inputs": {t: list(v) for t, v in sorted(self.inputs.items())},
-                "outputs": {t: list(v) for t, v in sorted(self.outputs.items())}}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> SlotLayout:
-        def names(side: dict[str, Any]) -> dict[str, tuple[str, ...]]:
-            return {str(t): tuple(str(n) for n in v) for t, v in side.items()}
-
-        return cls(inputs=names(d["inputs"]), outputs=names(d["outputs"]))
-
 
 @dataclass(frozen=True)
 class Metadata:
@@ -170,51 +101,21 @@ class Metadata:
     ipu_version: str | None = None
     is_inference: bool = True
     replication_factor: int = 1
-    program_flow: dict[str, list[int]] = field(default_factory=lambda: {"load": [], "main": [0], "save": []})
+    program_flow: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"load": (), "main": (0,), "save": ()})
     blobs: tuple[BlobRef, ...] = ()
     tensor_data: tuple[TensorData, ...] = ()
     #: How the executable blob is stored: "zlib" (compressed) or "none".
     executable_encoding: str = "none"
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "anchors": [a.to_json() for a in self.anchors],
-            "executable": self.executable,
-            "executableEncoding": self.executable_encoding,
-            "target": self.target,
-            "backend": self.backend.to_json(),
-            "slots": self.slots.to_json(),
-            "ipuVersion": self.ipu_version,
-            "isInference": self.is_inference,
-            "replicationFactor": self.replication_factor,
-            "programFlow": self.program_flow,
-            "blobs": [b.to_json() for b in self.blobs],
-            "tensorData": [t.to_json() for t in self.tensor_data],
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Metadata:
-        return cls(
-            anchors=tuple(Anchor.from_json(a) for a in d["anchors"]),
-            executable=str(d["executable"]),
-            target=str(d["target"]),
-            backend=BackendInfo.from_json(d["backend"]),
-            slots=SlotLayout.from_json(d["slots"]),
-            ipu_version=d.get("ipuVersion"),
-            is_inference=bool(d["isInference"]),
-            replication_factor=int(d["replicationFactor"]),
-            program_flow={k: [int(p) for p in v] for k, v in d["programFlow"].items()},
-            blobs=tuple(BlobRef.from_json(b) for b in d.get("blobs", ())),
-            tensor_data=tuple(TensorData.from_json(t) for t in d.get("tensorData", ())),
-            executable_encoding=str(d.get("executableEncoding", "none")),
-        )
-
 
 @dataclass(frozen=True)
 class Subgraph:
-    """One fused model: its branch index, name, provenance and public anchors."""
+    """One fused model: its branch index, name, provenance and public anchors.
 
-    index: int
+    ``local_names`` gives, for each of its anchors, the model's own name of the tensor.
+    """
+
+    index: int = field(metadata=_NON_NEGATIVE)
     name: str
     source: str
     sha256: str
@@ -222,31 +123,15 @@ class Subgraph:
     opset: int
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    local_names: dict[str, str]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "name": self.name,
-            "source": self.source,
-            "sha256": self.sha256,
-            "precision": self.precision,
-            "opset": self.opset,
-            "inputs": list(self.inputs),
-            "outputs": list(self.outputs),
-        }
+    def local_name(self, anchor: str) -> str:
+        """The model's own name of one of its anchors."""
+        return self.local_names[anchor]
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Subgraph:
-        return cls(
-            index=int(d["index"]),
-            name=str(d["name"]),
-            source=str(d["source"]),
-            sha256=str(d["sha256"]),
-            precision=str(d["precision"]),
-            opset=int(d["opset"]),
-            inputs=tuple(d["inputs"]),
-            outputs=tuple(d["outputs"]),
-        )
+    def anchor(self, local_name: str) -> str | None:
+        """The anchor of the model's tensor ``local_name``, or None when the model has none of that name."""
+        return next((a for a, own in self.local_names.items() if own == local_name), None)
 
 
 @dataclass(frozen=True)
@@ -254,7 +139,7 @@ class FusionMap:
     """Which subgraph each anchor belongs to, and what each subgraph is."""
 
     subgraphs: tuple[Subgraph, ...]
-    index_anchor: str = INDEX_ANCHOR
+    index_anchor: str
     shared_weights: int = 0
     shared_weight_bytes: int = 0
 
@@ -262,50 +147,23 @@ class FusionMap:
         """Anchor name → subgraph index, for every anchor but the index."""
         return {name: s.index for s in self.subgraphs for name in (*s.inputs, *s.outputs)}
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "indexAnchor": self.index_anchor,
-            "subgraphs": [s.to_json() for s in self.subgraphs],
-            "anchors": self.anchors(),
-            "sharedWeights": self.shared_weights,
-            "sharedWeightBytes": self.shared_weight_bytes,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> FusionMap:
-        return cls(
-            subgraphs=tuple(Subgraph.from_json(s) for s in d["subgraphs"]),
-            index_anchor=str(d["indexAnchor"]),
-            shared_weights=int(d.get("sharedWeights", 0)),
-            shared_weight_bytes=int(d.get("sharedWeightBytes", 0)),
-        )
-
 
 def dumps(record: Metadata | FusionMap) -> bytes:
     """Canonical JSON bytes: sorted keys, no whitespace, so builds are byte-identical."""
-    return json.dumps(record.to_json(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return records.dumps(record)
 
 
-def dumps_anchors(anchors: tuple[Anchor, ...]) -> bytes:
-    """Canonical JSON bytes of an anchor list."""
-    return json.dumps([a.to_json() for a in anchors], sort_keys=True, separators=(",", ":")).encode("utf-8")
+def to_json(record: Metadata | FusionMap) -> dict[str, Any]:
+    """A record's JSON form, as ``popfuse dump --json`` shows it."""
+    return records.to_json(record)
 
 
-def loads_anchors(payload: bytes | memoryview, label: str) -> tuple[Anchor, ...]:
-    """Parse an anchor list written by ``dumps_anchors``."""
+def loads(kind: type[Metadata] | type[FusionMap], payload: bytes | memoryview, label: str) -> Any:
+    """Parse ``payload`` as ``kind``; a malformed record raises ArtifactError naming ``label`` and the field."""
     try:
-        return tuple(Anchor.from_json(a) for a in json.loads(bytes(payload)))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ArtifactError(f"{label}: the anchor list is malformed: {e}") from e
-
-
-def loads(kind: type[Metadata | FusionMap], payload: bytes | memoryview, label: str):
-    """Parse ``payload`` as ``kind``; a malformed record raises ArtifactError naming ``label``."""
-    try:
-        return kind.from_json(json.loads(bytes(payload)))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+        return records.loads(kind, payload, kind.__name__)
+    except records.RecordError as e:
         raise ArtifactError(
-            f"{label}: the {kind.__name__} record is malformed: {detail}. Hint: an artifact from another popfuse "
+            f"{label}: the {kind.__name__} record is malformed: {e}. Hint: an artifact from another popfuse "
             "version is rebuilt with `popfuse build CONFIG.yaml`"
         ) from e

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import write_atomic
+from .display import source_label
 from .errors import ArtifactError
 
 MAGIC = b"PFEF"
@@ -122,7 +123,7 @@ def release_pages(*payloads: bytes | memoryview) -> None:
 
 def _open(source: str | os.PathLike | bytes | memoryview) -> tuple[str, memoryview]:
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return "<bytes>", memoryview(source)
+        return source_label(source), memoryview(source)
     path = Path(source)
     try:
         with open(path, "rb") as f:

@@ -21,9 +21,11 @@ from . import metadata as md
 from .artifact import Artifact, read_artifact
 from .backends import SessionOptions, Weight, resolve_target
 from .config import RuntimeConfig
+from .display import source_label
 from .dtypes import numpy_from_popef
-from .errors import ArtifactError, ExecutionError
+from .errors import ArtifactError, BackendError, ExecutionError
 from .popef import release_pages
+from .tensors import mismatch
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def weights(artifact: Artifact, source: object) -> list[Weight]:
     Raises:
         ArtifactError: a weight lies outside its blob, or its size disagrees with its shape.
     """
-    label = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+    label = source_label(source)
     out = []
     for ref in artifact.metadata.tensor_data:
         blob = artifact.tensors.get(ref.blob)
@@ -115,7 +117,6 @@ class Runner:
             artifact.executable, weights(artifact, source), device, SessionOptions(self.config.intra_op_num_threads)
         )
         release_pages(*artifact.tensors.values())
-        self._run_errors = backend.run_errors
         self._anchors = {a.name: a for a in self.metadata.anchors}
         self._owner = self.fusion_map.anchors()
         self._index_name = self.fusion_map.index_anchor
@@ -153,7 +154,7 @@ class Runner:
         built = artifact.metadata.backend
         if (built.name, built.version, built.features) == (name, version, features):
             return
-        label = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+        label = source_label(source)
         if (built.name, built.version) != (name, version):
             problem = f"{label} was compiled by {built.name} {built.version}, but this machine has {name} {version}"
         else:
@@ -220,10 +221,11 @@ class Runner:
             feeds[slot] = array if isinstance(array, np.ndarray) else np.asarray(array)
         try:
             arrays = self._session.run(self._fetch[index], feeds)
-        except self._run_errors as e:
+        except ExecutionError as e:
             self._explain(index, inputs)
-            sub = self.subgraphs[index]
-            raise ExecutionError(f"subgraph {index} ({sub.name!r}) failed in the backend: {e}") from e
+            raise ExecutionError(f"{self._which(index)} rejected the request: {self._public(index, e)}") from e
+        except BackendError as e:
+            raise BackendError(f"{self._which(index)} failed in the backend: {self._public(index, e)}") from e
         results = dict(zip(self.subgraphs[index].outputs, arrays))
         if outputs is None:
             return results
@@ -232,11 +234,22 @@ class Runner:
         return dict(outputs)
 
     def _explain(self, index: int, inputs: Mapping[str, Any]) -> None:
-        """After a backend failure: raise the precise error when an input has the wrong dtype or shape
-        (unchecked with ``validate_io_params=False``), so the backend's message, which names slots, is not all
-        the caller sees."""
+        """After the backend refused a request: raise the precise error when an input has the wrong dtype
+        or shape (unchecked with ``validate_io_params=False``)."""
         for name in self.subgraphs[index].inputs:
             self._check_tensor(name, np.asarray(inputs[name]), "input")
+
+    def _which(self, index: int) -> str:
+        return f"subgraph {index} ({self.subgraphs[index].name!r})"
+
+    def _public(self, index: int, error: Exception) -> str:
+        """The backend's message with the executable's slot names replaced by the request's tensor names."""
+        message = str(error)
+        for anchor, slot in self._slot_of[index]:
+            message = message.replace(slot, anchor)
+        for anchor, slot in zip(self.subgraphs[index].outputs, self._fetch[index]):
+            message = message.replace(slot, anchor)
+        return message
 
     def execute_async(
         self,
@@ -316,7 +329,8 @@ class Runner:
         anchor = self._anchors.get(name)
         if anchor is None or name == self._index_name:
             known = [a.name for a in self.metadata.anchors if a.type == kind and a.name != self._index_name]
-            close = [k for k in known if k.split("/", 1)[-1] == name] or difflib.get_close_matches(name, known, n=3)
+            own = [a for s in self.subgraphs for a in (*s.inputs, *s.outputs) if s.local_name(a) == name]
+            close = [k for k in own if k in known] or difflib.get_close_matches(name, known, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; known {kind.lower()}s: {', '.join(known)}"
             raise ExecutionError(f"unknown {kind.lower()} tensor {name!r}{hint}")
         if anchor.type != kind:
@@ -346,20 +360,9 @@ class Runner:
         return value
 
     def _check_tensor(self, name: str, array: Any, role: str) -> None:
-        expected_dtype = self._dtypes[name]
-        shape = self._anchors[name].tensor_info.shape
-        if not isinstance(array, np.ndarray):
-            raise ExecutionError(f"{role} {name!r}: expected a numpy array, received {type(array).__name__}")
-        if array.dtype != expected_dtype:
-            raise ExecutionError(f"{role} {name!r}: expected dtype {expected_dtype}, received {array.dtype}")
-        if len(array.shape) != len(shape) or any(e >= 0 and e != r for e, r in zip(shape, array.shape)):
-            raise ExecutionError(
-                f"{role} {name!r}: expected shape {_show_shape(shape)}, received {list(array.shape)}"
-            )
-
-
-def _show_shape(shape: tuple[int, ...]) -> str:
-    return "[" + ", ".join("?" if d < 0 else str(d) for d in shape) + "]"
+        problem = mismatch(array, self._dtypes[name], self._anchors[name].tensor_info.shape)
+        if problem:
+            raise ExecutionError(f"{role} {name!r}: {problem}")
 
 
 def _write_into(name: str, buffer: Any, result: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-"""Shared fixtures: building artifacts from small models into a temporary folder."""
+"""Shared fixtures: artifacts built from small models per test, and the real PP-OCR artifact once per session."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from fusion import ModelOptions, compile_artifact, fuse
-from runtime.artifact import write_artifact
+from popfuse.fusion import BuildResult, ModelOptions, build, compile_artifact, fuse_models
+from popfuse.runtime.artifact import write_artifact
+from tests.models import PPOCR, ppocr_path
 
 
 @pytest.fixture
@@ -21,9 +22,24 @@ def make_artifact(tmp_path: Path):
         options: Sequence[ModelOptions] | None = None,
         name: str = "executable.popef",
     ) -> Path:
-        fused = fuse(models, options)
+        fused = fuse_models(models, options)
         path = tmp_path / name
         write_artifact(path, compile_artifact(fused, "onnxruntime-cpu"))
         return path
 
     return make
+
+
+def ppocr_config(output_dir: Path) -> dict:
+    """The YAML build of PP-OCR det, rec and cls (subgraphs 0, 1, 2), as a mapping."""
+    return {
+        "output_dir": str(output_dir),
+        "ipu_version": "ipu21",
+        "model_fusion": [{"input_model": str(ppocr_path(n)), "name": n} for n in PPOCR],
+    }
+
+
+@pytest.fixture(scope="session")
+def ppocr_build(tmp_path_factory) -> BuildResult:
+    """The PP-OCR fusion, built once for the whole session (read it, never write to it)."""
+    return build(ppocr_config(tmp_path_factory.mktemp("ppocr")))

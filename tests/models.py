@@ -7,8 +7,8 @@ import onnx
 import onnx.parser
 from onnx import TensorProto, helper, numpy_helper
 
-from benchmarks.models import PPOCR, backbone_model, ppocr, ppocr_path  # noqa: F401  (re-exported for the tests)
-from fusion import IR_VERSION
+from popfuse.benchmarks.models import PPOCR, backbone_model, ppocr, ppocr_path  # noqa: F401  (re-exported for the tests)
+from popfuse.fusion import IR_VERSION
 
 
 def ppocr_input(name: str, seed: int = 0) -> np.ndarray:

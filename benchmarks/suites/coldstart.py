@@ -43,8 +43,8 @@ def run(ctx: Context) -> dict:
         trials = ctx.scale(5, 1)
         fused, sources = [], []
         for _ in range(trials):  # alternate, so both see the same machine state
-            fused.append(in_fresh_process("benchmarks.probe", fused_args, timeout=600))
-            sources.append(in_fresh_process("benchmarks.probe", source_args, timeout=600))
+            fused.append(in_fresh_process("popfuse.benchmarks.probe", fused_args, timeout=600))
+            sources.append(in_fresh_process("popfuse.benchmarks.probe", source_args, timeout=600))
         rows.append(_summarise(label, len(workloads), fused, sources))
     return {"rows": rows}
 

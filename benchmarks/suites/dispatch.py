@@ -45,7 +45,7 @@ def _compare(ctx: Context, workload: Workload, artifact: Path, index: int, folde
     for p in range(processes):
         args = [str(artifact), str(index), str(workload.path), str(request), str(ctx.threads),
                 "direct" if p % 2 == 0 else "fused", str(blocks), str(per_block)]
-        runs.append(in_fresh_process("benchmarks.paired", ["dispatch", *args]))
+        runs.append(in_fresh_process("popfuse.benchmarks.paired", ["dispatch", *args]))
     direct = np.array([x for r in runs for x in r["direct"]])
     fused = np.array([x for r in runs for x in r["fused"]])
     d50, f50 = np.percentile(direct, 50), np.percentile(fused, 50)

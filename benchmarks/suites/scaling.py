@@ -34,7 +34,7 @@ def run(ctx: Context) -> dict:
         load_s = time.perf_counter() - start
         last = models[n - 1]
         direct = session(last.path, ctx.threads)
-        public = fused_feeds(n - 1, last)
+        public = fused_feeds(fused, n - 1, last.feeds)
         pairs.append((
             lambda direct=direct, feeds=last.feeds: direct.run(None, feeds),
             lambda fused=fused, public=public: fused.execute(public),

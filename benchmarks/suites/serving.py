@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from runtime import Runner
+from popfuse.runtime import Runner
 
 from ..context import Context
 from ..models import Workload, ppocr
@@ -38,8 +38,8 @@ def run(ctx: Context) -> dict:
     models = [ppocr(n) for n in ("det", "rec", "cls")]
     artifact = build_fused(models, folder).popef_path
     threads = str(ctx.threads)
-    fused_cmd = [sys.executable, "-m", "fusion.cli", "serve", str(artifact), "--threads", threads]
-    baseline_cmd = [sys.executable, "-m", "benchmarks.baseline_server", "--threads", threads,
+    fused_cmd = [sys.executable, "-m", "popfuse", "serve", str(artifact), "--threads", threads]
+    baseline_cmd = [sys.executable, "-m", "popfuse.benchmarks.baseline_server", "--threads", threads,
                     *(f"{w.name}={w.path}" for w in models)]
     bodies = {w.name: _body(w.feeds["x"]) for w in models}
     # Requests per load: about a second and a half of work at each concurrency on the benchmark machine.
@@ -102,7 +102,7 @@ def _summary(results: dict[str, list[dict]]) -> dict:
 def _compute_bound(fused: Runner, index: int, workload: Workload, batch: int, ctx: Context) -> dict:
     """Subgraph ``index``'s own time per request at batch 1 and stacked ``batch`` high, in one process:
     the most batching can gain when nothing but compute is counted."""
-    one = fused_feeds(index, workload)
+    one = fused_feeds(fused, index, workload.feeds)
     stacked = {k: np.ascontiguousarray(np.repeat(v, batch, 0)) for k, v in one.items()}
     lat = interleaved({"one": lambda: fused.execute(one), "stacked": lambda: fused.execute(stacked)},
                       rounds=ctx.scale(10, 1), per_round=ctx.scale(5, 1), warmup=ctx.scale(3, 1))

@@ -7,7 +7,7 @@ and records (metadata, fusion map, blob headers), reported apart.
 
 from __future__ import annotations
 
-from runtime.popef import BlobType, read_blobs
+from popfuse.runtime.popef import BlobType, read_blobs
 
 from ..context import Context
 from ..models import backbone_with_head, ppocr

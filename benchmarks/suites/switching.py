@@ -19,7 +19,6 @@ from ..models import ppocr
 from ..paired import alternating_order, in_fresh_process, sequence, steady_order
 from ..setups import build_fused, session
 
-
 # Fresh processes for the fused-against-resident comparison, alternating which they create first (``paired``).
 PROCESSES = 4
 
@@ -31,7 +30,7 @@ def run(ctx: Context) -> dict:
     request = folder / "requests.npz"
     np.savez(request, **{f"{i}/{k}": v for i, w in enumerate((a, b)) for k, v in w.feeds.items()})
     pairs, rounds = ctx.scale(150, 3), ctx.scale(2, 1)
-    runs = [in_fresh_process("benchmarks.paired", ["switching", str(artifact), str(request), str(ctx.threads),
+    runs = [in_fresh_process("popfuse.benchmarks.paired", ["switching", str(artifact), str(request), str(ctx.threads),
                                                    "direct" if p % 2 == 0 else "fused", str(pairs), str(rounds),
                                                    str(a.path), str(b.path)])
             for p in range(ctx.scale(PROCESSES, 1))]

@@ -10,7 +10,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-import fusion
+import popfuse
+from popfuse.fusion import IR_VERSION
 
 HERE = Path(__file__).resolve().parent
 OPSET = 11
@@ -31,7 +32,7 @@ def model0() -> onnx.ModelProto:
         [helper.make_tensor_value_info("O", TensorProto.FLOAT, [2])],
         initializer=[numpy_helper.from_array(np.array([2], np.int64), "C")],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=fusion.IR_VERSION)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
 
 
 def model1() -> onnx.ModelProto:
@@ -43,13 +44,13 @@ def model1() -> onnx.ModelProto:
         [helper.make_tensor_value_info("O", TensorProto.FLOAT16, ["batch", 3])],
         initializer=[numpy_helper.from_array(np.array([[1.5, 2.0]], np.float16), "C")],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=fusion.IR_VERSION)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
 
 
 def main() -> None:
     onnx.save(model0(), HERE / "model0.onnx")
     onnx.save(model1(), HERE / "model1.onnx")
-    result = fusion.build(HERE / "config.yaml", progress=print)
+    result = popfuse.build(HERE / "config.yaml", progress=print)
     print(f"wrote {result.popef_path}")
 
 

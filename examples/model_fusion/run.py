@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime import ModelRunner, RuntimeConfig
+from popfuse import ModelRunner, RuntimeConfig
 
 HERE = Path(__file__).resolve().parent
 

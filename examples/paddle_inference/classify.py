@@ -13,9 +13,9 @@ import tempfile
 
 import numpy as np
 
-import fusion
-from benchmarks.models import ppocr_path
-from runtime import inference as paddle_infer
+import popfuse
+from popfuse import inference as paddle_infer
+from popfuse.benchmarks.models import ppocr_path
 
 LABELS = ("0 degrees", "180 degrees")
 
@@ -51,7 +51,7 @@ def main() -> None:
               f"probabilities {[round(float(p), 3) for p in probabilities]}")
 
     with tempfile.TemporaryDirectory() as folder:
-        result = fusion.build({
+        result = popfuse.build({
             "output_dir": folder,
             "model_fusion": [{"input_model": str(ppocr_path(n)), "name": n} for n in ("det", "cls")],
         })

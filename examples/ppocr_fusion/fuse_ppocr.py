@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-import fusion
-from benchmarks.models import ppocr
-from runtime import Runner, RuntimeConfig
+import popfuse
+from popfuse import Runner, RuntimeConfig
+from popfuse.benchmarks.models import ppocr
 
 MODELS = ("det", "rec", "cls")
 TOLERANCE = 1e-5
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         "output_model": "ppocr_fusion.onnx",
         "model_fusion": [{"input_model": str(ppocr(name).path), "name": name} for name in MODELS],
     }
-    result = fusion.build(config, progress=print)
+    result = popfuse.build(config, progress=print)
     runner = Runner(result.popef_path, RuntimeConfig(validate_io_params=False))
 
     failed = 0

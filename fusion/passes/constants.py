@@ -11,10 +11,12 @@ import logging
 import onnx
 import onnx_graphsurgeon as gs
 
+from ..pipeline import PassResult
+
 log = logging.getLogger(__name__)
 
 
-def fold_constants(model: onnx.ModelProto, max_tensor_size: int = -1) -> onnx.ModelProto:
+def fold_constants(model: onnx.ModelProto, max_tensor_size: int = -1) -> PassResult[None]:
     """Fold constant subexpressions, creating no tensor over ``max_tensor_size`` bytes (-1: no bound)."""
     graph = gs.import_onnx(model)
     # graphsurgeon logs each node it cannot fold at warning level; those are expected
@@ -33,4 +35,4 @@ def fold_constants(model: onnx.ModelProto, max_tensor_size: int = -1) -> onnx.Mo
     folded.opset_import.extend(model.opset_import)
     del folded.functions[:]
     folded.functions.extend(model.functions)
-    return folded
+    return PassResult(folded, len(folded.graph.node) != len(model.graph.node))

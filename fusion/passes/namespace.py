@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import onnx
 
-from ..rename import rename_values
+from ..graph import copy_model, rename_values
+from ..pipeline import PassResult
 
 
-def prefix_for(index: int) -> str:
-    """The namespace of subgraph ``index``; public I/O names are ``graph{i}/<original>``."""
-    return f"graph{index}/"
-
-
-def add_namespace(model: onnx.ModelProto, prefix: str) -> onnx.ModelProto:
-    """Return a copy of ``model`` with ``prefix`` before every value and node name."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    add = lambda name: prefix + name  # noqa: E731
-    rename_values(out.graph, add, node_names=add)
-    return out
+def add_namespace(model: onnx.ModelProto, prefix: str) -> PassResult[None]:
+    """Return a copy of ``model`` with ``prefix`` (``naming.namespace(i)``) before every value and node name."""
+    out = copy_model(model)
+    rename_values(out.graph, lambda name: prefix + name, node_names=lambda name: prefix + name)
+    return PassResult(out, True)

@@ -13,7 +13,8 @@ import onnx
 from onnx import version_converter
 
 from ..errors import FusionError
-from ..rename import subgraphs
+from ..graph import copy_model, walk_nodes
+from ..pipeline import PassResult
 
 MIN_OPSET = 15
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -32,7 +33,7 @@ def target_opset(models: Sequence[onnx.ModelProto]) -> int:
     return max([MIN_OPSET, *(default_opset(m) for m in models)])
 
 
-def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+def convert_opset(model: onnx.ModelProto, opset: int) -> PassResult[None]:
     """Convert ``model`` to ``opset`` of the default domain.
 
     Raises:
@@ -40,7 +41,7 @@ def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     """
     have = default_opset(model)
     if have == opset:
-        return model
+        return PassResult(model, False)
     if have > opset:
         raise FusionError(f"cannot lower the model from opset {have} to {opset}")
     try:
@@ -53,7 +54,7 @@ def convert_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
             "Hint: re-export the model at a higher opset"
         ) from e
     converted.ir_version = model.ir_version
-    return converted
+    return PassResult(converted, True)
 
 
 def _unconvertible_ops(model: onnx.ModelProto, have: int, opset: int) -> list[str]:
@@ -78,26 +79,17 @@ def _unconvertible_ops(model: onnx.ModelProto, have: int, opset: int) -> list[st
     return failing
 
 
-def used_opsets_only(model: onnx.ModelProto) -> onnx.ModelProto:
+def used_opsets_only(model: onnx.ModelProto) -> PassResult[None]:
     """``model`` importing only the default domain and the domains its nodes use.
 
     onnxruntime writes its optimised models importing every domain it knows (nine
     of them); an artifact stores the executable, so the rest is dead weight.
     """
-    used = set(DEFAULT_DOMAINS)
-
-    def visit(nodes) -> None:
-        for node in nodes:
-            used.add(node.domain)
-            for sub in subgraphs(node):
-                visit(sub.node)
-
-    visit(model.graph.node)
+    used = set(DEFAULT_DOMAINS) | {node.domain for node in walk_nodes(model.graph.node)}
     for function in model.functions:
         used.add(function.domain)
-        visit(function.node)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+        used.update(node.domain for node in walk_nodes(function.node))
+    out = copy_model(model)
     del out.opset_import[:]
     out.opset_import.extend(o for o in model.opset_import if o.domain in used)
-    return out
+    return PassResult(out, len(out.opset_import) != len(model.opset_import))

@@ -13,6 +13,8 @@ import warnings
 
 import onnx
 
+from ..pipeline import PassResult
+
 log = logging.getLogger(__name__)
 
 # float16's own limits; onnxconverter-common's defaults (1e-7, 1e4) would clamp
@@ -21,10 +23,11 @@ _FP16_MIN_POSITIVE = 5.96e-08
 _FP16_MAX = 65504.0
 
 
-def convert_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
-    """Return ``model`` in ``precision`` (``fp32`` leaves it as it is)."""
+def convert_precision(model: onnx.ModelProto, precision: str) -> PassResult[int]:
+    """Return ``model`` in ``precision`` (``fp32`` leaves it as it is); details: how many weight values
+    outside float16's range were clamped to it."""
     if precision == "fp32" or not _has_float32(model.graph):
-        return model
+        return PassResult(model, False, 0)
     from onnxconverter_common import float16
 
     with warnings.catch_warnings(record=True) as caught:
@@ -40,7 +43,7 @@ def convert_precision(model: onnx.ModelProto, precision: str) -> onnx.ModelProto
     if clamped:
         log.info("fp16: %d weight values outside float16's range were clamped to it", clamped)
     converted.ir_version = model.ir_version
-    return converted
+    return PassResult(converted, True, clamped)
 
 
 def _has_float32(graph: onnx.GraphProto) -> bool:

@@ -11,13 +11,14 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..rename import mapping_renamer, rename_values
+from ..graph import mapping_renamer, rename_values
+from ..pipeline import PassResult
 
 _NEUTRAL = {"Mul": 1.0, "Div": 1.0, "Add": 0.0, "Sub": 0.0}
 
 
-def remove_useless_scale_ops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """Return the model without neutral scale ops, and how many were removed."""
+def remove_useless_scale_ops(model: onnx.ModelProto) -> PassResult[int]:
+    """Return the model without neutral scale ops; details: how many were removed."""
     # Shapes tell whether a constant could broadcast the data to a larger shape.
     out = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     graph = out.graph
@@ -46,7 +47,7 @@ def remove_useless_scale_ops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
         unused = [k for k, t in enumerate(graph.initializer) if t.name not in used]
         for k in reversed(unused):  # constants only the removed nodes read
             del graph.initializer[k]
-    return out, removed
+    return PassResult(out, removed > 0, removed)
 
 
 def _passthrough(node: onnx.NodeProto, constants: dict, shapes: dict) -> str | None:

@@ -6,7 +6,7 @@ place (its ``If`` branch) but leaves the protobuf for one payload, the
 artifact's ``weights`` tensor blob, referenced as ONNX external data. Identical
 tensors (the same model fused twice, two heads on one backbone) are found here,
 after optimisation, so sharing costs no layout optimisation; they get one
-name, ``weights/<n>``, and one place in the payload. The runtime then hands the
+name (``naming.shared_weight``) and one place in the payload. The runtime then hands the
 payload to the backend as arrays that stay where the artifact is mapped, one per
 name, instead of letting the backend read a copy per branch.
 
@@ -31,9 +31,10 @@ from dataclasses import dataclass
 import onnx
 from onnx import numpy_helper
 
-from ..rename import mapping_renamer, rename_values, subgraphs
+from .. import naming
+from ..graph import copy_model, mapping_renamer, rename_values, subgraphs, tensor_nbytes
+from ..pipeline import PassResult
 
-SHARED_PREFIX = "weights/"
 EXTERNAL_MIN_BYTES = 1024
 _ALIGN = 64
 _DATA_FIELDS = ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data")
@@ -58,14 +59,6 @@ class ExternalWeights:
     tensors: tuple[ExternalTensor, ...]
     shared: int
     shared_bytes: int
-
-
-def tensor_nbytes(tensor: onnx.TensorProto) -> int:
-    """Bytes of data a tensor holds, whatever field stores it."""
-    count = 1
-    for d in tensor.dims:
-        count *= d
-    return count * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
 def _data(tensor: onnx.TensorProto) -> bytes:
@@ -94,10 +87,10 @@ def externalize_weights(
     location: str,
     min_bytes: int = EXTERNAL_MIN_BYTES,
     copied_at_load: CopiedAtLoad | None = None,
-) -> tuple[onnx.ModelProto, ExternalWeights]:
+) -> PassResult[ExternalWeights]:
     """Move the data of every initializer of ``min_bytes`` or more into one payload, identical ones once.
 
-    Each such tensor, wherever it is, is renamed ``weights/<n>`` (the same name
+    Each such tensor, wherever it is, is renamed ``naming.shared_weight(n)`` (the same name
     for the same contents) and becomes ONNX external data at ``location``, its
     data aligned to 64 bytes in the payload. A tensor that a graph returns as
     one of its outputs keeps its name and its data. Renaming also separates
@@ -111,10 +104,9 @@ def externalize_weights(
     The order decides memory only, never results.
 
     Returns:
-        The new model, and the payload with its table of contents.
+        The new model; details: the payload with its table of contents.
     """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = copy_model(model)
     found: list[_Found] = []
 
     def visit(graph: onnx.GraphProto, at: tuple[int, ...]) -> dict[str, list[tuple[int, onnx.NodeProto, int]]]:
@@ -151,7 +143,7 @@ def externalize_weights(
     places, payload, shared = _lay_out(found)
     for _, in_one_graph in itertools.groupby(found, key=lambda f: id(f.graph)):
         _point_at_payload(list(in_one_graph), places, location)
-    return out, ExternalWeights(bytes(payload), tuple(places.values()), *shared)
+    return PassResult(out, bool(found), ExternalWeights(bytes(payload), tuple(places.values()), *shared))
 
 
 def _lay_out(found: list[_Found]) -> tuple[dict[tuple, ExternalTensor], bytearray, tuple[int, int]]:
@@ -168,7 +160,7 @@ def _lay_out(found: list[_Found]) -> tuple[dict[tuple, ExternalTensor], bytearra
         data = _data(tensor)
         payload.extend(b"\0" * (-len(payload) % _ALIGN))
         places[group[0].key] = ExternalTensor(
-            f"{SHARED_PREFIX}{number}", tensor.data_type, tuple(tensor.dims), len(payload), len(data)
+            naming.shared_weight(number), tensor.data_type, tuple(tensor.dims), len(payload), len(data)
         )
         payload.extend(data)
     repeats = [f for g in order for f in g[1:]]

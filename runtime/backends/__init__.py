@@ -1,22 +1,31 @@
 """Targets and the backends that serve them.
 
-A target names a backend and a device, ``<backend>-<device>``. The registry is a
-plain table, imported lazily so that naming a backend does not import its engine.
+A target names a backend and a device, ``<backend>-<device>``. Each backend is
+imported only when a target of its is resolved, so that naming a backend does
+not import its engine. An IPU backend, through Graphcore's Poplar SDK, would
+take a row of its own; the SDK is on no public registry, so none ships.
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 
 from ..errors import BackendError
-from .base import Backend, Session, SessionOptions, Weight
+from .base import Backend, Port, Session, SessionOptions, Weight
 
 DEFAULT_TARGET = "onnxruntime-cpu"
 
-# target → (module, class, device)
-_TARGETS: dict[str, tuple[str, str, str]] = {
-    "onnxruntime-cpu": ("runtime.backends.onnxruntime", "OnnxRuntimeBackend", "cpu"),
-    "onnxruntime-cuda": ("runtime.backends.onnxruntime", "OnnxRuntimeBackend", "cuda"),
+
+def _onnxruntime() -> Backend:
+    from .onnxruntime import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend()
+
+
+# target → (the backend's loader, device)
+_TARGETS: dict[str, tuple[Callable[[], Backend], str]] = {
+    "onnxruntime-cpu": (_onnxruntime, "cpu"),
+    "onnxruntime-cuda": (_onnxruntime, "cuda"),
 }
 
 _IPU_HINT = (
@@ -39,8 +48,10 @@ def resolve_target(target: str) -> tuple[Backend, str]:
     if target not in _TARGETS:
         hint = f"{_IPU_HINT}. " if "ipu" in target.lower() else ""
         raise BackendError(f"unknown target {target!r}. {hint}Valid targets: {', '.join(targets())}")
-    module, cls, device = _TARGETS[target]
-    return getattr(importlib.import_module(module), cls)(), device
+    load, device = _TARGETS[target]
+    return load(), device
 
 
-__all__ = ["DEFAULT_TARGET", "Backend", "Session", "SessionOptions", "Weight", "resolve_target", "targets"]
+__all__ = [
+    "DEFAULT_TARGET", "Backend", "Port", "Session", "SessionOptions", "Weight", "resolve_target", "targets",
+]

@@ -19,10 +19,31 @@ from typing import Protocol
 import numpy as np
 
 
-class Session(Protocol):
-    """What a runner needs of an opened executable."""
+@dataclass(frozen=True)
+class Port:
+    """An input or output of an opened model: its name, NumPy dtype (None: not a tensor popfuse carries)
+    and shape (-1: set at run time)."""
 
-    def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]: ...
+    name: str
+    dtype: np.dtype | None
+    shape: tuple[int, ...]
+
+
+class Session(Protocol):
+    """What a runner, a predictor or a server needs of an opened model.
+
+    ``run`` raises ExecutionError when the engine refuses the request's inputs
+    (the caller's to fix) and BackendError when the engine fails otherwise.
+    """
+
+    inputs: tuple[Port, ...]
+    outputs: tuple[Port, ...]
+
+    def run(
+        self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray], shrink_memory: bool = False
+    ) -> list[np.ndarray]:
+        """The named outputs for ``feeds``; ``shrink_memory`` returns the engine's free memory after the run."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -37,17 +58,32 @@ class Weight:
 
 @dataclass(frozen=True)
 class SessionOptions:
-    """How to open an executable. None means the backend's default."""
+    """How to open a model. None means the backend's default.
+
+    Attributes:
+        intra_op_num_threads: Threads one run may use.
+        optimize: Optimise the graph when opening it. An executable was optimised
+            when it was compiled; a plain model (the Paddle API's) may want it.
+        optimized_model_path: Where to write the graph as optimised (Paddle's ir_debug).
+        disabled_optimizers: Optimisations by name to leave out (Paddle's custom patterns set to false).
+        custom_op_libraries: Shared libraries that implement custom ops.
+        memory_limit_bytes: Bound on the engine's memory arena (Paddle's ipu_available_memory_proportion).
+        device_id: Which device of the target's kind.
+    """
 
     intra_op_num_threads: int | None = None
+    optimize: bool = False
+    optimized_model_path: str | None = None
+    disabled_optimizers: tuple[str, ...] = ()
+    custom_op_libraries: tuple[str, ...] = ()
+    memory_limit_bytes: int | None = None
+    device_id: int = 0
 
 
 class Backend(ABC):
     """Compiles fused graphs and opens the executables it compiled."""
 
     name: str
-    #: Exceptions the engine raises from ``Session.run``; a runner turns them into ExecutionError.
-    run_errors: tuple[type[BaseException], ...] = ()
 
     @abstractmethod
     def version(self) -> str:
@@ -75,12 +111,16 @@ class Backend(ABC):
     @abstractmethod
     def open(
         self,
-        executable: bytes | memoryview,
+        model: bytes | memoryview,
         weights: Sequence[Weight],
         device: str,
         options: SessionOptions,
     ) -> Session:
-        """Load an executable this backend compiled, with the weights it keeps outside itself.
+        """Load a model: an executable this backend compiled, with the weights it keeps outside
+        itself, or a plain ONNX model (no weights outside it).
 
         The session may use the weights' memory in place for as long as it lives.
+
+        Raises:
+            BackendError: the engine cannot load the model here.
         """

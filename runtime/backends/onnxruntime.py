@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import platform
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,8 +15,11 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from ..errors import BackendError
-from .base import Backend, Session, SessionOptions, Weight
+from ..dtypes import numpy_from_type_string
+from ..errors import BackendError, ExecutionError
+from .base import Backend, Port, Session, SessionOptions, Weight
+
+log = logging.getLogger(__name__)
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -50,13 +55,6 @@ class OnnxRuntimeBackend(Backend):
     """
 
     name = "onnxruntime"
-    run_errors = (
-        ort_state.Fail,
-        ort_state.InvalidArgument,
-        ort_state.RuntimeException,
-        ort_state.InvalidGraph,
-        ort_state.NotImplemented,
-    )
 
     def version(self) -> str:
         return ort.__version__
@@ -68,7 +66,7 @@ class OnnxRuntimeBackend(Backend):
         available = set(ort.get_available_providers())
         return [device for device, provider in _PROVIDERS.items() if provider in available]
 
-    def _providers(self, device: str) -> list[str]:
+    def _providers(self, device: str, device_id: int = 0) -> list:
         if device not in _PROVIDERS:
             raise BackendError(f"onnxruntime has no device {device!r}; expected one of {sorted(_PROVIDERS)}")
         if device not in self.devices():
@@ -76,7 +74,9 @@ class OnnxRuntimeBackend(Backend):
                 f"onnxruntime {ort.__version__} here has no {_PROVIDERS[device]}; "
                 f"available devices: {self.devices()}. Hint: install onnxruntime-gpu for CUDA."
             )
-        return [_PROVIDERS[device]] + (["CPUExecutionProvider"] if device != "cpu" else [])
+        if device == "cpu":
+            return ["CPUExecutionProvider"]
+        return [(_PROVIDERS[device], {"device_id": device_id}), "CPUExecutionProvider"]
 
     def compile(self, model: bytes, device: str) -> bytes:
         providers = self._providers(device)
@@ -91,7 +91,7 @@ class OnnxRuntimeBackend(Backend):
             options.log_severity_level = 3
             try:
                 ort.InferenceSession(model, options, providers=providers)
-            except (*self.run_errors, ort_state.InvalidProtobuf) as e:
+            except _LOAD_ERRORS as e:
                 raise BackendError(f"onnxruntime could not compile the fused graph: {e}") from e
             return out.read_bytes()
 
@@ -102,17 +102,24 @@ class OnnxRuntimeBackend(Backend):
 
     def open(
         self,
-        executable: bytes | memoryview,
+        model: bytes | memoryview,
         weights: Sequence[Weight],
         device: str,
         options: SessionOptions,
     ) -> Session:
-        providers = self._providers(device)
+        providers = self._providers(device, options.device_id)
         so = ort.SessionOptions()
-        # The executable was optimised when it was compiled; there is nothing left to do.
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        levels = ort.GraphOptimizationLevel
+        so.graph_optimization_level = levels.ORT_ENABLE_ALL if options.optimize else levels.ORT_DISABLE_ALL
         if options.intra_op_num_threads is not None:
             so.intra_op_num_threads = options.intra_op_num_threads
+        if options.optimized_model_path is not None:
+            so.optimized_model_filepath = options.optimized_model_path
+        for library in options.custom_op_libraries:
+            so.register_custom_ops_library(library)
+        if options.memory_limit_bytes is not None:
+            _bound_arena(options.memory_limit_bytes)
+            so.add_session_config_entry("session.use_env_allocators", "1")
         # Each weight is given as an initializer over the caller's memory, in the main graph
         # and in the If branches alike, so onnxruntime neither reads nor copies it: a branch
         # initializer read from the model is held twice or more.
@@ -127,10 +134,34 @@ class OnnxRuntimeBackend(Backend):
                 for location in {w.location for w in weights}:
                     _placeholder(Path(folder), location)
                 so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
-                session = ort.InferenceSession(bytes(executable), so, providers=providers)
-        except (*self.run_errors, ort_state.InvalidProtobuf) as e:
-            raise BackendError(f"onnxruntime could not load the executable: {e}") from e
+                session = ort.InferenceSession(
+                    bytes(model), so, providers=providers, disabled_optimizers=list(options.disabled_optimizers)
+                )
+        except _LOAD_ERRORS as e:
+            raise BackendError(f"onnxruntime could not load the model: {e}") from e
         return _Session(session, (weights, values))
+
+
+# What onnxruntime raises when it cannot create a session.
+_LOAD_ERRORS = (
+    ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.InvalidGraph,
+    ort_state.NotImplemented, ort_state.InvalidProtobuf, ort_state.NoSuchFile, ort_state.EPFail, ort_state.EngineError,
+)
+# A node that fails on the data it is given ("... while running Conv node. Name:'…' Status Message: …"):
+# the request's values or sizes, not the engine, are at fault.
+_NODE_FAILURE = re.compile(r"while running (\w+) node\. Name:'[^']*' Status Message: (.*)", re.S)
+
+
+def _run_error(e: Exception) -> Exception:
+    """onnxruntime's error from a run as ExecutionError (the request's inputs are refused) or BackendError."""
+    text = str(e)
+    if isinstance(e, ort_state.InvalidArgument):
+        return ExecutionError(text.split(" : ", 3)[-1])
+    failed = _NODE_FAILURE.search(text)
+    if failed and isinstance(e, (ort_state.Fail, ort_state.RuntimeException)) and "allocate" not in text:
+        # The node's name is the compiler's, not the user's: say which operator refused, and why.
+        return ExecutionError(f"a {failed.group(1)} operator cannot run on these inputs: {failed.group(2).strip()}")
+    return BackendError(text)
 
 
 class _Session:
@@ -142,9 +173,43 @@ class _Session:
         self._run = session._sess.run
         self._session = session
         self._keep = keep
+        self.inputs = tuple(_port(a) for a in session.get_inputs())
+        self.outputs = tuple(_port(a) for a in session.get_outputs())
 
-    def run(self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        return self._run(output_names, feeds, None)
+    def run(
+        self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray], shrink_memory: bool = False
+    ) -> list[np.ndarray]:
+        options = None
+        if shrink_memory:
+            options = ort.RunOptions()
+            options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        try:
+            return self._run(output_names, feeds, options)
+        except _LOAD_ERRORS as e:
+            raise _run_error(e) from e
+
+
+def _port(arg: ort.NodeArg) -> Port:
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
+    return Port(arg.name, numpy_from_type_string(arg.type), shape)
+
+_ARENA_BOUND: list[int] = []
+
+
+def _bound_arena(limit: int) -> None:
+    """Bound onnxruntime's CPU memory arena to ``limit`` bytes.
+
+    onnxruntime shares such an arena across the process and cannot replace it,
+    so the first bound set holds for every later session that asks for one.
+    """
+    if _ARENA_BOUND:
+        if _ARENA_BOUND[0] != limit:
+            log.warning("the CPU arena is already bounded at %d bytes for this process; a session asked for %d",
+                        _ARENA_BOUND[0], limit)
+        return
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(limit, -1, -1, -1))
+    _ARENA_BOUND.append(limit)
 
 
 def _placeholder(folder: Path, location: str) -> None:

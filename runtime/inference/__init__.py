@@ -1,4 +1,4 @@
-"""Paddle Inference's Python API on popfuse: ``from runtime import inference as paddle_infer``.
+"""Paddle Inference's Python API on popfuse: ``from popfuse import inference as paddle_infer``.
 
 ``Config``, ``create_predictor``, ``Predictor``, ``Tensor``, ``DataType``, and
 the older names ``AnalysisConfig`` and ``create_paddle_predictor``.

@@ -1,6 +1,6 @@
 """``Config``: Paddle Inference's configuration object, on popfuse's onnxruntime runtime.
 
-Code written for ``paddle.inference`` runs with ``from runtime import inference
+Code written for ``paddle.inference`` runs with ``from popfuse import inference
 as paddle_infer``. Model files are ``.onnx`` models or fused ``.popef``
 artifacts. Each option's effect here is in ``docs/inference.md``.
 """
@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
-
+from ..backends import SessionOptions, resolve_target
+from .custom_ops import custom_op_libraries
 from .ipu_config import load_ipu_config as _parse_ipu_config
 from .paddle_models import is_paddle_model, onnx_from_paddle
 
@@ -64,7 +64,8 @@ class Config:
     def set_model(self, prog_file: str | os.PathLike, params_file: str | os.PathLike | None = None) -> None:
         """Use the model at ``prog_file``: ``.onnx``, ``.popef``, or with the paddle extra a Paddle
         inference model (``.pdmodel``/``.json``, weights in ``params_file``)."""
-        self._prog_file, self._params_file = os.fspath(prog_file), (None if params_file is None else os.fspath(params_file))
+        self._prog_file = os.fspath(prog_file)
+        self._params_file = None if params_file is None else os.fspath(params_file)
         self._prog_buffer = None
 
     def set_model_buffer(self, prog_buffer: bytes, prog_size: int, params_buffer: bytes | None = None,
@@ -107,8 +108,10 @@ class Config:
     # -- devices and optimisation ---------------------------------------------------------------
 
     def enable_use_gpu(self, memory_pool_init_size_mb: int, device_id: int = 0) -> None:
-        """Run on the GPU through onnxruntime's CUDA provider; without one, log an error and stay on the CPU."""
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
+        """Run on GPU ``device_id`` through onnxruntime's CUDA provider; without one, log an error and stay on
+        the CPU."""
+        backend, device = resolve_target("onnxruntime-cuda")
+        if device not in backend.devices():
             log.error("enable_use_gpu: this onnxruntime has no CUDA provider; running on the CPU. "
                       "Install onnxruntime-gpu to use the GPU.")
             return
@@ -165,13 +168,11 @@ class Config:
     def enable_tensorrt_engine(self, workspace_size: int = 1 << 30, max_batch_size: int = 1,
                                min_subgraph_size: int = 3, precision_mode: Any = None,
                                use_static: bool = False, use_calib_mode: bool = False) -> None:
-        """TensorRT through onnxruntime's provider; without it, Paddle's RuntimeError."""
-        if "TensorrtExecutionProvider" not in ort.get_available_providers():
-            raise RuntimeError(
-                "enable_tensorrt_engine: this onnxruntime has no TensorRT provider; install onnxruntime-gpu "
-                "built with TensorRT"
-            )
-        self._use_gpu = True
+        """Refused with RuntimeError, as a Paddle build without TensorRT refuses it: popfuse has no TensorRT target."""
+        raise RuntimeError(
+            "enable_tensorrt_engine: popfuse has no TensorRT target; use enable_use_gpu() for onnxruntime's "
+            "CUDA provider"
+        )
 
     # -- the IPU options ----------------------------------------------------------------------
 
@@ -232,6 +233,24 @@ class Config:
         line = "+" + "-" * (width + 2) + "+" + "-" * 42 + "+"
         body = [f"| {k:<{width}} | {v!s:<40} |" for k, v in rows]
         return "\n".join([line, f"| {'Option':<{width}} | {'Value':<40} |", line, *body, line])
+
+    def session_options(self) -> SessionOptions:
+        """How a predictor opens this config's sessions (popfuse's own; Paddle has no such method)."""
+        ipu = self.ipu_options if self._use_ipu else {}
+        proportion = float(ipu.get("ipu_available_memory_proportion", 1.0))
+        limit = None
+        if proportion < 1.0:
+            limit = int(proportion * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        stem = Path(self.prog_file()).stem or "model"
+        return SessionOptions(
+            intra_op_num_threads=self._threads,
+            optimize=self._ir_optim,
+            optimized_model_path=f"{stem}_optimized.onnx" if self._ir_debug else None,
+            disabled_optimizers=tuple(name for name, on in ipu.get("ipu_custom_patterns", {}).items() if not on),
+            custom_op_libraries=custom_op_libraries(ipu.get("ipu_custom_ops_info", [])),
+            memory_limit_bytes=limit,
+            device_id=self._gpu_device_id,
+        )
 
     def _claim(self) -> None:
         if self._used:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import onnx
-import onnxruntime as ort
 
 _DEFAULT = ("", "ai.onnx")
 
@@ -30,15 +29,15 @@ def map_custom_ops(model: onnx.ModelProto, ops: Sequence[Sequence]) -> onnx.Mode
     return out
 
 
-def register_custom_ops(options: ort.SessionOptions, ops: Sequence[Sequence]) -> None:
-    """Make the custom domains' implementations available to a session.
+def custom_op_libraries(ops: Sequence[Sequence]) -> tuple[str, ...]:
+    """The libraries that implement the custom domains of ``ops``, for ``SessionOptions.custom_op_libraries``.
 
     Raises:
         RuntimeError: a custom domain is asked for and onnxruntime-extensions is not installed.
     """
     domains = sorted({str(domain) for _, _, domain, _ in ops if domain not in _DEFAULT})
     if not domains:
-        return
+        return ()
     try:
         from onnxruntime_extensions import get_library_path
     except ImportError:
@@ -46,4 +45,4 @@ def register_custom_ops(options: ort.SessionOptions, ops: Sequence[Sequence]) ->
             f"custom ops in domain(s) {', '.join(domains)} need onnxruntime-extensions; "
             "install it with `pip install popfuse[extensions]`"
         ) from None
-    options.register_custom_ops_library(get_library_path())
+    return (get_library_path(),)

@@ -1,7 +1,7 @@
 """Paddle's static-graph entry points for the IPU: ``IpuStrategy`` and ``IpuCompiledProgram``.
 
-Code written for ``paddle.static`` runs with ``import runtime.inference.static
-as static`` (and ``import runtime.inference as paddle`` for
+Code written for ``paddle.static`` runs with ``from popfuse.runtime.inference
+import static`` (and ``from popfuse import inference as paddle`` for
 ``paddle.enable_static()``). ``static.data`` and arithmetic on its variables
 build an ONNX graph, enough for programs like the IPU documentation's; a
 compiled program also accepts any ONNX model.
@@ -18,7 +18,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .custom_ops import map_custom_ops, register_custom_ops
+from popfuse.fusion.graph import IR_VERSION
+
+from ..backends import SessionOptions
+from ..errors import PopfuseError
+from .custom_ops import custom_op_libraries, map_custom_ops
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +95,7 @@ class Program:
         produced = [n.output[0] for n in self.nodes]
         outputs = [helper.make_tensor_value_info(n, self.types[n], None) for n in produced]
         graph = helper.make_graph(self.nodes, "program", self.inputs, outputs, initializer=self.constants)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)])
-        model.ir_version = 10
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)], ir_version=IR_VERSION)
         return onnx.shape_inference.infer_shapes(model)
 
 
@@ -181,24 +184,31 @@ class CompiledProgram:
     """What ``IpuCompiledProgram.compile`` returns: the transformed model, ready to run."""
 
     def __init__(self, model: onnx.ModelProto, strategy: IpuStrategy):
-        import onnxruntime as ort
-
-        from .predictor import run_steps
+        from .predictor import open_sessions
 
         self.model = model
-        self._run_steps = run_steps
-        disabled = [name for name, on in strategy.patterns.items() if not on]
-        options = ort.SessionOptions()
-        register_custom_ops(options, strategy.custom_ops)
-        self._session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"],
-                                             disabled_optimizers=disabled)
+        options = SessionOptions(
+            optimize=True,
+            disabled_optimizers=tuple(name for name, on in strategy.patterns.items() if not on),
+            custom_op_libraries=custom_op_libraries(strategy.custom_ops),
+        )
+        (self._session,) = open_sessions(model.SerializeToString(), options, "cpu")
         self._steps = strategy.get_option("batches_per_step") if strategy.get_option("enable_pipelining") else 1
-        self.feed_names = [i.name for i in self._session.get_inputs()]
-        self.fetch_names = [o.name for o in self._session.get_outputs()]
+        self.feed_names = [p.name for p in self._session.inputs]
+        self.fetch_names = [p.name for p in self._session.outputs]
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run on ``feed`` (name → array); returns the fetches in order."""
-        return self._run_steps(self._session, self.fetch_names, feed, self._steps)
+        """Run on ``feed`` (name → array); returns the fetches in order.
+
+        Raises:
+            RuntimeError: the model refuses the feeds (Paddle's error type).
+        """
+        from .predictor import run_steps
+
+        try:
+            return run_steps(self._session, self.fetch_names, feed, self._steps)
+        except PopfuseError as e:
+            raise RuntimeError(str(e)) from e
 
 
 class IpuCompiledProgram:
@@ -217,11 +227,13 @@ class IpuCompiledProgram:
         Raises:
             RuntimeError: the program trains (it has gradient or optimizer ops); this backend is for inference.
         """
-        from fusion.passes.precision import convert_precision
-        from fusion.passes.scale_ops import remove_useless_scale_ops
+        from popfuse.fusion.passes.precision import convert_precision
+        from popfuse.fusion.passes.scale_ops import remove_useless_scale_ops
+        from popfuse.fusion.passes.shapes import set_batch_size
 
         model, feed_list, fetch_list = self._model(feed_list, fetch_list)
-        training = sorted({n.op_type for n in model.graph.node if n.op_type in _TRAINING_OPS or n.op_type.endswith("_grad")})
+        training = sorted({n.op_type for n in model.graph.node
+                           if n.op_type in _TRAINING_OPS or n.op_type.endswith("_grad")})
         if training:
             raise RuntimeError(
                 f"the program trains (it has {', '.join(training)} ops); popfuse runs inference only. "
@@ -230,19 +242,15 @@ class IpuCompiledProgram:
         if self.strategy.get_option("is_training"):
             log.warning("is_training=True, but the program has no backward or optimizer ops: compiled for inference")
         model = onnx.utils.Extractor(model).extract_model(list(feed_list), list(fetch_list))
-        micro = self.strategy.get_option("micro_batch_size")
-        for info in model.graph.input:
-            dims = info.type.tensor_type.shape.dim
-            if dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
-                dims[0].Clear()
-                dims[0].dim_value = micro
+        model = set_batch_size(model, self.strategy.get_option("micro_batch_size")).model
         model = map_custom_ops(model, self.strategy.custom_ops)
-        model, removed = remove_useless_scale_ops(model)
-        if removed:
-            log.info("removed %d useless scale op(s)", removed)
+        scale_ops = remove_useless_scale_ops(model)
+        if scale_ops.details:
+            log.info("removed %d useless scale op(s)", scale_ops.details)
+        model = scale_ops.model
         if self.strategy.get_option("enable_fp16"):
-            model = convert_precision(model, "fp16")
-        model.ir_version = 10
+            model = convert_precision(model, "fp16").model
+        model.ir_version = IR_VERSION
         return CompiledProgram(model, self.strategy)
 
     def _model(self, feed_list: Sequence[Any], fetch_list: Sequence[Any]) -> tuple[onnx.ModelProto, list, list]:

@@ -21,14 +21,22 @@ class DataType(enum.Enum):
 
 
 class Tensor:
-    """An input (filled by the caller) or output (filled by ``run``) of a Predictor."""
+    """An input (filled by the caller) or output (filled by ``run``) of a Predictor.
 
-    def __init__(self, name: str, dtype: np.dtype, shape: list[int]):
+    The data lives in ``store``, the predictor's table of its inputs' (or its
+    outputs') arrays by name, so the predictor reads and fills it directly.
+    """
+
+    def __init__(self, name: str, dtype: np.dtype, shape: list[int], store: dict[str, np.ndarray]):
         self.name = name
         self._dtype = np.dtype(dtype)
         self._shape = list(shape)
-        self._data: np.ndarray | None = None
+        self._store = store
         self._lod: list[list[int]] = []
+
+    @property
+    def _data(self) -> np.ndarray | None:
+        return self._store.get(self.name)
 
     def reshape(self, shape: list[int] | tuple[int, ...]) -> None:
         """Declare the shape the next ``copy_from_cpu`` will have."""
@@ -36,12 +44,12 @@ class Tensor:
 
     def copy_from_cpu(self, data: np.ndarray) -> None:
         """Copy ``data`` into the tensor."""
-        self._data = np.array(data, copy=True)
-        self._shape = list(self._data.shape)
+        self._store[self.name] = np.array(data, copy=True)
+        self._shape = list(self._store[self.name].shape)
 
     def share_external_data(self, data: np.ndarray) -> None:
         """Use ``data`` as the tensor's memory, without a copy."""
-        self._data = data
+        self._store[self.name] = data
         self._shape = list(data.shape)
 
     def copy_to_cpu(self) -> np.ndarray:
@@ -66,6 +74,3 @@ class Tensor:
     def set_lod(self, lod: list[list[int]]) -> None:
         """Kept and returned by ``lod()``; ONNX models have no level-of-detail information to use it."""
         self._lod = [list(level) for level in lod]
-
-    def _set(self, data: np.ndarray | None) -> None:
-        self._data = data

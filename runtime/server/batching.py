@@ -1,8 +1,9 @@
-"""Dynamic batching: requests to one model are stacked on dimension 0 and run together.
+"""Dynamic batching, as a wrapper the data plane attaches to a model when it loads.
 
-A batch closes when it holds ``max_batch_size`` rows or when its first request
-has waited ``max_queue_delay`` seconds. Requests whose other dimensions differ
-run in separate batches. The batcher knows nothing of the protocol: arrays in,
+Requests to one model are stacked on dimension 0 and run together. A batch
+closes when it holds ``max_batch_size`` rows or when its first request has
+waited ``max_queue_delay`` seconds. Requests whose other dimensions differ run
+in separate batches. The batcher knows nothing of the protocol: arrays in,
 arrays out.
 """
 
@@ -12,12 +13,17 @@ import asyncio
 import concurrent.futures
 import time
 from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from .model import SubgraphModel
+from .model import BlockingModel, Served
 from .stats import ModelStats
+
+#: Starts a task the caller keeps until it ends (the data plane's ``spawn``).
+Spawn = Callable[[Coroutine[Any, Any, Any]], asyncio.Task]
 
 
 @dataclass
@@ -31,52 +37,59 @@ class _Item:
         return tuple((name, a.shape[1:], a.dtype.str) for name, a in sorted(self.inputs.items()))
 
 
-class Batcher:
-    """Batches requests for one model; runs batches on ``executor``, at most ``concurrency`` at once."""
+class Batched(Served):
+    """A batchable model whose requests are batched; runs batches on ``executor``, at most ``concurrency``
+    at once. Its loop starts with the first request, in that request's event loop."""
 
     def __init__(
         self,
-        model: SubgraphModel,
+        model: BlockingModel,
+        stats: ModelStats,
+        executor: concurrent.futures.Executor,
+        spawn: Spawn,
         max_batch_size: int,
         max_queue_delay: float,
-        executor: concurrent.futures.Executor,
-        stats: ModelStats,
         concurrency: int = 2,
     ):
-        self.model = model
+        super().__init__(model, stats)
         self.max_batch_size = max_batch_size
         self.max_queue_delay = max_queue_delay
         self._executor = executor
-        self._stats = stats
+        self._spawn = spawn
+        self._concurrency = concurrency
         self._pending: deque[_Item] = deque()
-        self._arrived = asyncio.Event()
-        self._slots = asyncio.Semaphore(concurrency)
-        self._running: set[asyncio.Task] = set()
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._arrived: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._closed = False
 
-    async def submit(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Queue one request and wait for its outputs."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._arrived, self._slots = asyncio.Event(), asyncio.Semaphore(self._concurrency)
+            self._spawn(self._run_batches())
         rows = next(iter(inputs.values())).shape[0]
-        item = _Item(inputs, rows, asyncio.get_running_loop().create_future())
+        item = _Item(inputs, rows, self._loop.create_future())
         self._pending.append(item)
         self._arrived.set()
         return await item.future
 
-    async def close(self) -> None:
-        """Run what is queued, then stop."""
-        while self._pending:
-            await asyncio.sleep(self.max_queue_delay or 0.001)
-        self._task.cancel()
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+    def close(self) -> None:
+        """Stop once the queued requests have run; callable from any thread."""
+        self._closed = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._arrived.set)
 
-    async def _loop(self) -> None:
+    async def _run_batches(self) -> None:
         while True:
             while not self._pending:
+                if self._closed:
+                    return
                 self._arrived.clear()
                 await self._arrived.wait()
             deadline = self._pending[0].queued / 1e9 + self.max_queue_delay
-            while self._rows_ready() < self.max_batch_size:
+            while self._rows_ready() < self.max_batch_size and not self._closed:
                 wait = deadline - time.perf_counter_ns() / 1e9
                 if wait <= 0:
                     break
@@ -87,9 +100,7 @@ class Batcher:
                     break
             batch = self._take()
             await self._slots.acquire()
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._spawn(self._run(batch))
 
     def _rows_ready(self) -> int:
         first = self._pending[0].key()
@@ -110,8 +121,7 @@ class Batcher:
 
     async def _run(self, batch: list[_Item]) -> None:
         try:
-            loop = asyncio.get_running_loop()
-            outputs = await loop.run_in_executor(self._executor, self._execute, batch)
+            outputs = await asyncio.get_running_loop().run_in_executor(self._executor, self._execute, batch)
             for item, result in zip(batch, outputs):
                 if not item.future.done():
                     item.future.set_result(result)
@@ -139,5 +149,5 @@ class Batcher:
                 parts = {name: np.split(a, bounds) for name, a in merged.items()}
                 results = [{name: parts[name][k] for name in merged} for k in range(len(batch))]
         compute_ns = time.perf_counter_ns() - start
-        self._stats.execution(len(batch), sum(i.rows for i in batch), queue_ns, compute_ns)
+        self.stats.execution(len(batch), sum(i.rows for i in batch), queue_ns, compute_ns)
         return results

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
-from .batching import Batcher
+from .batching import Batched
 from .errors import BadRequestError, OverloadedError, UnavailableError
-from .model import SubgraphModel
+from .model import BlockingModel, Model, Threaded, batchable
 from .protocol import InferRequest, InferResponse
-from .repository import Repository
 from .settings import ServerSettings
 from .stats import ModelStats
 
@@ -23,18 +24,66 @@ SERVER_NAME = "popfuse"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "metrics"]
 
+#: How a repository turns a model it loads into the model the data plane serves (``DataPlane.attach``).
+Attach = Callable[[BlockingModel], Model]
+
+
+class ModelRepository(Protocol):
+    """What the data plane needs of a repository."""
+
+    def get(self, name: str) -> Model:
+        """The model named ``name``; raises ModelNotFoundError."""
+        ...
+
+    def models(self) -> list[Model]:
+        """Every model served now."""
+        ...
+
+    def index(self) -> list[dict]:
+        """Triton's repository index."""
+        ...
+
+    def load(self, name: str) -> list[str]:
+        """Load (or reload) an artifact, blocking; returns its models' names."""
+        ...
+
+    def unload(self, name: str) -> None:
+        """Stop serving an artifact's models."""
+        ...
+
 
 class DataPlane:
-    """Everything the server does, callable without a network."""
+    """Everything the server does, callable without a network.
 
-    def __init__(self, repository: Repository, settings: ServerSettings):
-        self.repository = repository
+    Args:
+        settings: How the server runs.
+        make_repository: Builds the repository, given how to attach a loaded model (``attach``).
+    """
+
+    def __init__(self, settings: ServerSettings, make_repository: Callable[[Attach], ModelRepository]):
         self.settings = settings
         self.stats: dict[str, ModelStats] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(settings.workers, thread_name_prefix="popfuse-infer")
-        self._batchers: dict[str, Batcher] = {}
+        self._tasks: set[asyncio.Task] = set()
         self._pending = 0
         self._closing = False
+        self.repository = make_repository(self.attach)
+
+    def attach(self, model: BlockingModel) -> Model:
+        """``model`` as served: batched when its settings ask and its shapes allow, else one request per run."""
+        stats = self._stats_for(model.name)
+        config = self.settings.batching_for(model.name)
+        if config.enabled and batchable(model):
+            return Batched(model, stats, self._executor, self.spawn, config.max_batch_size,
+                           config.max_queue_delay_us / 1e6, concurrency=max(1, self.settings.workers))
+        return Threaded(model, stats, self._executor)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        """Start a task in the running loop, and keep it until it ends (``close`` waits for it)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- health and metadata ------------------------------------------------------------
 
@@ -84,7 +133,7 @@ class DataPlane:
                 )
             self._pending += 1
             try:
-                outputs = await self._run(model, request.inputs, stats)
+                outputs = await model.infer(request.inputs)
             finally:
                 self._pending -= 1
         except Exception:
@@ -93,39 +142,16 @@ class DataPlane:
         stats.request(True, time.perf_counter_ns() - start)
         return InferResponse(model_name=name, outputs={n: outputs[n] for n in wanted}, id=request.id)
 
-    def _outputs(self, model: SubgraphModel, request: InferRequest) -> list[str]:
+    def _outputs(self, model: Model, request: InferRequest) -> list[str]:
         names = [s.name for s in model.outputs]
         if request.outputs is None:
             return names
         for wanted in request.outputs:
             if wanted not in names:
-                raise BadRequestError(f"model {model.name!r} has no output {wanted!r}; its outputs are {', '.join(names)}")
+                raise BadRequestError(
+                    f"model {model.name!r} has no output {wanted!r}; its outputs are {', '.join(names)}"
+                )
         return request.outputs
-
-    async def _run(self, model: SubgraphModel, inputs: dict, stats: ModelStats) -> dict:
-        config = self.settings.batching_for(model.name)
-        if config.enabled and model.batchable:
-            return await self._batcher(model, config.max_batch_size, config.max_queue_delay_us, stats).submit(inputs)
-        queued = time.perf_counter_ns()
-
-        def execute():
-            start = time.perf_counter_ns()
-            outputs = model.predict(inputs)
-            rows = next(iter(inputs.values())).shape[0] if model.batchable else 1
-            stats.execution(1, rows, start - queued, time.perf_counter_ns() - start)
-            return outputs
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, execute)
-
-    def _batcher(self, model: SubgraphModel, size: int, delay_us: int, stats: ModelStats) -> Batcher:
-        batcher = self._batchers.get(model.name)
-        if batcher is None or batcher.model is not model:  # first request, or the artifact was reloaded
-            if batcher is not None:
-                asyncio.get_running_loop().create_task(batcher.close())
-            batcher = Batcher(model, size, delay_us / 1e6, self._executor, stats,
-                              concurrency=max(1, self.settings.workers))
-            self._batchers[model.name] = batcher
-        return batcher
 
     def _stats_for(self, name: str) -> ModelStats:
         stats = self.stats.get(name)
@@ -137,10 +163,7 @@ class DataPlane:
 
     def load_now(self, artifact: str) -> list[str]:
         """Load (or reload) an artifact, blocking; returns its models' names."""
-        models = self.repository.load(artifact)
-        for name in models:
-            self._stats_for(name)
-        return models
+        return self.repository.load(artifact)
 
     async def load(self, artifact: str) -> list[str]:
         """``load_now`` on a thread, so requests to other models go on meanwhile."""
@@ -152,5 +175,8 @@ class DataPlane:
     async def close(self) -> None:
         """Stop intake; let queued batches run; release the threads."""
         self._closing = True
-        await asyncio.gather(*(b.close() for b in self._batchers.values()), return_exceptions=True)
+        for model in self.repository.models():
+            model.close()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=True)

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..config import RuntimeConfig
-from ..errors import ExecutionError
+from ..errors import BackendError, ExecutionError
 from .dataplane import DataPlane
 from .errors import (
     BadRequestError,
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 STATUS: dict[type[Exception], int] = {
     BadRequestError: 400,
     ExecutionError: 400,  # the model rejected an input that passed the checks (e.g. an unusable image size)
+    BackendError: 500,  # the engine failed for a reason that is not the request's
     ModelNotFoundError: 404,
     PayloadTooLargeError: 413,
     OverloadedError: 503,
@@ -168,11 +169,9 @@ def create_app(dataplane: DataPlane) -> Starlette:
 
 def build(artifacts: list[str | os.PathLike], settings: ServerSettings) -> DataPlane:
     """Open and warm every artifact; returns the data plane that serves them."""
-    repository = Repository(
-        artifacts, RuntimeConfig(validate_io_params=False, intra_op_num_threads=settings.intra_op_num_threads)
-    )
-    dataplane = DataPlane(repository, settings)
-    for entry in repository.index():
+    config = RuntimeConfig(validate_io_params=False, intra_op_num_threads=settings.intra_op_num_threads)
+    dataplane = DataPlane(settings, lambda attach: Repository(artifacts, config, attach))
+    for entry in dataplane.repository.index():
         dataplane.load_now(entry["name"])
     return dataplane
 

@@ -1,31 +1,40 @@
-"""One served model: a subgraph of a fused artifact, under its own tensor names.
+"""What the data plane serves: the ``Model`` protocol, and a fused artifact's subgraph as one.
 
-Clients see the original input and output names (``x``), not the artifact's
-anchors (``graph2/x``); the model checks requests against the anchors' dtypes
-and shapes before anything runs.
+Clients see a model's own input and output names (``x``), not the artifact's
+anchors (``graph2/x``); the fusion map gives both. A model checks requests
+against its declared dtypes and shapes before anything runs.
+
+A ``BlockingModel`` (one with a blocking ``predict``) becomes a served ``Model`` when the
+data plane attaches how it runs: on the thread pool (``Threaded``) or through
+a batcher (``batching.Batched``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from ..dtypes import kserve_from_numpy, numpy_from_popef
 from ..errors import ExecutionError
 from ..runner import Runner
+from ..tensors import mismatch
 from .errors import BadRequestError
+from .stats import ModelStats
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A model input or output: client name, anchor name, dtype and shape (-1: set per request)."""
+    """A model input or output: client name, dtype and shape (-1: set per request)."""
 
     name: str
-    anchor: str
     dtype: np.dtype
     shape: tuple[int, ...]
 
@@ -33,74 +42,143 @@ class TensorSpec:
         return {"name": self.name, "datatype": kserve_from_numpy(self.dtype), "shape": list(self.shape)}
 
 
+class BlockingModel(Protocol):
+    """A model that runs a request where it is called (blocking)."""
+
+    name: str
+    artifact: str
+    platform: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by client name for inputs by client name; raises ExecutionError or BackendError."""
+        ...
+
+
+class Model(Protocol):
+    """What the data plane serves."""
+
+    name: str
+    artifact: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def metadata(self) -> dict:
+        """KServe v2 model metadata."""
+        ...
+
+    def check(self, inputs: dict[str, np.ndarray]) -> None:
+        """Raise BadRequestError unless ``inputs`` are exactly this model's, with its dtypes and shapes."""
+        ...
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one checked request."""
+        ...
+
+    def close(self) -> None:
+        """Stop taking requests; those already queued still run."""
+        ...
+
+
 class SubgraphModel:
-    """Subgraph ``index`` of ``runner``'s artifact, served as model ``name``."""
+    """Subgraph ``index`` of ``runner``'s artifact, as a BlockingModel named after the subgraph."""
 
     def __init__(self, artifact: str, runner: Runner, index: int):
         sub = runner.subgraphs[index]
         self.artifact = artifact
         self.name = sub.name
-        self.index = index
+        self.platform = f"popfuse_{runner.metadata.backend.name}"
         self.runner = runner
         anchors = {a.name: a for a in runner.metadata.anchors}
 
         def spec(anchor: str) -> TensorSpec:
             info = anchors[anchor].tensor_info
-            return TensorSpec(anchor.split("/", 1)[1], anchor, numpy_from_popef(info.data_type), info.shape)
+            return TensorSpec(sub.local_name(anchor), numpy_from_popef(info.data_type), info.shape)
 
         self.inputs = [spec(a) for a in sub.inputs]
         self.outputs = [spec(a) for a in sub.outputs]
-        self._inputs = {s.name: s for s in self.inputs}
+        self._feeds = [(s.name, a) for s, a in zip(self.inputs, sub.inputs)]
+        self._fetches = [(s.name, a) for s, a in zip(self.outputs, sub.outputs)]
         self._index_feed = {runner.fusion_map.index_anchor: np.array([index], np.uint32)}
 
-    @property
-    def batchable(self) -> bool:
-        """Whether requests can be stacked on dimension 0 of every input and output."""
-        return all(s.shape and s.shape[0] == -1 for s in (*self.inputs, *self.outputs))
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the subgraph (blocking); inputs and outputs by client name."""
+        feeds = {anchor: inputs[name] for name, anchor in self._feeds}
+        feeds.update(self._index_feed)
+        results = self.runner.execute(feeds)
+        return {name: results[anchor] for name, anchor in self._fetches}
+
+
+def batchable(model: BlockingModel) -> bool:
+    """Whether requests to ``model`` can be stacked on dimension 0 of every input and output."""
+    return all(s.shape and s.shape[0] == -1 for s in (*model.inputs, *model.outputs))
+
+
+def check_inputs(model: BlockingModel, inputs: dict[str, np.ndarray]) -> None:
+    """Raise BadRequestError unless ``inputs`` are exactly ``model``'s, with its dtypes and shapes."""
+    specs = {s.name: s for s in model.inputs}
+    for name, array in inputs.items():
+        spec = specs.get(name)
+        if spec is None:
+            raise BadRequestError(f"model {model.name!r} has no input {name!r}; its inputs are {', '.join(specs)}")
+        problem = mismatch(array, spec.dtype, spec.shape, kserve_from_numpy)
+        if problem:
+            raise BadRequestError(f"model {model.name!r}, input {name!r}: {problem}")
+    missing = [n for n in specs if n not in inputs]
+    if missing:
+        raise BadRequestError(f"model {model.name!r} needs input(s) {', '.join(missing)}")
+
+
+def warm(model: BlockingModel) -> None:
+    """Run once on zeros (dynamic dimensions 1), so the first request pays no first-run costs."""
+    zeros = {s.name: np.zeros([d if d >= 0 else 1 for d in s.shape], s.dtype) for s in model.inputs}
+    try:
+        model.predict(zeros)
+    except ExecutionError as e:
+        log.warning("model %r was not warmed: it rejects zeros of its input shapes (%s)", model.name, e)
+
+
+class Served:
+    """A BlockingModel's protocol face: metadata and request checks, shared by every way of running it."""
+
+    def __init__(self, model: BlockingModel, stats: ModelStats):
+        self.model, self.stats = model, stats
+        self.name, self.artifact = model.name, model.artifact
+        self.inputs, self.outputs = model.inputs, model.outputs
 
     def metadata(self) -> dict:
-        """KServe v2 model metadata."""
         return {
             "name": self.name,
             "versions": ["1"],
-            "platform": f"popfuse_{self.runner.metadata.backend.name}",
+            "platform": self.model.platform,
             "inputs": [s.metadata() for s in self.inputs],
             "outputs": [s.metadata() for s in self.outputs],
         }
 
     def check(self, inputs: dict[str, np.ndarray]) -> None:
-        """Raise BadRequestError unless ``inputs`` are exactly this model's, with its dtypes and shapes."""
-        for name, array in inputs.items():
-            spec = self._inputs.get(name)
-            if spec is None:
-                raise BadRequestError(
-                    f"model {self.name!r} has no input {name!r}; its inputs are {', '.join(self._inputs)}"
-                )
-            if array.dtype != spec.dtype:
-                raise BadRequestError(
-                    f"model {self.name!r}, input {name!r}: expected {spec.metadata()['datatype']}, "
-                    f"received {kserve_from_numpy(array.dtype)}"
-                )
-            if len(array.shape) != len(spec.shape) or any(e >= 0 and e != r for e, r in zip(spec.shape, array.shape)):
-                raise BadRequestError(
-                    f"model {self.name!r}, input {name!r}: expected shape {list(spec.shape)} (-1: any), "
-                    f"received {list(array.shape)}"
-                )
-        missing = [n for n in self._inputs if n not in inputs]
-        if missing:
-            raise BadRequestError(f"model {self.name!r} needs input(s) {', '.join(missing)}")
+        check_inputs(self.model, inputs)
 
-    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the subgraph (blocking); inputs and outputs by client name."""
-        feeds = {self._inputs[name].anchor: array for name, array in inputs.items()}
-        feeds.update(self._index_feed)
-        results = self.runner.execute(feeds)
-        return {s.name: results[s.anchor] for s in self.outputs}
+    def close(self) -> None:
+        """Nothing is queued here."""
 
-    def warm(self) -> None:
-        """Run once on zeros (dynamic dimensions 1), so the first request pays no first-run costs."""
-        zeros = {s.name: np.zeros([d if d >= 0 else 1 for d in s.shape], s.dtype) for s in self.inputs}
-        try:
-            self.predict(zeros)
-        except ExecutionError as e:
-            log.warning("model %r was not warmed: it rejects zeros of its input shapes (%s)", self.name, e)
+
+class Threaded(Served):
+    """A BlockingModel served one request per execution, on the data plane's thread pool."""
+
+    def __init__(self, model: BlockingModel, stats: ModelStats, executor: concurrent.futures.Executor):
+        super().__init__(model, stats)
+        self._executor = executor
+        self._rows = batchable(model)
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        queued = time.perf_counter_ns()
+
+        def execute() -> dict[str, np.ndarray]:
+            start = time.perf_counter_ns()
+            outputs = self.model.predict(inputs)
+            rows = next(iter(inputs.values())).shape[0] if self._rows else 1
+            self.stats.execution(1, rows, start - queued, time.perf_counter_ns() - start)
+            return outputs
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, execute)

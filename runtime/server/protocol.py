@@ -154,7 +154,8 @@ def encode_response(response: InferResponse, request: InferRequest) -> tuple[byt
         else:
             entry["data"] = array.reshape(-1).tolist()
         outputs.append(entry)
-    doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version, "outputs": outputs}
+    doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version,
+                           "outputs": outputs}
     if response.id is not None:
         doc["id"] = response.id
     header = json.dumps(doc, separators=(",", ":")).encode()

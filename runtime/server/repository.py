@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from ..config import RuntimeConfig
 from ..errors import PopfuseError
 from ..runner import Runner
 from .errors import BadRequestError, ModelNotFoundError, UnavailableError
-from .model import SubgraphModel
+from .model import BlockingModel, Model, SubgraphModel, warm
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +36,28 @@ class ArtifactEntry:
 
 
 class Repository:
-    """Artifacts by name (the file's stem), and the models of those loaded."""
+    """Artifacts by name (the file's stem), and the models of those loaded.
 
-    def __init__(self, artifacts: list[str | os.PathLike], config: RuntimeConfig | None = None):
-        self._config = config or RuntimeConfig(validate_io_params=False)
+    Args:
+        artifacts: The artifact files it may load.
+        config: How each artifact's runner is opened.
+        attach: Turns a loaded subgraph into the model served (``DataPlane.attach``).
+    """
+
+    def __init__(self, artifacts: list[str | os.PathLike], config: RuntimeConfig,
+                 attach: Callable[[BlockingModel], Model]):
+        self._config = config
+        self._attach = attach
         self._lock = threading.Lock()
         self._loading = threading.Lock()  # one load at a time; serving goes on meanwhile
-        self._models: dict[str, SubgraphModel] = {}
+        self._models: dict[str, Model] = {}
         self._artifacts: dict[str, ArtifactEntry] = {}
         for path in artifacts:
             path = Path(path)
             if path.stem in self._artifacts:
-                raise BadRequestError(f"two artifacts are named {path.stem!r}: {self._artifacts[path.stem].path} and {path}")
+                raise BadRequestError(
+                    f"two artifacts are named {path.stem!r}: {self._artifacts[path.stem].path} and {path}"
+                )
             self._artifacts[path.stem] = ArtifactEntry(path.stem, path)
 
     def load(self, name: str) -> list[str]:
@@ -64,9 +75,10 @@ class Repository:
             except PopfuseError as e:
                 entry.state, entry.reason = "UNAVAILABLE", str(e)
                 raise UnavailableError(f"artifact {name!r} failed to load: {e}") from e
-            models = [SubgraphModel(name, runner, i) for i in range(len(runner.subgraphs))]
-            for model in models:
-                model.warm()
+            loaded = [SubgraphModel(name, runner, i) for i in range(len(runner.subgraphs))]
+            for model in loaded:
+                warm(model)
+            models = [self._attach(model) for model in loaded]
             with self._lock:
                 for model in models:
                     owner = self._models.get(model.name)
@@ -76,7 +88,7 @@ class Repository:
                             "already serves; rebuild one of them with distinct 'name' keys"
                         )
                 for old in entry.models:
-                    self._models.pop(old, None)
+                    self._models.pop(old).close()
                 self._models.update({m.name: m for m in models})
                 entry.models = [m.name for m in models]
                 entry.state, entry.reason = "READY", ""
@@ -88,20 +100,21 @@ class Repository:
         entry = self._entry(name)
         with self._lock:
             for model in entry.models:
-                self._models.pop(model, None)
+                self._models.pop(model).close()
             entry.models = []
             entry.state, entry.reason = "UNAVAILABLE", "unloaded"
         log.info("unloaded artifact %r", name)
 
-    def get(self, model: str) -> SubgraphModel:
+    def get(self, model: str) -> Model:
         """The model named ``model``."""
         with self._lock:
             found = self._models.get(model)
         if found is None:
-            raise ModelNotFoundError(f"unknown model {model!r}; loaded models: {', '.join(sorted(self._models)) or 'none'}")
+            loaded = ", ".join(sorted(self._models)) or "none"
+            raise ModelNotFoundError(f"unknown model {model!r}; loaded models: {loaded}")
         return found
 
-    def models(self) -> list[SubgraphModel]:
+    def models(self) -> list[Model]:
         with self._lock:
             return list(self._models.values())
 
@@ -119,5 +132,35 @@ class Repository:
     def _entry(self, name: str) -> ArtifactEntry:
         entry = self._artifacts.get(name)
         if entry is None:
-            raise ModelNotFoundError(f"unknown artifact {name!r}; known artifacts: {', '.join(self._artifacts) or 'none'}")
+            known = ", ".join(self._artifacts) or "none"
+            raise ModelNotFoundError(f"unknown artifact {name!r}; known artifacts: {known}")
         return entry
+
+
+class FixedRepository:
+    """A repository of given models, served as they are: nothing to load or unload.
+
+    For a server over models made in the process (the benchmark's baseline of plain sessions), where
+    there is no artifact to load.
+    """
+
+    def __init__(self, models: list[BlockingModel], attach: Callable[[BlockingModel], Model]):
+        self._models: dict[str, Model] = {m.name: attach(m) for m in models}
+
+    def get(self, name: str) -> Model:
+        if name not in self._models:
+            raise ModelNotFoundError(f"unknown model {name!r}; models: {', '.join(self._models) or 'none'}")
+        return self._models[name]
+
+    def models(self) -> list[Model]:
+        return list(self._models.values())
+
+    def index(self) -> list[dict]:
+        return [{"name": n, "version": "1", "state": "READY", "reason": ""} for n in self._models]
+
+    def load(self, name: str) -> list[str]:
+        """Nothing to load: the model is served already."""
+        return [self.get(name).name]
+
+    def unload(self, name: str) -> None:
+        raise BadRequestError(f"model {name!r} is one of this server's fixed models; it cannot be unloaded")

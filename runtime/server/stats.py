@@ -84,9 +84,11 @@ class StatsCollector(Collector):
         families = {
             "nv_inference_request_success": ("Successful inference requests", lambda s: s.success.count),
             "nv_inference_request_failure": ("Failed inference requests", lambda s: s.fail.count),
-            "nv_inference_count": ("Inferences performed (a batched request counts its batch)", lambda s: s.inference_count),
+            "nv_inference_count": ("Inferences performed (a batched request counts its batch)",
+                                   lambda s: s.inference_count),
             "nv_inference_exec_count": ("Model executions (batches)", lambda s: s.execution_count),
-            "nv_inference_request_duration_us": ("Request duration, microseconds", lambda s: (s.success.ns + s.fail.ns) / 1e3),
+            "nv_inference_request_duration_us": ("Request duration, microseconds",
+                                                 lambda s: (s.success.ns + s.fail.ns) / 1e3),
             "nv_inference_queue_duration_us": ("Queue duration, microseconds", lambda s: s.queue.ns / 1e3),
             "nv_inference_compute_infer_duration_us": ("Compute duration, microseconds", lambda s: s.compute.ns / 1e3),
         }

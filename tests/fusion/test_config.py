@@ -7,7 +7,7 @@ import textwrap
 import onnx
 import pytest
 
-from fusion import ConfigError, load_config, parse_config
+from popfuse.fusion import ConfigError, load_config, parse_config
 from tests.models import scale_model
 
 
@@ -114,7 +114,8 @@ def test_bad_input_shape_syntax(models_dir, shape, match):
 @pytest.mark.parametrize("precision", ["fp8", "fp8_weight", "int8"])
 def test_unsupported_precision_names_the_supported_ones(models_dir, precision):
     path = write_yaml(models_dir, f"model_fusion:\n  - input_model: model0.onnx\n    precision: {precision}\n")
-    with pytest.raises(ConfigError, match=rf"precision '{precision}' is not supported.*supported precisions: fp32, fp16"):
+    expected = rf"precision '{precision}' is not supported.*supported precisions: fp32, fp16"
+    with pytest.raises(ConfigError, match=expected):
         load_config(path)
 
 

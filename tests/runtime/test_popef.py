@@ -10,9 +10,9 @@ import zlib
 import onnx
 import pytest
 
-from runtime.artifact import read_artifact, to_blobs
-from runtime.errors import ArtifactError
-from runtime.popef import HEADER_SIZE, Blob, BlobType, encode_header, read_blobs, release_pages, write_blobs
+from popfuse.runtime.artifact import read_artifact, to_blobs
+from popfuse.runtime.errors import ArtifactError
+from popfuse.runtime.popef import HEADER_SIZE, Blob, BlobType, encode_header, read_blobs, release_pages, write_blobs
 from tests.models import scale_model
 
 

@@ -6,26 +6,19 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-import fusion
-from fusion.cli import main as cli_main
-from runtime import Runner, RuntimeConfig
-from runtime.dump import describe
+from popfuse import fusion
+from popfuse.cli import main as cli_main
+from popfuse.runtime import Runner, RuntimeConfig
+from popfuse.runtime.dump import describe
 from tests.concurrency import run_in_threads
 from tests.models import PPOCR, ppocr_input, ppocr_path
 
 LENIENT = RuntimeConfig(validate_io_params=False)
 
 
-@pytest.fixture(scope="module")
-def ppocr(tmp_path_factory):
-    """A fused artifact of det, rec and cls (subgraphs 0, 1, 2), built once for the module."""
-    out = tmp_path_factory.mktemp("ppocr")
-    config = {
-        "output_dir": str(out),
-        "ipu_version": "ipu21",
-        "model_fusion": [{"input_model": str(ppocr_path(n)), "name": n} for n in PPOCR],
-    }
-    return fusion.build(config)
+@pytest.fixture
+def ppocr(ppocr_build):
+    return ppocr_build
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.inference.ipu_config import load_ipu_config
+from popfuse.runtime.inference.ipu_config import load_ipu_config
 
 
 @pytest.mark.parametrize(
@@ -15,7 +15,8 @@ from runtime.inference.ipu_config import load_ipu_config
          {"ipu_device_num": 1, "ipu_micro_batch_size": 1, "ipu_enable_fp16": False,
           "ipu_custom_ops_info": [["custom_relu", "Relu", "custom.ops", "1"]]}),
         ("ipu_custom_ops_info,[[custom_relu, Relu, custom.ops, 1], [custom_gelu,Gelu,custom.ops,2]]",
-         {"ipu_custom_ops_info": [["custom_relu", "Relu", "custom.ops", "1"], ["custom_gelu", "Gelu", "custom.ops", "2"]]}),
+         {"ipu_custom_ops_info": [["custom_relu", "Relu", "custom.ops", "1"],
+                                  ["custom_gelu", "Gelu", "custom.ops", "2"]]}),
         ("ipu_custom_patterns,[[AccumulatePriorityPattern, false], [MatMulRhsGradOp, TRUE]]",
          {"ipu_custom_patterns": {"AccumulatePriorityPattern": False, "MatMulRhsGradOp": True}}),
         ("ipu_enable_pipelining,TRUE\nipu_enable_half_partial,1\nipu_enable_model_runtime_executor,yes",

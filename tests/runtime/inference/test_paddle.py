@@ -15,8 +15,8 @@ else:
     paddle = pytest.importorskip("paddle", reason="needs the paddle extra: pip install 'popfuse[paddle]'")
     pytest.importorskip("paddle2onnx", reason="needs paddle2onnx: pip install --no-deps paddle2onnx")
 
-from runtime import inference as paddle_infer  # noqa: E402
-from runtime.inference.static import IpuCompiledProgram, IpuStrategy  # noqa: E402
+from popfuse.runtime import inference as paddle_infer  # noqa: E402
+from popfuse.runtime.inference.static import IpuCompiledProgram, IpuStrategy  # noqa: E402
 
 pytestmark = pytest.mark.paddle
 

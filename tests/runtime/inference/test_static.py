@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
-import runtime.inference.static as static_module
-from runtime.inference.static import IpuCompiledProgram, IpuStrategy, Program
+from popfuse.runtime.inference import static as static_module
+from popfuse.runtime.inference.static import IpuCompiledProgram, IpuStrategy, Program
 from tests.models import parse, scale_model
 
 
@@ -20,8 +20,8 @@ def fresh_main_program(monkeypatch):
 
 def test_the_seed_example_program_runs_as_written(caplog):
     # shared/seeds/001, with the import lines changed.
-    import runtime.inference as paddle
-    from runtime.inference import static
+    from popfuse.runtime import inference as paddle
+    from popfuse.runtime.inference import static
 
     paddle.enable_static()
 
@@ -31,7 +31,8 @@ def test_the_seed_example_program_runs_as_written(caplog):
 
     ipu_strategy = static.IpuStrategy()
     ipu_strategy.set_graph_config(num_ipus=1, is_training=True, micro_batch_size=1)
-    ipu_strategy.set_pipelining_config(enable_pipelining=False, batches_per_step=1, enable_gradient_accumulation=False, accumulation_factor=1)
+    ipu_strategy.set_pipelining_config(enable_pipelining=False, batches_per_step=1, enable_gradient_accumulation=False,
+                                       accumulation_factor=1)
     ipu_strategy.set_precision_config(enable_fp16=False)
 
     with caplog.at_level(logging.WARNING):

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from fusion import ModelOptions
-from runtime.server.http import build, create_app
-from runtime.server.settings import ServerSettings
+from popfuse.fusion import ModelOptions
+from popfuse.runtime.server.dataplane import DataPlane
+from popfuse.runtime.server.http import build, create_app
+from popfuse.runtime.server.settings import ServerSettings
 
 
 def free_port() -> int:
@@ -23,11 +24,12 @@ def free_port() -> int:
 
 
 class RunningServer:
-    """A uvicorn server on 127.0.0.1 serving artifacts, stopped by ``stop()``."""
+    """A uvicorn server on 127.0.0.1 serving a data plane (by default one over ``artifacts``), stopped by
+    ``stop()``."""
 
-    def __init__(self, artifacts: Sequence[Path], settings: ServerSettings):
+    def __init__(self, artifacts: Sequence[Path], settings: ServerSettings, dataplane: DataPlane | None = None):
         self.artifacts = list(artifacts)
-        self.dataplane = build(self.artifacts, settings)
+        self.dataplane = dataplane or build(self.artifacts, settings)
         self.url = f"127.0.0.1:{settings.port}"
         self._server = uvicorn.Server(
             uvicorn.Config(create_app(self.dataplane), host="127.0.0.1", port=settings.port, log_level="warning")
@@ -47,14 +49,15 @@ class RunningServer:
 
 @pytest.fixture
 def serve(make_artifact):
-    """Start a server over artifacts built from models: serve({"name": [models]}, **settings)."""
+    """Start a server over artifacts built from models, or already built:
+    serve({"name": [models] or path}, **settings)."""
     running: list[RunningServer] = []
 
     def start(artifacts: dict, options: dict | None = None, **settings) -> RunningServer:
         paths = []
         for name, models in artifacts.items():
             opts = (options or {}).get(name)
-            paths.append(make_artifact(models, opts, name=f"{name}.popef"))
+            paths.append(models if isinstance(models, Path) else make_artifact(models, opts, name=f"{name}.popef"))
         server = RunningServer(paths, ServerSettings(port=free_port(), **settings))
         running.append(server)
         return server

@@ -7,22 +7,22 @@ import sys
 
 import pytest
 
-from runtime.server.heap import keep_freed_memory
+from popfuse.runtime.server.heap import keep_freed_memory
 
 # In a fresh process: fault counts of a request-sized buffer made and freed again (the second and third time),
 # with the server's heap policy set by creating the app, or with the C library's defaults.
 PROBE = """
 import resource, sys
 if sys.argv[1] == "app":
-    from runtime.server.dataplane import DataPlane
-    from runtime.server.http import create_app
-    from runtime.server.settings import ServerSettings
+    from popfuse.runtime.server.dataplane import DataPlane
+    from popfuse.runtime.server.http import create_app
+    from popfuse.runtime.server.settings import ServerSettings
 
     class Nothing:
         def models(self):
             return []
 
-    create_app(DataPlane(Nothing(), ServerSettings(workers=1)))
+    create_app(DataPlane(ServerSettings(workers=1), lambda attach: Nothing()))
 
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -12,15 +12,18 @@ import threading
 import time
 
 import numpy as np
-import onnx
 import pytest
 import tritonclient.http as triton
 
-from runtime import Runner, RuntimeConfig
+from popfuse.runtime import Runner, RuntimeConfig
+from popfuse.runtime.server.dataplane import DataPlane
+from popfuse.runtime.server.repository import FixedRepository
+from popfuse.runtime.server.settings import ServerSettings
 from tests.concurrency import run_in_threads
-from tests.models import PPOCR, batch_model, dynamic_model, ppocr_input, ppocr_path, scale_model, slow_model
+from tests.models import PPOCR, batch_model, dynamic_model, ppocr_input, scale_model, slow_model
+from tests.runtime.server.toys import ErrorModel
 
-from .conftest import free_port, named
+from .conftest import RunningServer, free_port, named
 
 
 def post(url: str, path: str, body: bytes | str, headers: dict | None = None) -> tuple[int, dict]:
@@ -60,8 +63,8 @@ def triton_infer(client, model, inputs: dict[str, np.ndarray], outputs: list[str
     return {n: result.as_numpy(n) for n in outputs}
 
 
-def test_tritonclient_round_trip_for_every_ppocr_model(serve):
-    server = serve({"ppocr": [onnx.load(ppocr_path(n)) for n in PPOCR]}, {"ppocr": named(*PPOCR)})
+def test_tritonclient_round_trip_for_every_ppocr_model(serve, ppocr_build):
+    server = serve({"ppocr": ppocr_build.popef_path})
     client = triton.InferenceServerClient(server.url)
     assert client.is_server_live() and client.is_server_ready()
     runner = Runner(server.artifacts[0], RuntimeConfig(validate_io_params=False))
@@ -78,7 +81,8 @@ def test_tritonclient_round_trip_for_every_ppocr_model(serve):
 
 
 def test_concurrent_mixed_load_matches_every_response(serve):
-    server = serve({"mix": [scale_model(2.0), scale_model(3.0), dynamic_model()]}, {"mix": named("two", "three", "relu")})
+    server = serve({"mix": [scale_model(2.0), scale_model(3.0), dynamic_model()]},
+                   {"mix": named("two", "three", "relu")})
 
     def client_thread(seed: int) -> None:
         rng = np.random.default_rng(seed)
@@ -106,12 +110,12 @@ def test_bad_requests_get_4xx_and_other_models_keep_serving(serve):
     cases = [
         (infer_json(url, "nope", "X", good), 404, "unknown model 'nope'"),
         (infer_json(url, "a", "Z", good), 400, "no input 'Z'"),
-        (infer_json(url, "a", "X", good.astype(np.float64), "FP64"), 400, "expected FP32, received FP64"),
+        (infer_json(url, "a", "X", good.astype(np.float64), "FP64"), 400, "expected dtype FP32, received FP64"),
         (infer_json(url, "a", "X", np.ones((2, 4), np.float32)), 400, r"expected shape [1, 4]"),
         (post(url, "/v2/models/a/infer", "{not json"), 400, "malformed JSON"),
-        (post(url, "/v2/models/a/infer", json.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4],
-                                                              "data": [0.0] * 4}] * 1 + [{"name": "pad", "datatype": "FP32",
-                                                              "shape": [2000], "data": [0.0] * 2000}]})), 413, "limit"),
+        (post(url, "/v2/models/a/infer", json.dumps({"inputs": [
+            {"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [0.0] * 4},
+            {"name": "pad", "datatype": "FP32", "shape": [2000], "data": [0.0] * 2000}]})), 413, "limit"),
         (infer_json(url, "a", "graph1/X", good), 400, "no input 'graph1/X'"),
         (infer_json(url, "a", "index", np.array([1], np.uint32), "UINT32"), 400, "no input 'index'"),
         (infer_json(url, "b", "X", good), 400, "expected shape [1, 3]"),
@@ -127,6 +131,19 @@ def test_bad_requests_get_4xx_and_other_models_keep_serving(serve):
     status, body = infer_json(url, "a", "X", good)
     assert status == 200 and body["outputs"][0]["data"] == [2.0, 3.0, 4.0, 5.0]
     assert get(url, "/v2/models/nope")[0] == 404
+
+
+def test_the_models_refusal_is_a_400_and_an_engine_failure_a_500():
+    settings = ServerSettings(port=free_port())
+    server = RunningServer([], settings, DataPlane(settings, lambda attach: FixedRepository([ErrorModel()], attach)))
+    try:
+        status, body = infer_json(server.url, "error", "X", np.array([[-1, 0, 0, 0]], np.float32))
+        assert status == 400 and "out of this model's domain" in body["error"]
+        status, body = infer_json(server.url, "error", "X", np.array([[np.nan, 0, 0, 0]], np.float32))
+        assert status == 500 and body == {"error": "the engine lost its device"}
+        assert infer_json(server.url, "error", "X", np.array([[1, 0, 0, 0]], np.float32))[0] == 200
+    finally:
+        server.stop()
 
 
 def test_overload_answers_503_and_recovers(serve):
@@ -255,7 +272,7 @@ def test_sigterm_finishes_in_flight_requests_then_exits(make_artifact, tmp_path)
 
 
 def _batching(size, delay_us):
-    from runtime.server.settings import BatchingConfig
+    from popfuse.runtime.server.settings import BatchingConfig
 
     return BatchingConfig(size, delay_us)
 

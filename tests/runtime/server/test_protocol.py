@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from runtime.server.errors import BadRequestError
-from runtime.server.protocol import InferRequest, InferResponse, decode_request, encode_response
+from popfuse.runtime.server.errors import BadRequestError
+from popfuse.runtime.server.protocol import InferRequest, InferResponse, decode_request, encode_response
 
 
 def test_json_tensors_round_trip():

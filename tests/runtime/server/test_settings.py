@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.server.errors import ServerConfigError
-from runtime.server.settings import BatchingConfig, ServerSettings, load_model_config
+from popfuse.runtime.server.errors import ServerConfigError
+from popfuse.runtime.server.settings import BatchingConfig, ServerSettings, load_model_config
 
 
 def test_per_model_batching_overrides_the_default(tmp_path):

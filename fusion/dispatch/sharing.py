@@ -30,8 +30,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import numpy_helper
 
-from ..rename import mapping_renamer, rename_values, subgraphs
-from .weights import tensor_nbytes
+from ..graph import initializer_bytes, mapping_renamer, rename_values, subgraphs, tensor_nbytes
 
 MIN_SHARED_BYTES = 64 * 1024
 
@@ -114,11 +113,6 @@ def _prefix_nodes(graph: onnx.GraphProto, sig: dict[str, bytes], common: set[byt
     return [n for n in graph.node if _is_shared(n, sig, common)]
 
 
-def _weight_bytes(graph: onnx.GraphProto, nodes: Sequence[onnx.NodeProto]) -> int:
-    read = {name for node in nodes for name in node.input}
-    return sum(tensor_nbytes(t) for t in graph.initializer if t.name in read)
-
-
 def group_models(graphs: Sequence[onnx.GraphProto], min_shared_bytes: int = MIN_SHARED_BYTES) -> list[Group]:
     """Group the models that share a prefix; every model is in exactly one group, in index order.
 
@@ -137,7 +131,7 @@ def group_models(graphs: Sequence[onnx.GraphProto], min_shared_bytes: int = MIN_
                 continue
             common = commons[k] & node_sigs[i]
             shared = _prefix_nodes(graphs[first], sigs[first], common)
-            if _weight_bytes(graphs[first], shared) >= min_shared_bytes:
+            if initializer_bytes([graphs[first]], read_by=shared) >= min_shared_bytes:
                 group.append(i)
                 commons[k] = common
                 break

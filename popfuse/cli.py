@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.dump import human_size
-from runtime.errors import PopfuseError
+from popfuse.runtime.display import human_size
+from popfuse.runtime.errors import PopfuseError
 
 log = logging.getLogger("popfuse")
 
@@ -34,7 +34,7 @@ def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _runtime_config(args: argparse.Namespace):
-    from runtime import RuntimeConfig
+    from popfuse.runtime import RuntimeConfig
 
     return RuntimeConfig(
         validate_io_params=False,
@@ -44,7 +44,7 @@ def _runtime_config(args: argparse.Namespace):
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from fusion import build
+    from popfuse.fusion import build
 
     start = time.perf_counter()
     result = build(args.config, progress=print)
@@ -63,7 +63,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
-    from runtime.dump import describe, render
+    from popfuse.runtime.dump import describe, render
 
     info = describe(args.file)
     print(json.dumps(info, indent=2) if args.json else render(info))
@@ -71,7 +71,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from runtime import Runner
+    from popfuse.runtime import Runner
 
     runner = Runner(args.file, _runtime_config(args))
     inputs = _load_inputs(runner, args.index, args.input)
@@ -95,17 +95,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _load_inputs(runner, index: int | None, specs: Sequence[str]) -> dict[str, np.ndarray]:
-    from runtime.errors import ExecutionError
+    from popfuse.runtime.errors import ExecutionError
 
     inputs: dict[str, np.ndarray] = {}
     if index is not None:
-        inputs["index"] = np.array([index], np.uint32)
+        inputs[runner.fusion_map.index_anchor] = np.array([index], np.uint32)
     for spec in specs:
         if "=" not in spec:
             raise ExecutionError(f"--input {spec!r} must look like NAME=path.npy")
         name, path = spec.split("=", 1)
-        if index is not None and not name.startswith("graph"):
-            name = f"graph{index}/{name}"
+        if index is not None and 0 <= index < len(runner.subgraphs):
+            name = runner.subgraphs[index].anchor(name) or name  # the model's own name of an input
         try:
             inputs[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -114,8 +114,8 @@ def _load_inputs(runner, index: int | None, specs: Sequence[str]) -> dict[str, n
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from runtime.server.http import serve
-    from runtime.server.settings import BatchingConfig, ServerSettings, load_model_config
+    from popfuse.runtime.server.http import serve
+    from popfuse.runtime.server.settings import BatchingConfig, ServerSettings, load_model_config
 
     settings = ServerSettings(
         host=args.host,
@@ -133,15 +133,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from runtime.check import report, run_check
+    from popfuse.check import run_check
 
-    results = run_check()
-    print(report(results))
-    return 0 if any(r.ok for r in results) else 1
+    return 0 if any(r.ok for r in run_check()) else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks.cli import run
+    from popfuse.benchmarks.cli import run
 
     return run(args)
 
@@ -196,7 +194,7 @@ def make_parser() -> argparse.ArgumentParser:
                        help="seconds in-flight requests may take to finish after SIGTERM")
     p.set_defaults(func=cmd_serve)
 
-    from benchmarks.cli import add_arguments
+    from popfuse.benchmarks.cli import add_arguments
 
     p = sub.add_parser("bench", help="measure fusion against plain onnxruntime and write docs/benchmarks.md")
     add_arguments(p)

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_benchmark_smoke_run_writes_the_report(tmp_path):
+    # As an installed copy runs it: the console script, from a folder that is not the checkout.
+    popfuse = Path(sys.executable).with_name("popfuse")
     ran = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--smoke", "--output", str(tmp_path)],
+        [str(popfuse), "bench", "--smoke", "--output", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tmp_path,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     report = (tmp_path / "benchmarks.md").read_text()
@@ -30,6 +34,6 @@ def test_benchmark_smoke_run_writes_the_report(tmp_path):
 
 
 def test_unknown_suite_is_a_clear_error(tmp_path):
-    from fusion.cli import main
+    from popfuse.cli import main
 
     assert main(["bench", "--smoke", "--only", "dispatch,warp", "--output", str(tmp_path)]) == 2

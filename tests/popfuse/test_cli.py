@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 
-from fusion.cli import main
+from popfuse.cli import main
 from tests.models import scale_model
 
 

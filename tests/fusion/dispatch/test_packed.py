@@ -7,13 +7,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from fusion import compile_artifact, fuse
-from fusion.fuse import fusion_records
-from fusion.passes.dispatch import cost_aware_splits
-from fusion.passes.layout import model_graphs
-from fusion.rename import subgraphs
-from runtime import Runner, RuntimeConfig
-from runtime.artifact import read_artifact
+from popfuse.fusion import compile_artifact, fuse_models
+from popfuse.fusion.dispatch.tree import cost_aware_splits
+from popfuse.fusion.graph import subgraphs
+from popfuse.runtime import Runner, RuntimeConfig
+from popfuse.runtime.artifact import read_artifact
 from tests.models import if_model, multi_output_model, parse, scale_model, slow_model
 
 LENIENT = RuntimeConfig(validate_io_params=False)
@@ -35,7 +33,7 @@ def op_types(graph: onnx.GraphProto) -> list[str]:
 
 @pytest.mark.parametrize("n", [2, 16])
 def test_packed_executable_has_the_same_slots_whatever_n(n):
-    artifact = compile_artifact(fuse([scale_model(float(i)) for i in range(n)]), "onnxruntime-cpu")
+    artifact = compile_artifact(fuse_models([scale_model(float(i)) for i in range(n)]), "onnxruntime-cpu")
     compiled = onnx.load_from_string(bytes(artifact.executable))
     assert [o.name for o in compiled.graph.output] == ["slot/F32/0"]
     assert [i.name for i in compiled.graph.input] == ["index", "slot_in/F32/0"]
@@ -100,16 +98,18 @@ def test_cheap_models_sit_nearer_the_root(make_artifact):
     assert "If" not in op_types(cheap_side) and "Mul" in op_types(cheap_side)
     runner = Runner(path, LENIENT)
     for i, model in enumerate(models):
-        x = np.random.default_rng(i).standard_normal([d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim])
+        shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+        x = np.random.default_rng(i).standard_normal(shape)
         x = x.astype(np.float32)
-        expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"X": x})
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        expected = session.run(None, {"X": x})
         np.testing.assert_allclose(runner.execute({f"graph{i}/X": x})[f"graph{i}/O"], expected[0], rtol=1e-5)
 
 
-def test_model_graphs_are_recovered_from_the_public_layout():
-    fused = fuse([scale_model(), multi_output_model()])
-    _, fusion_map = fusion_records(fused)
-    graphs = model_graphs(fused, fusion_map)
+def test_the_fused_model_hands_the_compiler_each_model_graph_under_its_anchors():
+    fused = fuse_models([scale_model(), multi_output_model()])
+    graphs = fused.graphs
     assert [[i.name for i in g.input] for g in graphs] == [["graph0/X"], ["graph1/X"]]
     assert [o.name for o in graphs[1].output] == ["graph1/A", "graph1/S", "graph1/B", "graph1/M", "graph1/K"]
     assert all(i.type.HasField("tensor_type") for g in graphs for i in g.input)
+    assert fused.fusion_map.subgraphs[1].local_name("graph1/K") == "K"

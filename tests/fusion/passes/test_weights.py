@@ -7,12 +7,13 @@ import onnx
 import onnx.reference
 import pytest
 
-import fusion
-from fusion import ModelOptions, compile_artifact, fuse
-from fusion.passes.weights import SHARED_PREFIX, externalize_weights
-from fusion.rename import subgraphs
-from runtime import Runner, RuntimeConfig
-from runtime.artifact import write_artifact
+from popfuse import fusion
+from popfuse.fusion import ModelOptions, compile_artifact, fuse_models
+from popfuse.fusion.graph import subgraphs
+from popfuse.fusion.naming import WEIGHTS_PREFIX
+from popfuse.fusion.passes.weights import externalize_weights
+from popfuse.runtime import Runner, RuntimeConfig
+from popfuse.runtime.artifact import write_artifact
 from tests.models import ppocr_input, ppocr_path, scale_model
 
 LENIENT = RuntimeConfig(validate_io_params=False)
@@ -28,7 +29,7 @@ def branch_initializers(graph: onnx.GraphProto) -> list[str]:
 
 def test_identical_weights_are_stored_once(tmp_path):
     n = 20_000
-    artifact = compile_artifact(fuse([scale_model(2.0, n=n), scale_model(2.0, n=n)]), "onnxruntime-cpu")
+    artifact = compile_artifact(fuse_models([scale_model(2.0, n=n), scale_model(2.0, n=n)]), "onnxruntime-cpu")
     # The same model twice is one computation (test_sharing): neither B (80 KB) nor the scalar is held twice.
     assert artifact.fusion_map.shared_weights == 2
     assert artifact.fusion_map.shared_weight_bytes == n * 4 + 4
@@ -44,14 +45,14 @@ def test_identical_weights_are_stored_once(tmp_path):
 
 def test_large_weights_leave_the_protobuf_but_not_their_branch():
     big, small = 20_000, 200  # 80 KB and 800-byte weights B
-    artifact = compile_artifact(fuse([scale_model(2.0, n=big), scale_model(3.0, n=small)]), "onnxruntime-cpu")
+    artifact = compile_artifact(fuse_models([scale_model(2.0, n=big), scale_model(3.0, n=small)]), "onnxruntime-cpu")
     compiled = onnx.load_from_string(bytes(artifact.executable))
     # Nothing large in the main graph: a branch reading an enclosing graph's weight gathers it on every run.
     assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in compiled.graph.initializer)
     in_branches = branch_initializers_protos(compiled.graph)
     external = [t for t in in_branches if t.data_location == onnx.TensorProto.EXTERNAL]
     assert [list(t.dims) for t in external] == [[big]]
-    assert external[0].name.startswith(SHARED_PREFIX)
+    assert external[0].name.startswith(WEIGHTS_PREFIX)
     assert all(e.value == "weights" for e in external[0].external_data if e.key == "location")
     assert any(list(t.dims) == [small] and t.data_location == onnx.TensorProto.DEFAULT for t in in_branches)
     # The metadata says where the weight lies, so the runtime needs no ONNX parser to find it.
@@ -84,7 +85,8 @@ def test_sibling_tensors_with_one_name_are_renamed_apart():
         }
         """
     )
-    out, weights = externalize_weights(model, "weights", min_bytes=0)
+    result = externalize_weights(model, "weights", min_bytes=0)
+    out, weights = result.model, result.details
     assert weights.shared == 0
     assert sorted(branch_initializers(out.graph)) == ["weights/0", "weights/1"]
     assert [n.input[1] for b in subgraphs(out.graph.node[0]) for n in b.node] == ["weights/0", "weights/1"]
@@ -102,7 +104,8 @@ def test_the_same_contents_twice_in_one_graph_become_one_initializer():
         }
         """
     )
-    out, weights = externalize_weights(model, "weights", min_bytes=0)
+    result = externalize_weights(model, "weights", min_bytes=0)
+    out, weights = result.model, result.details
     assert [t.name for t in out.graph.initializer] == ["weights/0"]
     assert [list(n.input) for n in out.graph.node] == [["x", "weights/0"], ["s", "weights/0"]]
     assert (weights.shared, weights.shared_bytes, len(weights.payload)) == (1, 8, 8)
@@ -110,7 +113,8 @@ def test_the_same_contents_twice_in_one_graph_become_one_initializer():
 
 def test_externalize_keeps_small_tensors_inline():
     model = scale_model(n=512)
-    out, weights = externalize_weights(model, "weights", min_bytes=1024)
+    result = externalize_weights(model, "weights", min_bytes=1024)
+    out, weights = result.model, result.details
     by_name = {t.name: t for t in out.graph.initializer}
     assert by_name["weights/0"].data_location == onnx.TensorProto.EXTERNAL
     assert by_name["f"].data_location == onnx.TensorProto.DEFAULT
@@ -133,7 +137,8 @@ def test_weights_lie_in_the_order_a_run_reads_them_and_copied_ones_last():
     )
 
     # Declared d, c, b; read b, c, d.
-    out, weights = externalize_weights(model, "weights", min_bytes=0)
+    result = externalize_weights(model, "weights", min_bytes=0)
+    out, weights = result.model, result.details
     floats = np.frombuffer(weights.payload, np.float32).tolist()
     assert floats[:4] == [1, 0, 0, 1] and floats[16:18] == [3, 4] and floats[32:] == [5, 6]
 
@@ -141,7 +146,8 @@ def test_weights_lie_in_the_order_a_run_reads_them_and_copied_ones_last():
     def matmul_b(node, index, tensor):
         return node.op_type == "MatMul" and index == 1
 
-    out, weights = externalize_weights(model, "weights", min_bytes=0, copied_at_load=matmul_b)
+    result = externalize_weights(model, "weights", min_bytes=0, copied_at_load=matmul_b)
+    out, weights = result.model, result.details
     floats = np.frombuffer(weights.payload, np.float32).tolist()
     assert floats[:2] == [3, 4] and floats[16:18] == [5, 6] and floats[32:] == [1, 0, 0, 1]
     y = onnx.reference.ReferenceEvaluator(inline_payload(out, weights.payload)).run(
@@ -163,7 +169,7 @@ def inline_payload(model: onnx.ModelProto, payload: bytes) -> onnx.ModelProto:
 
 
 def test_real_model_weights_read_in_place_come_before_those_onnxruntime_prepacks():
-    artifact = compile_artifact(fuse([onnx.load(ppocr_path("rec"))]), "onnxruntime-cpu")
+    artifact = compile_artifact(fuse_models([onnx.load(ppocr_path("rec"))]), "onnxruntime-cpu")
     compiled = onnx.load_from_string(bytes(artifact.executable))
     readers: dict[str, set[str]] = {}
 
@@ -186,8 +192,9 @@ def test_real_model_weights_read_in_place_come_before_those_onnxruntime_prepacks
 @pytest.mark.parametrize("name", ["rec"])
 def test_same_real_model_twice_shares_all_weights(tmp_path, name):
     model = onnx.load(ppocr_path(name))
-    once = compile_artifact(fuse([model]), "onnxruntime-cpu")
-    twice = compile_artifact(fuse([model, model], [ModelOptions(name="a"), ModelOptions(name="b")]), "onnxruntime-cpu")
+    once = compile_artifact(fuse_models([model]), "onnxruntime-cpu")
+    twice = compile_artifact(fuse_models([model, model], [ModelOptions(name="a"), ModelOptions(name="b")]),
+                             "onnxruntime-cpu")
     def stored(artifact):
         return len(artifact.executable) + sum(len(t) for t in artifact.tensors.values())
 
@@ -206,7 +213,8 @@ def test_same_real_model_twice_shares_all_weights(tmp_path, name):
 def test_build_reports_what_compilation_shared(tmp_path):
     onnx.save(scale_model(2.0, n=20_000), tmp_path / "a.onnx")
     result = fusion.build(
-        {"output_dir": str(tmp_path), "model_fusion": [{"input_model": str(tmp_path / "a.onnx"), "name": n} for n in "xy"]}
+        {"output_dir": str(tmp_path),
+         "model_fusion": [{"input_model": str(tmp_path / "a.onnx"), "name": n} for n in "xy"]}
     )
     assert result.fusion_map.shared_weight_bytes == 20_000 * 4 + 4
 
@@ -215,7 +223,7 @@ def test_weights_shared_by_distant_models_are_stored_once(tmp_path):
     # Four models: 0 and 3 share B across the two halves of the dispatch tree.
     n = 2048
     widths = [(2.0, n), (3.0, n + 1), (4.0, n + 2), (2.0, n)]
-    artifact = compile_artifact(fuse([scale_model(f, n=w) for f, w in widths]), "onnxruntime-cpu")
+    artifact = compile_artifact(fuse_models([scale_model(f, n=w) for f, w in widths]), "onnxruntime-cpu")
     assert artifact.fusion_map.shared_weights == 1 and artifact.fusion_map.shared_weight_bytes == n * 4
     path = tmp_path / "four.popef"
     write_artifact(path, artifact)
@@ -226,8 +234,7 @@ def test_weights_shared_by_distant_models_are_stored_once(tmp_path):
 
 
 def test_the_executable_holds_neither_the_records_nor_unused_opset_imports():
-    fused = fuse([scale_model(2.0), scale_model(3.0)])
-    assert {p.key for p in fused.metadata_props} >= {"popfuse.anchors", "popfuse.fusion_map"}
+    fused = fuse_models([scale_model(2.0), scale_model(3.0)])
     compiled = onnx.load_from_string(bytes(compile_artifact(fused, "onnxruntime-cpu").executable))
     # The artifact's metadata blobs hold the records; onnxruntime imports nine domains, these nodes use one.
     assert not compiled.metadata_props

@@ -9,11 +9,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from fusion.passes.namespace import add_namespace
-from fusion.passes.sharing import group_models, signatures
-from fusion.rename import subgraphs
-from runtime import Runner, RuntimeConfig
-from runtime.artifact import read_artifact
+from popfuse.fusion.dispatch.sharing import group_models, signatures
+from popfuse.fusion.graph import subgraphs
+from popfuse.fusion.passes.namespace import add_namespace
+from popfuse.runtime import Runner, RuntimeConfig
+from popfuse.runtime.artifact import read_artifact
 from tests.models import backbone_model, if_model, ppocr_input, ppocr_path, scale_model
 
 LENIENT = RuntimeConfig(validate_io_params=False)
@@ -41,21 +41,21 @@ def heads(*seeds: int) -> list[onnx.ModelProto]:
 
 def test_signatures_ignore_names():
     model = scale_model(2.0)
-    a = add_namespace(model, "graph0/").graph
-    b = add_namespace(model, "graph1/").graph
+    a = add_namespace(model, "graph0/").model.graph
+    b = add_namespace(model, "graph1/").model.graph
     sa, sb = signatures(a), signatures(b)
     assert [sa[o.name] for o in a.output] == [sb[o.name] for o in b.output]
-    assert signatures(add_namespace(scale_model(3.0), "graph1/").graph)["graph1/O"] != sa["graph0/O"]
+    assert signatures(add_namespace(scale_model(3.0), "graph1/").model.graph)["graph1/O"] != sa["graph0/O"]
 
 
 def test_a_node_holding_a_subgraph_is_never_shared():
     model = if_model()
-    a, b = (add_namespace(model, f"graph{i}/").graph for i in (0, 1))
+    a, b = (add_namespace(model, f"graph{i}/").model.graph for i in (0, 1))
     assert signatures(a)["graph0/O"] != signatures(b)["graph1/O"]
 
 
 def test_grouping_needs_the_threshold_of_shared_weights():
-    small = [add_namespace(scale_model(2.0, n=2048), f"graph{i}/").graph for i in (0, 1)]
+    small = [add_namespace(scale_model(2.0, n=2048), f"graph{i}/").model.graph for i in (0, 1)]
     assert [g.members for g in group_models(small)] == [(0,), (1,)]
     assert [g.members for g in group_models(small, min_shared_bytes=8192)] == [(0, 1)]
 
@@ -110,5 +110,6 @@ def test_real_model_twice_beside_another_runs_once(make_artifact, shared):
     x = ppocr_input(shared)
     expected = reference(cls, {"x": x})[0]
     for i in (0, 2):
-        np.testing.assert_allclose(runner.execute({f"graph{i}/x": x})[f"graph{i}/save_infer_model/scale_0.tmp_1"], expected,
+        got = runner.execute({f"graph{i}/x": x})[f"graph{i}/save_infer_model/scale_0.tmp_1"]
+        np.testing.assert_allclose(got, expected,
                                    rtol=1e-5, atol=1e-6)

@@ -1,0 +1,52 @@
+"""The compiler: a build writes reproducible artifacts, or nothing; the compile stage names its failing pass."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from popfuse.fusion import FusionError, PassError, build, compile_artifact, fuse
+from popfuse.fusion.graph import IR_VERSION, walk_nodes
+from popfuse.runtime.artifact import read_artifact
+from tests.conftest import ppocr_config
+from tests.models import scale_model
+
+
+def test_two_builds_of_the_ppocr_fusion_are_byte_identical(ppocr_build, tmp_path):
+    again = build(ppocr_config(tmp_path))
+    assert again.popef_path.read_bytes() == ppocr_build.popef_path.read_bytes()
+    assert again.fused_model_path.read_bytes() == ppocr_build.fused_model_path.read_bytes()
+
+
+def test_the_optimisers_node_names_are_numbered_in_graph_order(ppocr_build):
+    executable = onnx.load_from_string(bytes(read_artifact(ppocr_build.popef_path).executable))
+    generated = [n.name for n in walk_nodes(executable.graph.node) if n.name and "/" not in n.name]
+    assert len(generated) > 10
+    assert [int(name.rsplit("_token_", 1)[1]) for name in generated] == list(range(len(generated)))
+
+
+def unknown_op_model() -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Frobnicate", ["X"], ["O"], domain="example.custom")], "custom",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("O", TensorProto.FLOAT, [1, 4])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("example.custom", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION)
+
+
+def test_a_build_whose_compile_fails_writes_nothing_and_names_the_pass(tmp_path):
+    onnx.save(unknown_op_model(), tmp_path / "custom.onnx")
+    onnx.save(scale_model(), tmp_path / "plain.onnx")
+    config = {"output_dir": str(tmp_path / "out"),
+              "model_fusion": [{"input_model": str(tmp_path / "plain.onnx")},
+                               {"input_model": str(tmp_path / "custom.onnx")}]}
+    with pytest.raises(PassError, match=r"the fused graph: pass 'compile': onnxruntime could not compile.*Frobnicate"):
+        build(config)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_compile_artifact_takes_the_typed_fused_model():
+    with pytest.raises(FusionError, match="compile_artifact takes the FusedModel of fuse_models"):
+        compile_artifact(fuse([scale_model()]), "onnxruntime-cpu")

@@ -1,0 +1,67 @@
+"""The onnxruntime backend: targets, sessions over plain models and executables, and how run errors split."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from popfuse.runtime.backends import SessionOptions, resolve_target, targets
+from popfuse.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from popfuse.runtime.errors import BackendError, ExecutionError
+from tests.models import dynamic_model, parse, ppocr_input, ppocr_path
+
+
+def open_plain(model: onnx.ModelProto, **options):
+    backend, device = resolve_target("onnxruntime-cpu")
+    return backend.open(model.SerializeToString(), (), device, SessionOptions(**options))
+
+
+def test_targets_resolve_lazily_and_the_ipu_gets_a_hint():
+    assert targets() == ["onnxruntime-cpu", "onnxruntime-cuda"]
+    backend, device = resolve_target("onnxruntime-cpu")
+    assert backend.name == "onnxruntime" and device == "cpu" and "cpu" in backend.devices()
+    with pytest.raises(BackendError, match="Poplar SDK"):
+        resolve_target("ipu21")
+    with pytest.raises(BackendError, match="no CUDAExecutionProvider"):
+        backend.open(b"", (), "cuda", SessionOptions())
+
+
+def test_a_plain_real_model_opens_with_its_ports_and_runs():
+    session = open_plain(onnx.load(ppocr_path("cls")), optimize=True, intra_op_num_threads=1)
+    (port,) = session.inputs
+    assert (port.name, port.dtype, port.shape) == ("x", np.dtype(np.float32), (-1, 3, -1, -1))
+    (out,) = session.run([session.outputs[0].name], {"x": ppocr_input("cls")})
+    assert out.shape == (1, 2)
+
+
+def test_inputs_the_engine_refuses_are_the_callers_and_the_rest_the_backends():
+    session = open_plain(dynamic_model())
+    with pytest.raises(ExecutionError, match="Invalid rank for input: X Got: 1 Expected: 2"):
+        session.run(["O"], {"X": np.ones((2,), np.float32)})
+    reshape = parse(
+        """
+        agraph (float[N] X, int64[2] S) => (float[A, B] O)
+        {
+            O = Reshape(X, S)
+        }
+        """
+    )
+    session = open_plain(reshape)
+    with pytest.raises(ExecutionError, match=r"^a Reshape operator cannot run on these inputs: .*"):
+        session.run(["O"], {"X": np.ones(6, np.float32), "S": np.array([4, 4], np.int64)})
+    with pytest.raises(BackendError, match="could not load the model"):
+        open_plain(onnx.ModelProto())
+
+
+def test_onnxruntime_names_the_weights_it_copies_when_it_opens_an_executable():
+    backend = OnnxRuntimeBackend()
+    # MLAS prepacks a 2-D B of MatMul and Gemm on CPU and never reads the original again.
+    assert backend.copies_at_load("", "MatMul", 1, 2, "cpu")
+    assert backend.copies_at_load("com.microsoft", "FusedMatMul", 1, 2, "cpu")
+    assert backend.copies_at_load("", "Gemm", 1, 2, "cpu")
+    assert not backend.copies_at_load("", "MatMul", 1, 3, "cpu")
+    assert not backend.copies_at_load("", "MatMul", 0, 2, "cpu")
+    assert not backend.copies_at_load("", "Conv", 1, 4, "cpu")
+    # A device holds its own copy of every weight.
+    assert backend.copies_at_load("", "Conv", 1, 4, "cuda")
