@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from popfuse.arguments import Parser
 
 # Each a module of ``suites`` with ``run(ctx) -> dict``, imported when it runs: the suites import
 # onnxruntime and the compiler, which building the parser (``popfuse --help``) must not.
@@ -17,34 +18,38 @@ SUITES = ("dispatch", "switching", "coldstart", "scaling", "size", "serving")
 
 def make_parser() -> argparse.ArgumentParser:
     """The benchmark's argument parser (``popfuse bench`` takes the same flags)."""
-    parser = argparse.ArgumentParser(prog="popfuse bench", description=__doc__)
+    parser = Parser(prog="popfuse bench", description=__doc__)
     add_arguments(parser)
     return parser
+
+
+def suites(text: str) -> list[str]:
+    """An ``argparse`` type: comma-separated suite names, each one of ``SUITES``."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SUITES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown suite(s) {', '.join(unknown) or repr(text)}; "
+                                          f"choose from {', '.join(SUITES)}")
+    return names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the benchmark's flags to ``parser``."""
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that the suites run, not how fast")
-    parser.add_argument(
-        "--output", type=Path, default=None,
-        help="folder for benchmarks.md and its figures (default: docs/, or a temporary folder with --smoke)",
-    )
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for every session (default 1)")
-    parser.add_argument("--only", default=",".join(SUITES), help=f"comma-separated suites: {', '.join(SUITES)}")
+    parser.add_argument("--output", type=Path, default=Path("popfuse-bench"),
+                        help="the folder for benchmarks.md, its figures and results.json")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for every session")
+    parser.add_argument("--only", type=suites, default=list(SUITES), metavar="SUITE[,SUITE…]",
+                        help=f"the suites to run: {', '.join(SUITES)}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the suites ``args`` names and write the report; returns the exit status."""
-    names = [n.strip() for n in args.only.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SUITES]
-    if unknown:
-        print(f"popfuse bench: error: unknown suite(s) {', '.join(unknown)}; choose from {', '.join(SUITES)}",
-              file=sys.stderr)
-        return 2
     from . import report
     from .context import Context
 
-    output = args.output or (Path(tempfile.mkdtemp(prefix="popfuse-bench-")) if args.smoke else Path("docs"))
+    names, output = args.only, args.output
+    print(f"writing the report into {output}/", flush=True)
     results: dict = {"machine": report.machine(), "threads": args.threads, "smoke": args.smoke}
     with tempfile.TemporaryDirectory(prefix="popfuse-bench-work-") as work:
         ctx = Context(Path(work), threads=args.threads, smoke=args.smoke)
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{name}] running…", flush=True)
             results[name] = importlib.import_module(f".suites.{name}", __package__).run(ctx)
             print(f"[{name}] done in {time.perf_counter() - start:.1f} s", flush=True)
-    command = "popfuse bench" + (" --smoke" if args.smoke else "") + (
+    command = f"popfuse bench --output {output}" + (" --smoke" if args.smoke else "") + (
         f" --threads {args.threads}" if args.threads != 1 else "")
     path = report.write(results, output, command)
     for key, (ok, figure) in report.verdicts(results).items():

@@ -48,8 +48,19 @@ def text_image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 
 def ppocr_path(name: str) -> Path:
-    """Where rapidocr-onnxruntime installed PP-OCR model ``name`` (det, rec or cls)."""
-    return Path(str(importlib.resources.files("rapidocr_onnxruntime") / "models" / PPOCR[name][0]))
+    """Where rapidocr-onnxruntime installed PP-OCR model ``name`` (det, rec or cls).
+
+    Raises:
+        ModuleNotFoundError: rapidocr-onnxruntime is not installed; the message says how to install it.
+    """
+    try:
+        models = importlib.resources.files("rapidocr_onnxruntime") / "models"
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            "PaddleOCR's models ship in rapidocr-onnxruntime, which is not installed here: "
+            "pip install 'popfuse[examples]' (in a checkout: pip install -e '.[examples]')", name=e.name
+        ) from e
+    return Path(str(models / PPOCR[name][0]))
 
 
 def ppocr(name: str, seed: int = 0) -> Workload:

@@ -88,13 +88,15 @@ def _backend_compile(model: onnx.ModelProto, backend: Backend, device: str) -> P
         raise BackendError(f"{backend.name} returned an executable that is not ONNX: {e}") from e
 
 
-def compile_artifact(fused: FusedModel, target: str, ipu_version: str | None = None) -> Artifact:
+def compile_artifact(
+    fused: FusedModel, target: str, ipu_version: str | None = None, progress: Progress | None = None
+) -> Artifact:
     """Compile a fusion for ``target`` and wrap it as an artifact (not yet written).
 
     The models are laid out in the packed layout (``dispatch.packed``), where
     models that begin with the same nodes over the same weights run them once;
     then the compile stage runs (``compile_passes``). The metadata lists where
-    each weight lies.
+    each weight lies. ``progress`` gets a line as the stage starts and one per pass.
 
     Raises:
         FusionError: ``fused`` is not a FusedModel; a PassError names the compile step that failed.
@@ -108,7 +110,11 @@ def compile_artifact(fused: FusedModel, target: str, ipu_version: str | None = N
     groups = tuple(group_models(fused.graphs))
     packed = fused.wrap(packed_graph(fused.graphs, groups), check=False)
     layout = md.SlotLayout(inputs=_slots(packed.graph.input), outputs=_slots(packed.graph.output))
-    results = run_passes(compile_passes(backend, device), packed, "the fused graph")
+    say = progress or (lambda line: None)
+    passes = compile_passes(backend, device)
+    say(f"compiling for {target}: {', '.join(p.name for p in passes)} …")
+    results = run_passes(passes, packed, "the fused graph",
+                         done=lambda name, seconds, result: say(f"  {name}: {seconds:.2f} s{_summary(result)}"))
     weights: ExternalWeights = results["weights"].details
     tensor_data = tuple(
         md.TensorData(t.name, md.TensorInfo(t.dims, popef_from_onnx(t.data_type)), WEIGHTS_BLOB, t.offset, t.size)
@@ -133,6 +139,13 @@ def compile_artifact(fused: FusedModel, target: str, ipu_version: str | None = N
         executable=final_model(results).SerializeToString(),
         tensors={WEIGHTS_BLOB: weights.payload} if weights.payload else {},
     )
+
+
+def _summary(result: PassResult) -> str:
+    """What a compile pass did, in a few words, when its details say something."""
+    if isinstance(result.details, ExternalWeights):
+        return f", {len(result.details.tensors)} weights, {human_size(len(result.details.payload))}"
+    return ""
 
 
 def _slots(values) -> dict[str, tuple[str, ...]]:
@@ -177,9 +190,9 @@ def build(config: FusionConfig | Mapping | str | os.PathLike, progress: Progress
     artifact = None
     if config.export_popef:
         start = time.perf_counter()
-        artifact = compile_artifact(fused, config.target, config.ipu_version)
+        artifact = compile_artifact(fused, config.target, config.ipu_version, progress=say)
         seconds["compile"] = time.perf_counter() - start
-        say(f"compiled for {config.target} in {seconds['compile']:.2f} s")
+        say(f"compiled in {seconds['compile']:.2f} s")
     # Written only once everything is compiled, so a build that fails writes nothing.
     write_atomic(config.fused_model_path, public)
     say(f"wrote {config.fused_model_path}")

@@ -8,6 +8,7 @@ pass, what it ran on and the passes that ran before it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -68,13 +69,20 @@ _FOREIGN = (
 )
 
 
-def run_passes(passes: Sequence[Pass], model: onnx.ModelProto, subject: str) -> dict[str, PassResult[Any]]:
+#: Told of each pass as it ends: its name, its seconds and its result.
+PassDone = Callable[[str, float, PassResult[Any]], None]
+
+
+def run_passes(
+    passes: Sequence[Pass], model: onnx.ModelProto, subject: str, done: PassDone | None = None
+) -> dict[str, PassResult[Any]]:
     """Run ``passes`` in order, each on the previous one's model.
 
     Args:
         passes: The steps, in order.
         model: The first pass's input.
         subject: What the passes run on, for errors: ``model 'det'``, ``the fused graph``.
+        done: Called after each pass, for progress.
 
     Returns:
         Each pass's result by name, in order; the last one holds the final model.
@@ -84,6 +92,7 @@ def run_passes(passes: Sequence[Pass], model: onnx.ModelProto, subject: str) -> 
     """
     results: dict[str, PassResult[Any]] = {}
     for step in passes:
+        start = time.perf_counter()
         try:
             result = step.run(model)
         except PassError:
@@ -92,6 +101,8 @@ def run_passes(passes: Sequence[Pass], model: onnx.ModelProto, subject: str) -> 
             raise PassError(step.name, subject, list(results), str(e)) from e
         results[step.name] = result
         model = result.model
+        if done is not None:
+            done(step.name, time.perf_counter() - start, result)
     return results
 
 

@@ -1,36 +1,47 @@
-"""The ``popfuse`` command: a thin layer over the Python API.
+"""The ``popfuse`` command: a thin layer over the Python API, behaving like a well-kept Unix tool.
 
-Subcommands: ``build`` (YAML → fused ONNX + artifact), ``dump`` (show an
-artifact), ``run`` (execute one subgraph). Each is built from argument groups
-so that shared flags read the same everywhere.
+Subcommands: ``build`` (YAML → fused ONNX + artifact), ``dump`` (show an artifact), ``run`` (execute one
+subgraph), ``check`` (which targets work here), ``serve`` (KServe v2 / Triton server), ``bench`` (the
+benchmarks) and ``completion`` (a shell completion script). Shared flags come from the argument groups of
+``popfuse.arguments``. Errors are one line on stderr: exit status 2 for usage, 1 for a failure, 130 when
+interrupted; a closed pipe ends quietly; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import os
+import re
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from popfuse.runtime.display import human_size
+from popfuse.runtime.display import human_size, table
 from popfuse.runtime.errors import PopfuseError
+
+from .arguments import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Parser,
+    add_output_args,
+    add_runtime_args,
+    positive_int,
+)
 
 log = logging.getLogger("popfuse")
 
 
-def _add_runtime_args(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("runtime")
-    group.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the backend's)")
-    group.add_argument(
-        "--no-check-package-hash",
-        action="store_true",
-        help="load an artifact compiled by another backend version anyway",
-    )
+class UsageError(PopfuseError):
+    """The command line asks for something that cannot be (found only once the arguments parsed)."""
 
 
 def _runtime_config(args: argparse.Namespace):
@@ -47,11 +58,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     from popfuse.fusion import build
 
     start = time.perf_counter()
-    result = build(args.config, progress=print)
+    result = build(args.config, progress=lambda line: print(line, flush=True))
     print()
-    print(f"{'index':<6}{'name':<20}{'precision':<10}{'inputs':<8}{'outputs':<8}source")
-    for s in result.fusion_map.subgraphs:
-        print(f"{s.index:<6}{s.name:<20}{s.precision:<10}{len(s.inputs):<8}{len(s.outputs):<8}{s.source}")
+    rows = [(s.index, s.name, s.precision, len(s.inputs), len(s.outputs), s.source)
+            for s in result.fusion_map.subgraphs]
+    print("\n".join(table(("index", "name", "precision", "inputs", "outputs", "source"), rows, indent="")))
     print()
     print(f"subgraphs: {len(result.fusion_map.subgraphs)}, shared weights: {result.fusion_map.shared_weights}")
     print(f"sources: {human_size(result.source_bytes)}")
@@ -74,12 +85,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from popfuse.runtime import Runner
 
     runner = Runner(args.file, _runtime_config(args))
+    if args.index is not None and not 0 <= args.index < len(runner.subgraphs):
+        models = ", ".join(f"{s.index} {s.name}" for s in runner.subgraphs)
+        raise UsageError(
+            f"--index {args.index} is out of range: {args.file} has {len(runner.subgraphs)} models, "
+            f"0..{len(runner.subgraphs) - 1} ({models})"
+        )
     inputs = _load_inputs(runner, args.index, args.input)
     outputs = runner.execute(inputs)
     np.set_printoptions(threshold=20, edgeitems=3)
     for name, value in outputs.items():
         print(f"{name}: {value.dtype} {list(value.shape)}")
         print(f"  {np.array2string(value, prefix='  ')}")
+    if args.output is not None:
+        for path in _save_outputs(runner, outputs, args.output):
+            print(f"wrote {path}")
     if args.iterations > 1:
         times = []
         for _ in range(args.iterations):
@@ -102,9 +122,9 @@ def _load_inputs(runner, index: int | None, specs: Sequence[str]) -> dict[str, n
         inputs[runner.fusion_map.index_anchor] = np.array([index], np.uint32)
     for spec in specs:
         if "=" not in spec:
-            raise ExecutionError(f"--input {spec!r} must look like NAME=path.npy")
+            raise UsageError(f"--input {spec!r} must look like NAME=PATH.npy")
         name, path = spec.split("=", 1)
-        if index is not None and 0 <= index < len(runner.subgraphs):
+        if index is not None:
             name = runner.subgraphs[index].anchor(name) or name  # the model's own name of an input
         try:
             inputs[name] = np.load(path, allow_pickle=False)
@@ -113,8 +133,34 @@ def _load_inputs(runner, index: int | None, specs: Sequence[str]) -> dict[str, n
     return inputs
 
 
+def _save_outputs(runner, outputs: dict[str, np.ndarray], target: Path) -> list[Path]:
+    """Write the outputs under the model's own names: one ``.npz`` when ``target`` ends so, else one ``.npy``
+    per output in the folder ``target`` (characters a file name cannot hold become ``_``). Returns the files
+    written, each written atomically."""
+    from popfuse.runtime.atomic import write_atomic
+
+    sub = runner.subgraphs[runner.fusion_map.anchors()[next(iter(outputs))]]
+    named = {sub.local_name(anchor): value for anchor, value in outputs.items()}
+    if target.suffix == ".npz":
+        buffer = io.BytesIO()
+        np.savez(buffer, **named)
+        write_atomic(target, buffer.getvalue())
+        return [target]
+    written = []
+    for name, value in named.items():
+        buffer = io.BytesIO()
+        np.save(buffer, value, allow_pickle=False)
+        written.append(target / (re.sub(r"[^A-Za-z0-9._-]", "_", name) + ".npy"))
+        write_atomic(written[-1], buffer.getvalue())
+    return written
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from popfuse.runtime.server.http import serve
+    try:
+        from popfuse.runtime.server.http import serve
+    except ModuleNotFoundError as e:
+        raise UsageError(f"popfuse serve needs the serve extra, which is not installed here (no module "
+                         f"{e.name!r}): pip install 'popfuse[serve]'") from e
     from popfuse.runtime.server.settings import BatchingConfig, ServerSettings, load_model_config
 
     settings = ServerSettings(
@@ -144,73 +190,129 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(make_parser(), shell=args.shell), end="")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The ``popfuse`` argument parser."""
-    parser = argparse.ArgumentParser(prog="popfuse", description="Multi-model fusion compiler and runtime.")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="popfuse", description="Multi-model fusion compiler, runtime and server.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("build", help="fuse the models of a YAML config and compile the artifact")
-    p.add_argument("config", type=Path, help="the YAML build file")
-    p.set_defaults(func=cmd_build)
+    def command(name: str, help: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        p.set_defaults(func=func)
+        add_output_args(p)
+        return p
 
-    p = sub.add_parser("dump", help="show an artifact's anchors, metadata and fusion map")
-    p.add_argument("file", type=Path, help="an executable.popef")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_dump)
+    p = command("build", "fuse the models of a YAML config and compile the artifact", cmd_build)
+    p.add_argument("config", type=Path, help="the YAML build file (PopRT's schema, see docs/fusion.md)")
 
-    p = sub.add_parser("run", help="run one subgraph of an artifact and print its outputs")
-    p.add_argument("file", type=Path, help="an executable.popef")
-    p.add_argument("--index", type=int, default=None, help="the subgraph to run (default: from the names)")
-    p.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        metavar="NAME=PATH.npy",
-        help="an input tensor; NAME is the anchor name, or the model's own name with --index",
-    )
-    p.add_argument("--iterations", type=int, default=1, help="run N times and print latency")
-    _add_runtime_args(p)
-    p.set_defaults(func=cmd_run)
+    p = command("dump", "show an artifact's blobs, metadata, anchors and fusion map", cmd_dump)
+    p.add_argument("file", type=Path, help="an artifact, such as executable.popef")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
-    p = sub.add_parser("check", help="report the backends found and run a tiny fused model on each")
-    p.set_defaults(func=cmd_check)
+    p = command("run", "run one subgraph of an artifact and print its outputs", cmd_run)
+    p.add_argument("file", type=Path, help="an artifact, such as executable.popef")
+    p.add_argument("--index", type=int, default=None,
+                   help="the subgraph to run (default: the one whose inputs are given)")
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH.npy",
+                   help="an input tensor, repeated for each input; NAME is the anchor (graph0/X), or the "
+                        "model's own name (X) with --index")
+    p.add_argument("--output", type=Path, default=None, metavar="DIR|FILE.npz",
+                   help="also write the outputs, under the model's own names: one .npy each in folder DIR, or "
+                        "all in FILE.npz")
+    p.add_argument("--iterations", type=positive_int, default=1, help="run N times and print the latency")
+    add_runtime_args(p)
 
-    p = sub.add_parser("serve", help="serve artifacts over the KServe v2 / Triton HTTP protocol")
-    p.add_argument("artifacts", nargs="+", type=Path, help="executable.popef files; each subgraph is a model")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    command("check", "say which targets work here, running a tiny fused model on each", cmd_check)
+
+    p = command("serve", "serve artifacts over the KServe v2 / Triton HTTP protocol", cmd_serve)
+    p.add_argument("artifacts", nargs="+", type=Path, help="artifacts to serve; each subgraph is a model")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    p.add_argument("--port", type=int, default=8000, help="the HTTP port")
     group = p.add_argument_group("batching")
     group.add_argument("--max-batch-size", type=int, default=0, help="rows per batched execution (0: off)")
-    group.add_argument("--max-queue-delay-us", type=int, default=0, help="how long a batch waits to fill")
+    group.add_argument("--max-queue-delay-us", type=int, default=0,
+                       help="how long a batch waits to fill, in microseconds")
     group.add_argument("--model-config", type=Path, default=None,
                        help="YAML with per-model batching: models: {name: {max_batch_size, max_queue_delay_us}}")
     group = p.add_argument_group("load")
     group.add_argument("--max-pending", type=int, default=256, help="queued or running requests before 503")
     group.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024, help="larger bodies get 413")
-    group.add_argument("--workers", type=int, default=None, help="threads that run models (default: cores)")
-    group.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads per execution")
+    group.add_argument("--workers", type=int, default=None,
+                       help="threads that run models (default: the number of cores)")
+    group.add_argument("--threads", type=int, default=None,
+                       help="onnxruntime intra-op threads per execution (default: onnxruntime's choice)")
     group.add_argument("--graceful-timeout", type=float, default=30.0,
                        help="seconds in-flight requests may take to finish after SIGTERM")
-    p.set_defaults(func=cmd_serve)
 
     from popfuse.benchmarks.cli import add_arguments
 
-    p = sub.add_parser("bench", help="measure fusion against plain onnxruntime and write docs/benchmarks.md")
+    p = command("bench", "measure fusion against plain onnxruntime and write a report", cmd_bench)
     add_arguments(p)
-    p.set_defaults(func=cmd_bench)
+
+    p = command("completion", "print a shell completion script for popfuse", cmd_completion)
+    p.add_argument("shell", choices=("bash", "zsh", "tcsh"),
+                   help="the shell; e.g. `popfuse completion bash > ~/.local/share/bash-completion/completions/"
+                        "popfuse`")
     return parser
 
 
+def _version() -> str:
+    from popfuse import __version__
+
+    return __version__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``popfuse`` console script; returns the exit status."""
-    args = make_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    """Entry point of the ``popfuse`` console script; returns the exit status.
+
+    Errors are one line on stderr (``popfuse COMMAND: error: …``): 2 for usage, 1 for a failure, 130 when
+    interrupted; ``--debug`` prints the traceback as well. A closed pipe (``popfuse dump … | head``) ends
+    quietly.
+    """
+    try:
+        args = make_parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version, and usage errors (already printed on one line)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "popfuse: %(message)s")
+    if args.verbose:
+        from popfuse.runtime.backends import show_engine_logs
+
+        show_engine_logs(True)
+    where = f"popfuse {args.command}"
     try:
         return args.func(args)
+    except UsageError as e:
+        return _fail(where, str(e), args, EXIT_USAGE)
     except PopfuseError as e:
-        print(f"popfuse {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return _fail(where, str(e), args, EXIT_FAILURE)
+    except KeyboardInterrupt:
+        return _fail(where, "interrupted", args, EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep the interpreter from failing to flush stdout.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as e:  # a bug of popfuse's own: still one line, the traceback with --debug
+        return _fail(where, f"internal error: {type(e).__name__}: {e}", args, EXIT_FAILURE, internal=True)
+
+
+def _fail(where: str, message: str, args: argparse.Namespace, status: int, internal: bool = False) -> int:
+    if args.debug:
+        traceback.print_exc()
+    if status == EXIT_INTERRUPTED:
+        print(f"{where}: interrupted", file=sys.stderr)
+        return status
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())  # one line, whatever it says
+    hint = " (run with --debug for the traceback)" if internal and not args.debug else ""
+    print(f"{where}: error: {text}{hint}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

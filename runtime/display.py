@@ -1,4 +1,4 @@
-"""How popfuse shows things to people: byte sizes, shapes with dynamic dimensions, and sources."""
+"""How popfuse shows things to people: byte sizes, shapes with dynamic dimensions, sources and tables."""
 
 from __future__ import annotations
 
@@ -25,3 +25,10 @@ def source_label(source: object) -> str:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "<bytes>"
     return os.fspath(source) if isinstance(source, (str, os.PathLike)) else repr(source)
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "  ") -> list[str]:
+    """Rows as lines of a table whose columns are as wide as their widest cell, two spaces apart."""
+    cells = [[str(c) for c in header], *([str(c) for c in row] for row in rows)]
+    widths = [max(len(row[k]) for row in cells) for k in range(len(header))]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]

@@ -11,7 +11,7 @@ from typing import Any
 
 from . import metadata as md
 from .artifact import FUSION_MAP_BLOB, parse_blobs
-from .display import human_size, show_shape, source_label
+from .display import human_size, show_shape, source_label, table
 from .popef import FORMAT_VERSION, BlobType, read_blobs
 
 
@@ -40,9 +40,8 @@ def render(info: dict[str, Any]) -> str:
     """``describe``'s result as text, section by section."""
     lines = [f"PopEF-structured artifact {info['file']} (format version {info['formatVersion']}, "
              f"{human_size(info['size'])})", "", "Blobs:"]
-    width = max(len(b["name"]) for b in info["blobs"])
-    for i, b in enumerate(info["blobs"]):
-        lines.append(f"  [{i}] {b['type']:<10} {b['name']:<{width}}  {human_size(b['size'])}")
+    lines += table(("", "type", "name", "size"),
+                   [(f"[{i}]", b["type"], b["name"], human_size(b["size"])) for i, b in enumerate(info["blobs"])])
     meta = info["metadata"]
     backend = meta["backend"]
     lines += [
@@ -59,16 +58,11 @@ def render(info: dict[str, Any]) -> str:
         "",
         "Anchors:",
     ]
-    width = max(len(a["name"]) for a in info["anchors"])
-    shapes = [show_shape(a["tensorInfo"]["shape"]) for a in info["anchors"]]
-    shape_width = max(len("shape"), *map(len, shapes))
-    lines.append(f"  {'name':<{width}}  {'type':<6}  {'dataType':<8}  {'shape':<{shape_width}}  programs  subgraph")
-    for a, shape in zip(info["anchors"], shapes):
-        sub = "-" if a["subgraph"] is None else str(a["subgraph"])
-        lines.append(
-            f"  {a['name']:<{width}}  {a['type']:<6}  {a['tensorInfo']['dataType']:<8}  {shape:<{shape_width}}  "
-            f"{a['programs']!s:<8}  {sub}"
-        )
+    lines += table(
+        ("name", "type", "dataType", "shape", "programs", "subgraph"),
+        [(a["name"], a["type"], a["tensorInfo"]["dataType"], show_shape(a["tensorInfo"]["shape"]), a["programs"],
+          "-" if a["subgraph"] is None else a["subgraph"]) for a in info["anchors"]],
+    )
     fusion_map = info["opaques"][FUSION_MAP_BLOB]
     lines += ["", "Opaques:", f"  {FUSION_MAP_BLOB}:", f"    indexAnchor: {fusion_map['indexAnchor']}",
               f"    sharedWeights: {fusion_map['sharedWeights']}"]

@@ -4,12 +4,15 @@ It classifies a line of text drawn with Pillow, upright and upside down, with Pa
 direction classifier (shipped in rapidocr-onnxruntime), then runs the same
 classifier from a fused artifact through the same API.
 
+    pip install -e '.[examples]'    # PaddleOCR's models (rapidocr-onnxruntime) and Pillow
     python examples/paddle_inference/classify.py
 """
 
 from __future__ import annotations
 
+import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -65,4 +68,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ModuleNotFoundError as e:  # the examples extra is missing: say so in one line
+        sys.exit(f"{Path(__file__).name}: {e}")

@@ -4,6 +4,7 @@ The three models ship inside the ``rapidocr-onnxruntime`` wheel; all three name
 their input ``x``. The script fuses them into one artifact, runs every subgraph
 and checks it against plain onnxruntime on the source model.
 
+    pip install -e '.[examples]'    # PaddleOCR's models, from rapidocr-onnxruntime
     python examples/ppocr_fusion/fuse_ppocr.py [--output-dir DIR]
 """
 
@@ -52,4 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ModuleNotFoundError as e:  # the examples extra is missing: say so in one line
+        sys.exit(f"{Path(__file__).name}: {e}")

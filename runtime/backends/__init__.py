@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import BackendError
-from .base import Backend, Port, Session, SessionOptions, Weight
+from .base import ENGINE_LOGS, Backend, Port, Session, SessionOptions, Weight
 
 DEFAULT_TARGET = "onnxruntime-cpu"
 
@@ -34,6 +34,11 @@ _IPU_HINT = (
 )
 
 
+def show_engine_logs(shown: bool) -> None:
+    """Show the engines' own log lines (warnings and errors), or hide them (the default)."""
+    ENGINE_LOGS.shown = shown
+
+
 def targets() -> list[str]:
     """Every target this popfuse knows, available here or not."""
     return sorted(_TARGETS)
@@ -53,5 +58,6 @@ def resolve_target(target: str) -> tuple[Backend, str]:
 
 
 __all__ = [
-    "DEFAULT_TARGET", "Backend", "Port", "Session", "SessionOptions", "Weight", "resolve_target", "targets",
+    "DEFAULT_TARGET", "Backend", "Port", "Session", "SessionOptions", "Weight", "resolve_target", "show_engine_logs",
+    "targets",
 ]

@@ -19,6 +19,18 @@ from typing import Protocol
 import numpy as np
 
 
+@dataclass
+class EngineLogs:
+    """Whether engines print their own log lines. Off by default: every error an engine reports also reaches
+    the caller as an exception, so its log lines only repeat it (in red, on stderr)."""
+
+    shown: bool = False
+
+
+#: The process's setting; engines log per process, so it is one for all of them.
+ENGINE_LOGS = EngineLogs()
+
+
 @dataclass(frozen=True)
 class Port:
     """An input or output of an opened model: its name, NumPy dtype (None: not a tensor popfuse carries)

@@ -17,7 +17,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from ..dtypes import numpy_from_type_string
 from ..errors import BackendError, ExecutionError
-from .base import Backend, Port, Session, SessionOptions, Weight
+from .base import ENGINE_LOGS, Backend, Port, Session, SessionOptions, Weight
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,10 @@ class OnnxRuntimeBackend(Backend):
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             options.optimized_model_filepath = os.fspath(out)
-            # onnxruntime warns that a fully optimised model is specific to this machine;
-            # the artifact records the CPU features and the runner checks them, so the
-            # warning would only repeat what the design already handles.
-            options.log_severity_level = 3
+            # Even when its logs are shown, onnxruntime's warning that a fully optimised model is specific to
+            # this machine would only repeat what the design handles: the artifact records the CPU features
+            # and the runner checks them.
+            options.log_severity_level = max(_log_severity(), _ERROR)
             try:
                 ort.InferenceSession(model, options, providers=providers)
             except _LOAD_ERRORS as e:
@@ -109,6 +109,7 @@ class OnnxRuntimeBackend(Backend):
     ) -> Session:
         providers = self._providers(device, options.device_id)
         so = ort.SessionOptions()
+        so.log_severity_level = _log_severity()
         levels = ort.GraphOptimizationLevel
         so.graph_optimization_level = levels.ORT_ENABLE_ALL if options.optimize else levels.ORT_DISABLE_ALL
         if options.intra_op_num_threads is not None:
@@ -140,6 +141,17 @@ class OnnxRuntimeBackend(Backend):
         except _LOAD_ERRORS as e:
             raise BackendError(f"onnxruntime could not load the model: {e}") from e
         return _Session(session, (weights, values))
+
+
+# onnxruntime's log severities.
+_WARNING, _ERROR, _FATAL = 2, 3, 4
+
+
+def _log_severity() -> int:
+    """Warnings and errors when engine logs are shown; otherwise only what precedes a crash."""
+    severity = _WARNING if ENGINE_LOGS.shown else _FATAL
+    ort.set_default_logger_severity(severity)  # the process-wide logger, which some messages bypass sessions for
+    return severity
 
 
 # What onnxruntime raises when it cannot create a session.

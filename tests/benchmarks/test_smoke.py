@@ -12,13 +12,16 @@ def test_benchmark_smoke_run_writes_the_report(tmp_path):
     # As an installed copy runs it: the console script, from a folder that is not the checkout.
     popfuse = Path(sys.executable).with_name("popfuse")
     ran = subprocess.run(
-        [str(popfuse), "bench", "--smoke", "--output", str(tmp_path)],
+        [str(popfuse), "bench", "--smoke"],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=tmp_path,
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
+    # Without --output, into a folder of the working directory, which it names first.
+    assert ran.stdout.startswith("writing the report into popfuse-bench/")
+    tmp_path = tmp_path / "popfuse-bench"
     report = (tmp_path / "benchmarks.md").read_text()
     for section in ("## Targets", "Dispatch overhead", "Model switching", "Cold start and memory", "Scaling in N",
                     "Artifact size", "Serving"):
@@ -33,7 +36,8 @@ def test_benchmark_smoke_run_writes_the_report(tmp_path):
         assert (tmp_path / "benchmarks" / f"{plot}.png").stat().st_size > 1000
 
 
-def test_unknown_suite_is_a_clear_error(tmp_path):
+def test_unknown_suite_is_a_usage_error(tmp_path, capsys):
     from popfuse.cli import main
 
     assert main(["bench", "--smoke", "--only", "dispatch,warp", "--output", str(tmp_path)]) == 2
+    assert "unknown suite(s) warp" in capsys.readouterr().err

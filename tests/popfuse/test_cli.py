@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from popfuse.cli import main
+from popfuse.cli import main, make_parser
+from popfuse.fusion.graph import IR_VERSION
 from tests.models import scale_model
 
 
@@ -45,6 +49,9 @@ def test_build_dump_run_from_the_shell(project):
     built = popfuse("build", "config.yaml", cwd=project)
     assert built.returncode == 0, built.stderr
     assert "[1/2] a:" in built.stdout and "subgraphs: 2" in built.stdout and "artifact:" in built.stdout
+    # The long steps say what they do and how long each took.
+    assert "compiling for onnxruntime-cpu: compile, node_names, opset_imports, weights …" in built.stdout
+    assert "  compile: " in built.stdout and "  weights: " in built.stdout
     assert built.stderr == ""
     assert (project / "out" / "fused.onnx").is_file() and (project / "out" / "executable.popef").is_file()
 
@@ -75,9 +82,6 @@ def test_errors_are_one_line_without_traceback(project, capsys):
     artifact = project / "out" / "executable.popef"
     assert main(["run", str(artifact), "--index", "0", "--input", "X=missing.npy"]) == 1
     assert "cannot load 'missing.npy'" in capsys.readouterr().err
-    np.save(project / "wide.npy", np.ones((1, 9), np.float32))
-    assert main(["run", str(artifact), "--index", "5", "--input", f"graph0/X={project / 'wide.npy'}"]) == 1
-    assert "out of range" in capsys.readouterr().err
 
 
 def test_corrupt_model_file_is_named(project, capsys):
@@ -86,3 +90,133 @@ def test_corrupt_model_file_is_named(project, capsys):
     err = capsys.readouterr().err
     assert "a.onnx" in err and "not an ONNX model" in err
     assert not (project / "out").exists()
+
+
+# -- behaving like a well-kept Unix tool ----------------------------------------------------------------------
+
+POPFUSE = Path(sys.executable).with_name("popfuse")
+
+
+def shell(*args, cwd, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(POPFUSE), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120,
+                          **kwargs)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    onnx.save(scale_model(2.0), folder / "a.onnx")
+    onnx.save(scale_model(3.0), folder / "b.onnx")
+    (folder / "config.yaml").write_text("model_fusion:\n  - input_model: a.onnx\n  - input_model: b.onnx\n")
+    assert shell("build", "config.yaml", cwd=folder).returncode == 0
+    np.save(folder / "x.npy", np.ones((1, 4), np.float32))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "args, status, fragment",
+    [
+        ((), 2, "popfuse: error: the following arguments are required: COMMAND (see popfuse --help)"),
+        (("frobnicate",), 2, "popfuse: error: argument COMMAND: invalid choice: 'frobnicate'"),
+        (("build",), 2, "popfuse build: error: the following arguments are required: config"),
+        (("run", "executable.popef", "--iterations", "0"), 2, "expected at least 1, received 0"),
+        (("run", "executable.popef", "--input", "X"), 2,
+         "popfuse run: error: --input 'X' must look like NAME=PATH.npy"),
+        (("run", "executable.popef", "--index", "7", "--input", "X=x.npy"), 2,
+         "--index 7 is out of range: executable.popef has 2 models, 0..1 (0 a, 1 b)"),
+        (("bench", "--only", "dispatch,warp"), 2, "unknown suite(s) warp; choose from dispatch"),
+        (("completion", "fish"), 2, "invalid choice: 'fish'"),
+        (("build", "missing.yaml"), 1, "popfuse build: error: missing.yaml: no such config file"),
+        (("dump", "a.onnx"), 1, "popfuse dump: error: a.onnx: blob 0 at byte 0"),
+        (("run", "executable.popef", "--index", "0", "--input", "X=nothing.npy"), 1, "cannot load 'nothing.npy'"),
+        (("run", "a.onnx"), 1, "popfuse run: error: a.onnx"),
+    ],
+)
+def test_failures_are_one_line_with_the_status_of_their_kind(built, args, status, fragment):
+    ran = shell(*args, cwd=built)
+    assert ran.returncode == status, ran.stderr
+    assert fragment in ran.stderr
+    assert len(ran.stderr.strip().splitlines()) == 1 and "Traceback" not in ran.stderr
+
+
+def test_debug_adds_the_traceback(built):
+    ran = shell("dump", "a.onnx", "--debug", cwd=built)
+    assert ran.returncode == 1 and "Traceback (most recent call last)" in ran.stderr
+    assert ran.stderr.strip().splitlines()[-1].startswith("popfuse dump: error: a.onnx")
+
+
+def test_serve_without_its_extra_says_how_to_install_it(built):
+    # Python's own way of making a module unimportable: an entry of None in sys.modules.
+    code = "import sys; sys.modules['uvicorn'] = None; from popfuse.cli import main; sys.exit(main(['serve', 'x']))"
+    ran = subprocess.run([sys.executable, "-c", code], cwd=built, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 2
+    assert ran.stderr.strip() == ("popfuse serve: error: popfuse serve needs the serve extra, which is not installed "
+                                  "here (no module 'uvicorn'): pip install 'popfuse[serve]'")
+
+
+def test_a_closed_pipe_ends_quietly(built):
+    reader_gone = subprocess.Popen([str(POPFUSE), "dump", "--json", "executable.popef"], cwd=built,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader_gone.stdout.close()  # before popfuse writes: its first write meets a closed pipe
+    _, err = reader_gone.communicate(timeout=60)
+    assert reader_gone.returncode == 141 and err == b""
+    piped = subprocess.run(f"{POPFUSE} dump executable.popef | head -1", shell=True, cwd=built, capture_output=True,
+                           text=True, timeout=60)
+    assert piped.stdout.startswith("PopEF-structured artifact executable.popef") and piped.stderr == ""
+
+
+def test_ctrl_c_during_a_build_is_one_line_and_status_130(tmp_path):
+    onnx.save(slow_compile_model(), tmp_path / "big.onnx")
+    (tmp_path / "config.yaml").write_text("model_fusion:\n  - input_model: big.onnx\n")
+    process = subprocess.Popen([str(POPFUSE), "build", "config.yaml"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # interrupt once the build is under way
+        if line.startswith("loaded"):
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and err.strip() == "popfuse build: interrupted"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "config.yaml"]  # nothing written
+
+
+def slow_compile_model() -> onnx.ModelProto:
+    """Enough nodes that fusing and compiling take a few seconds: time for a Ctrl-C to land."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Relu", [f"v{i}"], [f"v{i + 1}"]) for i in range(3000)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("v0", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("v3000", TensorProto.FLOAT, [1, 4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
+
+
+def test_run_writes_outputs_as_npz_or_one_npy_each(built):
+    ran = shell("run", "executable.popef", "--index", "1", "--input", "X=x.npy", "--output", "out.npz", cwd=built)
+    assert ran.returncode == 0 and "wrote out.npz" in ran.stdout
+    np.testing.assert_array_equal(np.load(built / "out.npz")["O"], [[3, 4, 5, 6]])
+    ran = shell("run", "executable.popef", "--input", "graph0/X=x.npy", "--output", "outs", cwd=built)
+    assert ran.returncode == 0
+    np.testing.assert_array_equal(np.load(built / "outs" / "O.npy"), [[2, 3, 4, 5]])
+
+
+def test_every_flag_of_every_command_says_what_it_does_and_its_default():
+    parser = make_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) == {"build", "dump", "run", "check", "serve", "bench", "completion"}
+    for name, sub in commands.choices.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            assert action.help, f"popfuse {name} {action.option_strings or action.dest} has no help"
+            if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS):
+                assert f"(default: {action.default})" in " ".join(text.split()), (name, action.dest)
+    assert shell("run", "--help", cwd=Path.cwd()).stdout.count("(default:") >= 2
+
+
+def test_bash_completion_completes_commands_and_flags(tmp_path):
+    script = tmp_path / "popfuse.bash"
+    ran = shell("completion", "bash", cwd=tmp_path)
+    assert ran.returncode == 0
+    script.write_text(ran.stdout)
+    probe = (f"source {script}; COMP_WORDS=(popfuse bu); COMP_CWORD=1; _shtab_popfuse; echo ${{COMPREPLY[@]}}; "
+             f"COMP_WORDS=(popfuse run --it); COMP_CWORD=2; _shtab_popfuse; echo ${{COMPREPLY[@]}}")
+    completed = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
+    assert completed.stdout.splitlines() == ["build", "--iterations"], completed.stderr

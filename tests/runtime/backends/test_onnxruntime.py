@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from popfuse.runtime.backends import SessionOptions, resolve_target, targets
+from popfuse.runtime.backends import SessionOptions, resolve_target, show_engine_logs, targets
 from popfuse.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from popfuse.runtime.errors import BackendError, ExecutionError
 from tests.models import dynamic_model, parse, ppocr_input, ppocr_path
@@ -65,3 +65,25 @@ def test_onnxruntime_names_the_weights_it_copies_when_it_opens_an_executable():
     assert not backend.copies_at_load("", "Conv", 1, 4, "cpu")
     # A device holds its own copy of every weight.
     assert backend.copies_at_load("", "Conv", 1, 4, "cuda")
+
+
+def test_the_engines_log_lines_show_only_when_asked(capfd):
+    reshape = parse(
+        """
+        agraph (float[N] X, int64[2] S) => (float[A, B] O)
+        {
+            O = Reshape(X, S)
+        }
+        """
+    )
+    feeds = {"X": np.ones(6, np.float32), "S": np.array([4, 4], np.int64)}
+    with pytest.raises(ExecutionError):
+        open_plain(reshape).run(["O"], feeds)
+    assert capfd.readouterr().err == ""  # the exception says it all; onnxruntime's red line would repeat it
+    show_engine_logs(True)
+    try:
+        with pytest.raises(ExecutionError):
+            open_plain(reshape).run(["O"], feeds)
+    finally:
+        show_engine_logs(False)
+    assert "onnxruntime" in capfd.readouterr().err
