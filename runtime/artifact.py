@@ -2,6 +2,8 @@
 
 ``write_artifact`` lays the blobs out; ``read_artifact`` checks that every blob
 the metadata promises is there, so a file cut at a blob boundary is caught too.
+``read_header`` reads the metadata and fusion map from the front of the file
+alone, which say what the artifact serves and how big it is before it loads.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import os
 import zlib
 from dataclasses import dataclass, field, replace
+from typing import BinaryIO
 
 from . import metadata as md
 from .display import source_label
 from .errors import ArtifactError
-from .popef import Blob, BlobType, read_blobs, write_blobs
+from .popef import Blob, BlobType, blob_extent, read_blob_at, read_blobs, write_blobs
 
 FUSION_MAP_BLOB = "fusion_map"
 _ZLIB = "zlib"
@@ -28,6 +31,15 @@ class Artifact:
     executable: bytes | memoryview
     tensors: dict[str, bytes | memoryview] = field(default_factory=dict)
     opaques: dict[str, bytes | memoryview] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArtifactHeader:
+    """What the front of an artifact says: its metadata, its fusion map, and the file's size in bytes."""
+
+    metadata: md.Metadata
+    fusion_map: md.FusionMap
+    size: int
 
 
 def to_blobs(artifact: Artifact) -> list[Blob]:
@@ -59,6 +71,48 @@ def read_artifact(source: str | os.PathLike | bytes | memoryview) -> Artifact:
             that its metadata lists.
     """
     return parse_blobs(read_blobs(source), source_label(source))
+
+
+def read_header(source: str | os.PathLike | BinaryIO, label: str | None = None) -> ArtifactHeader:
+    """Read and verify the metadata and fusion map at the front of an artifact, and nothing after them.
+
+    ``source`` is a path or a seekable binary stream (an object in storage); ``label`` names it in errors.
+    The size is the file's; for a stream, the one the metadata's blob list adds up to.
+
+    Raises:
+        ArtifactError: the file is missing, is not a popfuse artifact, or its front is truncated or corrupt.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return _read_header(source, label or repr(source), None)
+    label = label or source_label(source)
+    try:
+        with open(source, "rb") as stream:
+            return _read_header(stream, label, os.fstat(stream.fileno()).st_size)
+    except FileNotFoundError:
+        raise ArtifactError(f"{label}: no such artifact file") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{label}: is a folder; expected an artifact file such as executable.popef") from None
+    except OSError as e:
+        raise ArtifactError(f"{label}: cannot read the artifact: {e.strerror or e}") from e
+
+
+def _read_header(stream: BinaryIO, label: str, actual_size: int | None) -> ArtifactHeader:
+    first, offset = read_blob_at(stream, 0, 0, label, expect=BlobType.METADATA)
+    meta: md.Metadata = md.loads(md.Metadata, first.payload, label)
+    # The writer puts the fusion map right after the metadata (``to_blobs``).
+    second, _ = read_blob_at(stream, offset, 1, label, expect=BlobType.OPAQUE)
+    if second.name != FUSION_MAP_BLOB:
+        raise ArtifactError(f"{label}: blob 1 is {second.name!r}, expected the fusion map; this file was not "
+                            "written by popfuse")
+    fusion_map: md.FusionMap = md.loads(md.FusionMap, second.payload, label)
+    size = offset
+    for ref in meta.blobs:
+        size += blob_extent(ref.name, ref.size, size)
+    if actual_size is not None and actual_size < size:
+        raise ArtifactError(f"{label}: the file has {actual_size} bytes, but its metadata lists blobs of {size}; "
+                            "it is truncated")
+    # Blobs past those listed are a later writer's, which readers skip; they still take room.
+    return ArtifactHeader(meta, fusion_map, size if actual_size is None else actual_size)
 
 
 def parse_blobs(blobs: list[Blob], label: str) -> Artifact:

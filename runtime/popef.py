@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .atomic import write_atomic
 from .display import source_label
@@ -59,11 +60,23 @@ class Blob:
     payload: bytes | memoryview
 
 
+def _header_size(name_size: int, offset: int) -> int:
+    """The header's size with the padding that starts the payload of a blob written at ``offset`` on a
+    ``PAYLOAD_ALIGN``-byte boundary."""
+    return HEADER_SIZE + (-(offset + HEADER_SIZE + name_size) % PAYLOAD_ALIGN)
+
+
+def blob_extent(name: str, payload_size: int, offset: int) -> int:
+    """The bytes a blob named ``name`` with a payload of ``payload_size`` bytes takes in a file at ``offset``."""
+    name_size = len(name.encode("utf-8"))
+    return _header_size(name_size, offset) + name_size + payload_size
+
+
 def encode_header(blob: Blob, offset: int = 0) -> bytes:
     """The header and name of ``blob``, padded so that its payload, written at
     ``offset`` in the file, starts on a ``PAYLOAD_ALIGN``-byte boundary."""
     name = blob.name.encode("utf-8")
-    header_size = HEADER_SIZE + (-(offset + HEADER_SIZE + len(name)) % PAYLOAD_ALIGN)
+    header_size = _header_size(len(name), offset)
     total = header_size + len(name) + len(blob.payload)
     crc = zlib.crc32(blob.payload, zlib.crc32(name))
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, int(blob.type), header_size, len(name), total, crc)
@@ -103,6 +116,33 @@ def read_blobs(source: str | os.PathLike | bytes | memoryview) -> list[Blob]:
         blobs.append(_read_one(label, data, offset, len(blobs)))
         offset += _total_size(data, offset)
     return blobs
+
+
+def read_blob_at(stream: BinaryIO, offset: int, number: int, label: str,
+                 expect: BlobType | None = None) -> tuple[Blob, int]:
+    """Read and verify blob ``number``, which starts at ``offset`` of a seekable binary ``stream``, reading
+    nothing past its end: the front of a file is read without the rest. Returns the blob and its total size.
+
+    Raises:
+        ArtifactError: as ``read_blobs``; also when the blob is not of type ``expect`` (checked before its
+            payload is read).
+    """
+    where = f"{label}: blob {number} at byte {offset}"
+    try:
+        stream.seek(offset)
+        head = stream.read(HEADER_SIZE)
+        if len(head) < HEADER_SIZE:
+            raise ArtifactError(f"{where}: truncated; {len(head)} bytes left, a header needs {HEADER_SIZE}")
+        btype, header_size, name_size, total, crc = _check_header(where, head, offset)
+        if expect is not None and btype != expect:
+            raise ArtifactError(f"{where}: a blob of type {btype}, expected {expect.name.lower()} here")
+        rest = stream.read(total - HEADER_SIZE)
+    except OSError as e:
+        raise ArtifactError(f"{where}: cannot read: {e.strerror or e}") from e
+    if len(rest) < total - HEADER_SIZE:
+        raise ArtifactError(f"{where}: truncated; the blob declares {total} bytes but {HEADER_SIZE + len(rest)} remain")
+    blob = _check_body(where, memoryview(head + rest), btype, header_size, name_size, crc)
+    return blob, total
 
 
 def release_pages(*payloads: bytes | memoryview) -> None:
@@ -148,12 +188,20 @@ def _read_one(label: str, data: memoryview, offset: int, number: int) -> Blob:
     remaining = len(data) - offset
     if remaining < HEADER_SIZE:
         raise ArtifactError(f"{where}: truncated; {remaining} bytes left, a header needs {HEADER_SIZE}")
-    magic, version, btype, header_size, name_size, total, crc = _HEADER.unpack_from(data, offset)
+    btype, header_size, name_size, total, crc = _check_header(where, data[offset : offset + HEADER_SIZE], offset)
+    if total > remaining:
+        raise ArtifactError(f"{where}: truncated; the blob declares {total} bytes but {remaining} remain")
+    return _check_body(where, data[offset : offset + total], btype, header_size, name_size, crc)
+
+
+def _check_header(where: str, head: bytes | memoryview, offset: int) -> tuple[int, int, int, int, int]:
+    """The type, header size, name size, total size and CRC of a blob's verified fixed header."""
+    magic, version, btype, header_size, name_size, total, crc = _HEADER.unpack_from(head)
     if magic != MAGIC:
         hint = " (this is not a popfuse artifact)" if offset == 0 else ""
         raise ArtifactError(f"{where}: bad magic {bytes(magic)!r}, expected {MAGIC!r}{hint}")
-    (header_crc,) = _HEADER_CRC.unpack_from(data, offset + _HEADER.size)
-    if zlib.crc32(data[offset : offset + _HEADER.size]) != header_crc:
+    (header_crc,) = _HEADER_CRC.unpack_from(head, _HEADER.size)
+    if zlib.crc32(head[: _HEADER.size]) != header_crc:
         raise ArtifactError(f"{where}: the header is corrupt (checksum mismatch)")
     if version > FORMAT_VERSION:
         raise ArtifactError(
@@ -162,11 +210,14 @@ def _read_one(label: str, data: memoryview, offset: int, number: int) -> Blob:
         )
     if header_size < HEADER_SIZE or total < header_size + name_size:
         raise ArtifactError(f"{where}: inconsistent sizes (header {header_size}, name {name_size}, total {total})")
-    if total > remaining:
-        raise ArtifactError(f"{where}: truncated; the blob declares {total} bytes but {remaining} remain")
-    if any(data[offset + HEADER_SIZE : offset + header_size]):
+    return btype, header_size, name_size, total, crc
+
+
+def _check_body(where: str, blob: memoryview, btype: int, header_size: int, name_size: int, crc: int) -> Blob:
+    """The blob whose ``total`` bytes (header included) are ``blob``, after checking its padding and CRC."""
+    if any(blob[HEADER_SIZE:header_size]):
         raise ArtifactError(f"{where}: the header padding is corrupt (not zeros)")
-    body = data[offset + header_size : offset + total]
+    body = blob[header_size:]
     if zlib.crc32(body) != crc:
         raise ArtifactError(f"{where}: the contents are corrupt (checksum mismatch)")
     try:

@@ -92,12 +92,43 @@ class ExecuteFuture:
         return self._future.done()
 
 
+def check_artifact(source: str | os.PathLike | bytes, config: RuntimeConfig | None = None) -> Artifact:
+    """Read and verify an artifact, and check that this machine's backend can open it (the version and CPU
+    features it was compiled for), without opening it: what can be refused before memory is spent on it.
+
+    Raises:
+        ArtifactError: as ``Runner``.
+        BackendError: the artifact's target has no backend here.
+    """
+    config = config or RuntimeConfig()
+    artifact = read_artifact(source)
+    backend, device = resolve_target(artifact.metadata.target)
+    built = artifact.metadata.backend
+    name, version, features = backend.name, backend.version(), backend.features(device)
+    if (built.name, built.version, built.features) == (name, version, features):
+        return artifact
+    label = source_label(source)
+    if (built.name, built.version) != (name, version):
+        problem = f"{label} was compiled by {built.name} {built.version}, but this machine has {name} {version}"
+    else:
+        problem = f"{label} was compiled for a machine with [{built.features}], but this machine has [{features}]"
+    if config.check_package_hash:
+        raise ArtifactError(
+            f"{problem}. Rebuild it here with `popfuse build CONFIG.yaml`, or set "
+            "RuntimeConfig(check_package_hash=False) to load it anyway"
+        )
+    log.warning("%s; loading anyway because check_package_hash is False", problem)
+    return artifact
+
+
 class Runner:
     """Executes the subgraphs of one artifact. PopRT's ``ModelRunner``.
 
     Args:
         source: Path to an ``executable.popef``, or its bytes.
         config: Runtime settings; None means ``RuntimeConfig()``.
+        checked: ``source``'s contents as ``check_artifact`` returned them, so that they are not read
+            and checked again; None reads them.
 
     Raises:
         ArtifactError: the artifact is unreadable, or was compiled by another
@@ -105,13 +136,13 @@ class Runner:
         BackendError: the backend cannot load the executable here.
     """
 
-    def __init__(self, source: str | os.PathLike | bytes, config: RuntimeConfig | None = None):
+    def __init__(self, source: str | os.PathLike | bytes, config: RuntimeConfig | None = None,
+                 checked: Artifact | None = None):
         self.config = config or RuntimeConfig()
-        artifact = read_artifact(source)
+        artifact = checked or check_artifact(source, self.config)
         self.metadata: md.Metadata = artifact.metadata
         self.fusion_map: md.FusionMap = artifact.fusion_map
         backend, device = resolve_target(artifact.metadata.target)
-        self._check_backend(artifact, backend.name, backend.version(), backend.features(device), source)
         # The weights are views of the artifact's mapping, used in place for the session's life.
         self._session = backend.open(
             artifact.executable, weights(artifact, source), device, SessionOptions(self.config.intra_op_num_threads)
@@ -149,24 +180,6 @@ class Runner:
                 raise ArtifactError(f"the executable has no slot for {name!r} ({t} number {k}); rebuild the artifact")
             out.append(slots[t][k])
         return out
-
-    def _check_backend(self, artifact: Artifact, name: str, version: str, features: str, source: Any) -> None:
-        built = artifact.metadata.backend
-        if (built.name, built.version, built.features) == (name, version, features):
-            return
-        label = source_label(source)
-        if (built.name, built.version) != (name, version):
-            problem = f"{label} was compiled by {built.name} {built.version}, but this machine has {name} {version}"
-        else:
-            problem = (
-                f"{label} was compiled for a machine with [{built.features}], but this machine has [{features}]"
-            )
-        if self.config.check_package_hash:
-            raise ArtifactError(
-                f"{problem}. Rebuild it here with `popfuse build CONFIG.yaml`, or set "
-                "RuntimeConfig(check_package_hash=False) to load it anyway"
-            )
-        log.warning("%s; loading anyway because check_package_hash is False", problem)
 
     @property
     def subgraphs(self) -> tuple[md.Subgraph, ...]:
