@@ -156,6 +156,10 @@ def _save_outputs(runner, outputs: dict[str, np.ndarray], target: Path) -> list[
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        return _serve_ray(args)
+    if not args.artifacts:
+        raise UsageError("name the artifacts to serve, or a catalog with --ray CATALOG.yaml")
     try:
         from popfuse.runtime.server.http import serve
     except ModuleNotFoundError as e:
@@ -175,6 +179,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batching=load_model_config(args.model_config) if args.model_config else {},
     )
     serve(args.artifacts, settings)
+    return 0
+
+
+#: ``popfuse serve`` flags that a Ray catalog sets instead, and where.
+_CATALOG_SETS = {"max_batch_size": None, "max_queue_delay_us": None, "model_config": None,
+                 "max_pending": "ingress.max_pending", "max_body_bytes": "ingress.max_body_bytes",
+                 "workers": "replicas.workers", "threads": "replicas.threads", "graceful_timeout": None}
+
+
+def _serve_ray(args: argparse.Namespace) -> int:
+    if args.artifacts:
+        raise UsageError("with --ray, the catalog names the artifacts; drop the artifact arguments")
+    defaults = make_parser().parse_args(["serve", "--ray", str(args.ray)])
+    for name, key in _CATALOG_SETS.items():
+        if getattr(args, name) != getattr(defaults, name):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} does not apply with --ray" + (f"; set {key} in the catalog" if key else ""))
+    from popfuse.runtime.scaleout.catalog import load_catalog
+
+    catalog = load_catalog(args.ray)  # refused before anything starts, Ray or not
+    try:
+        from popfuse.runtime.scaleout.app import serve_catalog
+    except ModuleNotFoundError as e:
+        raise UsageError(f"popfuse serve --ray needs the ray extra, which is not installed here (no module "
+                         f"{e.name!r}): pip install 'popfuse[ray]'") from e
+    serve_catalog(catalog, args.host, args.port)
     return 0
 
 
@@ -232,7 +262,10 @@ def make_parser() -> argparse.ArgumentParser:
     command("check", "say which targets work here, running a tiny fused model on each", cmd_check)
 
     p = command("serve", "serve artifacts over the KServe v2 / Triton HTTP protocol", cmd_serve)
-    p.add_argument("artifacts", nargs="+", type=Path, help="artifacts to serve; each subgraph is a model")
+    p.add_argument("artifacts", nargs="*", type=Path, help="artifacts to serve; each subgraph is a model")
+    p.add_argument("--ray", type=Path, default=None, metavar="CATALOG.yaml",
+                   help="serve a catalog's artifacts on a Ray Serve cluster instead (RAY_ADDRESS's, `ray start`'s, "
+                        "or one started here); see docs/scale-out.md")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     p.add_argument("--port", type=int, default=8000, help="the HTTP port")
     group = p.add_argument_group("batching")

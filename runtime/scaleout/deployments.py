@@ -1,0 +1,172 @@
+"""The two Ray Serve deployments of a catalog.
+
+``Ingress`` runs popfuse's own KServe v2 application (``server.http.create_app``) over a data plane whose
+repository is the catalog's (``remote.CatalogRepository``): it checks each request against its model and
+forwards it to ``Artifacts`` with ``multiplexed_model_id`` set to the model's artifact. ``Artifacts``
+replicas hold artifacts within their memory budget (``host.ArtifactHost``) and run their models.
+
+Routing to the replica that holds an artifact is Ray Serve's own multiplexed routing, sticky per model id:
+a request goes to a replica that has reported the id, else to one holding the fewest, and spills to another
+when those are busy. Replicas report their ids through ``record_request_routing_info`` on the Serve
+controller, the call ``@serve.multiplexed`` makes. popfuse makes that call itself (``_report``), each time
+the set of artifacts a replica routes for changes, because ``@serve.multiplexed`` evicts by count, may
+evict a model with requests in flight, and loses what it evicted when a load fails. The call is not in Ray's
+public API; the ``ray`` extra pins Ray's minor version for it, and the test suite checks that routing stays
+sticky.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from ray import serve
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve import metrics
+from ray.serve._private.common import RequestRoutingInfo
+from ray.serve.context import _get_global_client
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.handle import DeploymentHandle
+
+from ..errors import BackendError, PopfuseError
+from ..server.dataplane import DataPlane
+from ..server.errors import OverloadedError, UnavailableError
+from ..server.http import create_app
+from ..server.model import Execution
+from ..server.settings import ServerSettings
+from .catalog import Catalog
+from .host import ArtifactHost
+from .remote import CatalogRepository
+from .residency import ResidencyStats
+
+log = logging.getLogger(__name__)
+
+#: Load latency histogram boundaries, in seconds.
+LOAD_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+#: Serve logs one line per request unless told not to: at thousands of requests a second, that is the cost.
+QUIET = {"enable_access_log": False}
+
+
+class _ReplicaListener:
+    """Reports a replica's routing to the Serve controller, and its residency as Ray metrics.
+
+    Ray Serve tags every metric of a replica with its application, deployment and replica id; Ray exports
+    them in Prometheus form from each node (as ``ray_popfuse_…``).
+    """
+
+    def __init__(self, budget: int):
+        self._replica = serve.get_replica_context().replica_id
+        self._loads = metrics.Counter("popfuse_artifact_loads", description="Artifacts loaded by this replica.",
+                                      tag_keys=("artifact",))
+        self._evictions = metrics.Counter("popfuse_artifact_evictions",
+                                          description="Artifacts evicted to stay within the memory budget.",
+                                          tag_keys=("artifact",))
+        self._failures = metrics.Counter("popfuse_artifact_load_failures",
+                                         description="Artifact loads that failed (the replica kept what it had).",
+                                         tag_keys=("artifact",))
+        self._latency = metrics.Histogram("popfuse_artifact_load_seconds", description="Time to load an artifact.",
+                                          boundaries=LOAD_SECONDS, tag_keys=("artifact",))
+        self._bytes = metrics.Gauge("popfuse_resident_bytes", description="Artifact bytes this replica holds.")
+        self._budget = metrics.Gauge("popfuse_memory_budget_bytes", description="Artifact bytes this replica may hold.")
+        self._budget_bytes = budget
+        self._set_bytes(0)
+
+    def routed(self, names: list[str]) -> None:
+        _report(self._replica, names)
+
+    def loaded(self, name: str, size: int, seconds: float) -> None:
+        self._loads.inc(tags={"artifact": name})
+        self._latency.observe(seconds, tags={"artifact": name})
+        self._set_bytes(self._resident_bytes + size)
+
+    def evicted(self, name: str, size: int) -> None:
+        self._evictions.inc(tags={"artifact": name})
+        self._set_bytes(self._resident_bytes - size)
+
+    def failed(self, name: str, error: BaseException) -> None:
+        self._failures.inc(tags={"artifact": name})
+
+    def _set_bytes(self, resident: int) -> None:
+        # Both with each change: Ray exports a gauge from the values set since the replica's last report.
+        self._resident_bytes = resident
+        self._bytes.set(resident)
+        self._budget.set(self._budget_bytes)
+
+
+def _report(replica, names: list[str]) -> None:
+    """Tell the Serve controller which multiplexed model ids (artifacts) to route to ``replica``."""
+    try:
+        _get_global_client().record_request_routing_info(
+            RequestRoutingInfo(replica_id=replica, multiplexed_model_ids=names))
+    except Exception as e:  # routing degrades to any replica; requests still succeed there
+        log.warning("could not report this replica's artifacts to the Serve controller: %s", e)
+
+
+@serve.deployment(name="Artifacts", logging_config=QUIET)
+class Artifacts:
+    """A replica holding artifacts within its memory budget; requests name their artifact as the
+    multiplexed model id."""
+
+    def __init__(self, catalog: Catalog):
+        self.host = ArtifactHost(catalog, _ReplicaListener(catalog.replicas.memory_budget))
+
+    async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> Execution:
+        """Run one checked request for ``model`` of the request's artifact."""
+        return await self.host.infer(serve.get_multiplexed_model_id(), model, inputs)
+
+    async def load(self) -> list[str]:
+        """Hold the request's artifact; returns its models."""
+        return await self.host.load(serve.get_multiplexed_model_id())
+
+    def stats(self) -> ResidencyStats:
+        """This replica's residency and counts."""
+        return self.host.residency.stats()
+
+    async def __del__(self):
+        await self.host.close()
+
+
+@serve.deployment(name="Ingress", logging_config=QUIET)
+@serve.ingress()
+class Ingress:
+    """popfuse's KServe v2 application over the catalog's models, each request forwarded to a replica that
+    holds its artifact. The data plane has no transport in it: a gRPC servicer over ``self.dataplane``
+    serves the same models."""
+
+    def __init__(self, catalog: Catalog, artifacts: DeploymentHandle):
+        self._handles = {name: artifacts.options(multiplexed_model_id=name) for name in catalog.artifacts}
+        settings = ServerSettings(max_pending=catalog.ingress.max_pending,
+                                  max_body_bytes=catalog.ingress.max_body_bytes, workers=1)
+        self.dataplane = DataPlane(settings, lambda attach: CatalogRepository(catalog, self._forward, attach,
+                                                                              self._warm))
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.dataplane)
+
+    async def _forward(self, artifact: str, model: str, inputs: dict[str, np.ndarray]) -> Execution:
+        try:
+            return await self._handles[artifact].infer.remote(model, inputs)
+        except Exception as e:
+            raise _domain_error(e, artifact) from e
+
+    def _warm(self, artifact: str) -> list[str]:
+        try:
+            return self._handles[artifact].load.remote().result()
+        except Exception as e:
+            raise _domain_error(e, artifact) from e
+
+
+def _domain_error(e: Exception, artifact: str) -> Exception:
+    """A replica's error as the data plane's: its own error as raised there, Ray's failures as 503s."""
+    if isinstance(e, RayTaskError):
+        cause = e.cause
+        if isinstance(cause, PopfuseError):
+            return cause
+        return BackendError(f"artifact {artifact!r}: the replica failed: {type(cause).__name__}: {cause}")
+    if isinstance(e, (RayActorError, ReplicaUnavailableError)):  # ActorDiedError, ActorUnavailableError
+        return UnavailableError(f"the replica running artifact {artifact!r} stopped during the request; retry")
+    if isinstance(e, BackPressureError):
+        return OverloadedError(f"every replica for artifact {artifact!r} is busy and the queue is full; retry later")
+    if isinstance(e, DeploymentUnavailableError):
+        return UnavailableError(f"no replica can take artifact {artifact!r} now; retry")
+    return e

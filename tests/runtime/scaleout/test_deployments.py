@@ -1,0 +1,191 @@
+"""The deployments on a real local Ray cluster (``popfuse serve --ray``): every model through tritonclient,
+sticky routing, evictions and reloads under traffic, a failed load, per-replica metrics, a killed replica."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+if os.environ.get("POPFUSE_REQUIRE_RAY"):  # CI installs the extra: a skip there would hide a failure
+    ray = importlib.import_module("ray")
+else:
+    ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'popfuse[ray]'")
+
+import tritonclient.http as triton  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+MODELS = [f"a{a}m{k}" for a in range(3) for k in range(3)]
+LOADS = "ray_popfuse_artifact_loads_total"
+EVICTIONS = "ray_popfuse_artifact_evictions_total"
+FAILURES = "ray_popfuse_artifact_load_failures_total"
+
+
+def infer(client: triton.InferenceServerClient, shelf, model: str) -> None:
+    """One request for ``model``, its answer checked against onnxruntime on the source model."""
+    feeds = next(w.feeds for ws in shelf.models.values() for w in ws if w.name == model)
+    x = triton.InferInput("X", list(feeds["X"].shape), "FP32")
+    x.set_data_from_numpy(feeds["X"], binary_data=True)
+    result = client.infer(model, [x])
+    (output,) = result.get_response()["outputs"]
+    np.testing.assert_allclose(result.as_numpy(output["name"]), shelf.reference(model, feeds), rtol=1e-5, atol=1e-6)
+
+
+def total(counts: dict) -> float:
+    return sum(counts.values())
+
+
+def eventually(condition, timeout: float = 30.0):
+    """Poll ``condition`` until it returns something true (Ray exports metrics every half second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.25)
+
+
+def traffic(ray_server, shelf, clients: int, each: int, retries: int = 0, during=None) -> tuple[int, Counter]:
+    """``clients`` threads, each sending ``each`` requests over every model of every artifact (checked);
+    a 503 is retried up to ``retries`` times. Calls ``during()`` once the traffic runs. Returns the requests
+    answered and the failures by message."""
+    answered, failures, lock = [0], Counter(), threading.Lock()
+    started = threading.Barrier(clients + 1)
+
+    def client(k: int) -> None:
+        connection = triton.InferenceServerClient(ray_server.url, network_timeout=120)
+        rng = np.random.default_rng(k)
+        started.wait()
+        for _ in range(each):
+            model = MODELS[int(rng.integers(len(MODELS)))]
+            for attempt in range(retries + 1):
+                try:
+                    infer(connection, shelf, model)
+                except InferenceServerException as e:
+                    with lock:
+                        failures[f"{e.status()} {e.message()}"[:160]] += 1
+                    if attempt < retries and e.status() == "503":
+                        time.sleep(0.2)
+                        continue
+                else:
+                    with lock:
+                        answered[0] += 1
+                break
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    started.wait()
+    if during is not None:
+        during()
+    for t in threads:
+        t.join()
+    return answered[0], failures
+
+
+def test_every_model_of_every_artifact_answers_as_onnxruntime(ray_server, shelf):
+    client = triton.InferenceServerClient(ray_server.url)
+    assert client.is_server_ready()
+    for model in MODELS:
+        infer(client, shelf, model)
+        metadata = client.get_model_metadata(model)
+        assert metadata["platform"] == "popfuse_onnxruntime" and metadata["inputs"][0]["shape"] == [1, 32]
+    stats = client.get_inference_statistics("a1m2")["model_stats"][0]
+    assert stats["inference_count"] >= 1 and stats["inference_stats"]["compute_infer"]["ns"] > 0
+
+
+def test_routing_is_sticky(ray_server, shelf):
+    # Ray routes by the artifacts each replica reports (a Ray-internal call that popfuse makes itself): once
+    # every artifact is held somewhere, requests one at a time load nothing more.
+    client = triton.InferenceServerClient(ray_server.url)
+    for model in MODELS:
+        infer(client, shelf, model)
+    time.sleep(1.5)
+    before = total(ray_server.metrics(LOADS))
+    for _ in range(5):
+        for model in MODELS:
+            infer(client, shelf, model)
+    time.sleep(1.5)
+    assert total(ray_server.metrics(LOADS)) == before
+
+
+def test_evictions_and_reloads_under_traffic_fail_no_request(ray_server, shelf):
+    # Two requests at most per replica and six clients: requests spill to the replica that does not hold
+    # their artifact, which loads it and evicts one (three artifacts, two per replica), then loads back the
+    # one it evicted.
+    before_loads, before_evictions = ray_server.metrics(LOADS), total(ray_server.metrics(EVICTIONS))
+    answered, failures = traffic(ray_server, shelf, clients=6, each=60)
+    assert not failures and answered == 360
+    evictions = eventually(lambda: total(ray_server.metrics(EVICTIONS)) - before_evictions)
+    loads = ray_server.metrics(LOADS)
+    reloads = {key: n for key, n in loads.items() if n - before_loads.get(key, 0) >= 1 and n >= 2}
+    assert evictions >= 1 and reloads, (loads, evictions)
+    # Per replica: what it holds stays within its budget, and every load's latency was recorded.
+    budget = ray_server.metrics("ray_popfuse_memory_budget_bytes")
+    resident = ray_server.metrics("ray_popfuse_resident_bytes")
+    assert resident and all(0 < resident[key] <= budget[key] for key in resident)
+    latencies = ray_server.metrics("ray_popfuse_artifact_load_seconds_count")
+    assert total(latencies) == total(ray_server.metrics(LOADS))
+
+
+def test_a_load_that_fails_leaves_the_replicas_serving_what_they_had(ray_server, shelf, tmp_path):
+    client = triton.InferenceServerClient(ray_server.url)
+    for model in MODELS:  # every artifact held somewhere
+        infer(client, shelf, model)
+    broken = ray_server.catalog.parent / "b0" / "executable.popef"
+    data = bytearray(broken.read_bytes())
+    data[-64] ^= 0xFF  # in the weights: the header still reads
+    broken.write_bytes(bytes(data))
+    time.sleep(1.5)
+    loads, evictions = total(ray_server.metrics(LOADS)), total(ray_server.metrics(EVICTIONS))
+    x = triton.InferInput("X", [1, 32], "FP32")
+    x.set_data_from_numpy(np.zeros((1, 32), np.float32))
+    with pytest.raises(InferenceServerException) as failed:
+        client.infer("b0m0", [x])
+    assert failed.value.status() == "503"
+    assert "artifact 'b0' failed to load" in failed.value.message() and "corrupt" in failed.value.message()
+    assert "Traceback" not in failed.value.message()
+    for model in MODELS:
+        infer(client, shelf, model)
+    assert eventually(lambda: total(ray_server.metrics(FAILURES)) >= 1)
+    assert (total(ray_server.metrics(LOADS)), total(ray_server.metrics(EVICTIONS))) == (loads, evictions)
+
+
+def test_a_killed_replica_costs_only_the_requests_it_held(ray_server, shelf):
+    from ray import serve
+
+    replicas = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["name"].startswith("SERVE_REPLICA::popfuse#Artifacts#")]
+    assert len(replicas) == 2
+    victim = replicas[0]
+
+    def kill():
+        time.sleep(1.0)
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+
+    answered, failures = traffic(ray_server, shelf, clients=6, each=40, retries=20, during=kill)
+    assert answered == 240  # every client got every answer, retrying
+    # Only what the killed replica held failed: two requests at most run there at once.
+    assert sum(failures.values()) <= 2, failures
+    assert all(message.startswith("503") for message in failures), failures
+
+    def replacement() -> str | None:
+        now = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+               if a["name"].startswith("SERVE_REPLICA::popfuse#Artifacts#")}
+        status = serve.status().applications["popfuse"].deployments["Artifacts"]
+        return next(iter(now - set(replicas)), None) if status.replica_states.get("RUNNING") == 2 else None
+
+    newcomer = eventually(replacement, timeout=120)
+    assert newcomer, "the killed replica was not replaced"
+    new_id = newcomer.rsplit("#", 1)[1]
+    answered, failures = traffic(ray_server, shelf, clients=6, each=30)
+    assert answered == 180 and not failures
+    assert eventually(lambda: any(replica == new_id for replica, _ in ray_server.metrics(LOADS)))
