@@ -22,6 +22,10 @@ TARGETS = {
     "size": "artifact at most the sum of the sources minus the deduplicated weights",
     "serving": "server throughput at least 0.95x a server with one session per model, at concurrency 1, 8, 32",
     "batching": "dynamic batching on, against off, at least 2x the throughput of batch-1 classifier requests",
+    "scaleout_throughput": "scale-out on Ray Serve: throughput at least 1.0x Ray Serve's multiplexing of per-model "
+                           "sessions, same replicas and memory",
+    "scaleout_loads": "scale-out: loads per 1,000 requests at most 0.5x the per-model baseline's",
+    "scaleout_overhead": "scale-out: Ray's added p50 at concurrency 1, over popfuse serve on one machine, under 5 ms",
 }
 
 
@@ -105,6 +109,16 @@ def verdicts(results: dict) -> dict[str, tuple[bool, str]]:
         )
         ratio = results["serving"]["batching_ratio"]
         out["batching"] = (ratio >= 2, f"{ratio:.2f}x")
+    if "scaleout" in results and "skipped" not in results["scaleout"]:
+        so = results["scaleout"]
+        popfuse, baseline = so["rows"]
+        spread = "–".join(f"{f(so['ratios']):.2f}" for f in (min, max))
+        out["scaleout_throughput"] = (so["throughput_ratio"] >= 1.0, f"{so['throughput_ratio']:.2f}x "
+                                      f"(rounds {spread})")
+        out["scaleout_loads"] = (so["loads_ratio"] <= 0.5, f"{so['loads_ratio']:.2f}x ({popfuse['loads_per_1000']:.0f} "
+                                 f"against {baseline['loads_per_1000']:.0f})")
+        out["scaleout_overhead"] = (so["added_p50_ms"] < 5, f"+{so['added_p50_ms']:.1f} ms, of which Ray Serve's "
+                                    f"proxy to a replica alone +{so['proxy_p50_ms']:.1f} ms")
     return out
 
 
@@ -252,6 +266,42 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
                   f"{sv['batch_size']} high, **{bound['ratio']:.2f}x**. The server cannot beat its model's own "
                   "batching curve; on this CPU the curve stays below the 2x target.",
                   "", f"![serving]({plots['serving']})"]
+    if "scaleout" in results:
+        lines += _scaleout(results["scaleout"], plots)
+    return lines
+
+
+def _scaleout(so: dict, plots: dict[str, str]) -> list[str]:
+    lines = ["", "## 8. Scale-out on Ray Serve", ""]
+    if "skipped" in so:
+        return [*lines, f"Not run: {so['skipped']}."]
+    o = so["overhead"]
+    sizes = f"({so['artifact_bytes']:,} bytes; each model {so['model_bytes']:,} bytes)"
+    lines += [
+        f"{so['tenants']} tenants, each a pipeline of {so['models_per_artifact']} models fused into one artifact",
+        f"{sizes}, on one local Ray cluster. popfuse's {so['replicas']} replicas hold {so['artifacts_held']} "
+        "artifacts each (their",
+        f"byte budget); the baseline's {so['replicas']} replicas hold {so['sessions_held']} plain onnxruntime "
+        "sessions each (`@serve.multiplexed`,",
+        f"the same bytes). Both sit behind the same KServe v2 ingress and take turns. {so['clients']} closed-loop "
+        "clients run jobs:",
+        "a tenant drawn by popularity (Zipf, s = 1), then its models in order, each client the same jobs on both "
+        "sides. Loads",
+        "and evictions are each side's own Ray metrics; the throughput ratio is the median of the rounds' ratios,",
+        "latencies are pooled.",
+        "",
+    ]
+    lines += _table(so["rows"], [
+        ("system", "system", ""), ("req/s", "rps", ".1f"), ("p50 ms", "p50_ms", ".1f"), ("p99 ms", "p99_ms", ".1f"),
+        ("loads / 1,000", "loads_per_1000", ".1f"), ("evictions / 1,000", "evictions_per_1000", ".1f"),
+        ("failures", "failures", ""), ("requests", "requests", "")])
+    lines += ["", "At concurrency 1 on a tenant held by a replica, through Ray and through `popfuse serve` on one "
+              "machine (alternating blocks); a liveness check, which the ingress answers itself, gives Ray Serve's own "
+              "cost from its HTTP proxy to a replica and back:", "",
+              "| request | through Ray p50 ms | popfuse serve p50 ms | added ms |", "|---|---|---|---|",
+              f"| inference | {o['ray_p50_ms']:.2f} | {o['serve_p50_ms']:.2f} | {so['added_p50_ms']:.2f} |",
+              f"| liveness | {o['ray_live_p50_ms']:.2f} | {o['serve_live_p50_ms']:.2f} | {so['proxy_p50_ms']:.2f} |",
+              "", f"![scale-out]({plots['scaleout']})"]
     return lines
 
 
@@ -331,4 +381,18 @@ def _plots(results: dict, folder: Path) -> dict[str, str]:
         a2.set_ylabel("throughput gain (cls, batch-1 requests)")
         a2.legend()
         save(fig, "serving")
+    if "scaleout" in results and "skipped" not in results["scaleout"]:
+        so = results["scaleout"]
+        rows = so["rows"]
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+        systems = [r["system"] for r in rows]
+        a1.bar(systems, [r["rps"] for r in rows], color=["#4878a8", "#c44"])
+        a1.set_ylabel("requests / s (mixed pipelines)")
+        x = np.arange(len(rows))
+        a2.bar(x - 0.2, [r["loads_per_1000"] for r in rows], 0.4, label="loads")
+        a2.bar(x + 0.2, [r["evictions_per_1000"] for r in rows], 0.4, label="evictions")
+        a2.set_xticks(x, systems)
+        a2.set_ylabel("per 1,000 requests")
+        a2.legend()
+        save(fig, "scaleout")
     return made

@@ -1,0 +1,262 @@
+"""Scale-out: popfuse on Ray Serve against Ray Serve's own multiplexing of plain per-model sessions.
+
+Six tenants, each a pipeline of three models (m0, m1, m2) fused into one artifact: six artifacts, eighteen
+models, all the same size. Two replicas whose budget holds two artifacts each; the baseline's two replicas
+hold six sessions each (``@serve.multiplexed``), the same bytes. Both behind the same KServe v2 ingress, on
+one local Ray cluster, taking turns. Closed-loop clients each run jobs: a tenant drawn by popularity (Zipf,
+s = 1), then its three models in order; client k sends the same jobs to both. Reported per system:
+throughput, p50 and p99, loads and evictions per 1,000 requests (from each side's own Ray metrics), and, at
+concurrency 1 on a resident tenant, the p50 through Ray against ``popfuse serve`` on the same machine.
+Targets: throughput at least 1.0x the baseline; loads per 1,000 at most 0.5x the baseline's; Ray's added
+p50 under 5 ms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import importlib.util
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ..context import Context
+from ..models import mlp
+from ..setups import build_fused
+
+TENANTS, MODELS, REPLICAS, HELD = 6, 3, 2, 2
+SKIPPED = "needs the ray extra: pip install 'popfuse[ray]'"
+#: What each side counts, in Ray's Prometheus export: popfuse's replicas, and Ray's multiplexing.
+COUNTERS = {
+    "popfuse": ("ray_popfuse_artifact_loads_total", "ray_popfuse_artifact_evictions_total"),
+    "baseline": ("ray_serve_multiplexed_models_load_counter_total",
+                 "ray_serve_multiplexed_models_unload_counter_total"),
+}
+
+
+def available() -> bool:
+    """Whether the ray extra is installed (without importing Ray)."""
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except ValueError:  # a module set to None in sys.modules: unimportable
+        return False
+
+
+def run(ctx: Context) -> dict:
+    if not available():
+        return {"skipped": SKIPPED}
+    import ray
+    from ray import serve
+
+    from popfuse.runtime.scaleout.app import application
+    from popfuse.runtime.scaleout.catalog import load_catalog
+
+    from .. import baseline_ray
+
+    folder = ctx.workdir / "scaleout"
+    folder.mkdir(parents=True, exist_ok=True)
+    width = ctx.scale(384, 32)
+    tenants = {f"t{t}": [mlp(folder, f"t{t}m{k}", seed=MODELS * t + k, width=width, layers=4) for k in range(MODELS)]
+               for t in range(TENANTS)}
+    artifacts = {t: build_fused(ws, folder / t).popef_path.rename(folder / f"{t}.popef") for t, ws in tenants.items()}
+    artifact_bytes = max(p.stat().st_size for p in artifacts.values())
+    model_bytes = max(w.path.stat().st_size for ws in tenants.values() for w in ws)
+    per_replica = HELD * MODELS  # sessions: the bytes of HELD artifacts, the records and graphs aside
+    replicas = {"num_replicas": REPLICAS, "max_ongoing_requests": 4, "ray_actor_options": {"num_cpus": 0.25}}
+    ingress = {"max_ongoing_requests": 256, "ray_actor_options": {"num_cpus": 0.25}}
+    catalog = folder / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump({
+        "artifacts": {t: str(p) for t, p in artifacts.items()},
+        "replicas": {**replicas, "memory_budget": HELD * artifact_bytes, "workers": 1, "threads": ctx.threads},
+        "ingress": ingress,
+    }))
+    sources = {w.name: str(w.path) for ws in tenants.values() for w in ws}
+    feeds = {w.name: w.feeds for ws in tenants.values() for w in ws}
+
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+                       log_to_driver=False, _system_config={"metrics_report_interval_ms": 500})
+    try:
+        port = _free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(application(load_catalog(catalog)), name="popfuse", route_prefix="/popfuse")
+        serve.run(baseline_ray.application(sources, per_replica, ctx.threads, replicas, ingress), name="baseline",
+                  route_prefix="/baseline")
+        metrics = f"http://{context.address_info['node_ip_address']}:{context.address_info['metrics_export_port']}"
+        with _popfuse_serve(list(artifacts.values()), ctx.threads) as serve_port:
+            result = _measure(ctx, port, serve_port, f"{metrics}/metrics", feeds)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return {**result, "tenants": TENANTS, "models_per_artifact": MODELS, "replicas": REPLICAS,
+            "artifacts_held": HELD, "sessions_held": per_replica, "artifact_bytes": artifact_bytes,
+            "model_bytes": model_bytes, "width": width}
+
+
+def _measure(ctx: Context, port: int, serve_port: int, metrics: str, feeds: dict) -> dict:
+    bodies = {name: _body(f) for name, f in feeds.items()}
+    clients, jobs = ctx.scale(4, 2), ctx.scale(25, 3)
+    sequences = [_jobs(np.random.default_rng(k), jobs) for k in range(clients)]
+    paths = {"popfuse": "/popfuse", "baseline": "/baseline"}
+    # Warm: every tenant once on each side (the cold start is not what is compared).
+    warm_up = [[f"t{t}m{k}" for t in range(TENANTS) for k in range(MODELS)]]
+    for prefix in paths.values():
+        _load(port, prefix, bodies, warm_up)
+    runs: dict[str, list[dict]] = {label: [] for label in paths}
+    for r in range(ctx.scale(6, 1)):
+        for label in list(paths) if r % 2 == 0 else list(paths)[::-1]:
+            before = _counts(metrics, label)
+            result = _load(port, paths[label], bodies, sequences)
+            time.sleep(1.5)  # Ray exports its metrics every half second here
+            after = _counts(metrics, label)
+            runs[label].append({**result, "loads": after[0] - before[0], "evictions": after[1] - before[1]})
+    rows = []
+    for label, results in runs.items():
+        latencies = np.concatenate([x["latencies"] for x in results])
+        requests = len(latencies) + sum(x["failures"] for x in results)
+        rows.append({
+            "system": label, "rps": float(np.median([x["rps"] for x in results])),
+            "p50_ms": float(np.percentile(latencies, 50) * 1e3), "p99_ms": float(np.percentile(latencies, 99) * 1e3),
+            "loads_per_1000": 1000 * sum(x["loads"] for x in results) / requests,
+            "evictions_per_1000": 1000 * sum(x["evictions"] for x in results) / requests,
+            "failures": int(sum(x["failures"] for x in results)), "requests": requests,
+        })
+    ratios = [a["rps"] / b["rps"] for a, b in zip(runs["popfuse"], runs["baseline"])]
+    popfuse, baseline = rows
+    overhead = _overhead(ctx, port, serve_port, bodies)
+    return {"rows": rows, "clients": clients, "throughput_ratio": float(np.median(ratios)), "ratios": ratios,
+            "loads_ratio": popfuse["loads_per_1000"] / max(baseline["loads_per_1000"], 1e-9),
+            "overhead": overhead, "added_p50_ms": overhead["ray_p50_ms"] - overhead["serve_p50_ms"],
+            "proxy_p50_ms": overhead["ray_live_p50_ms"] - overhead["serve_live_p50_ms"]}
+
+
+def _overhead(ctx: Context, port: int, serve_port: int, bodies: dict) -> dict:
+    """p50 at concurrency 1 through Ray and through ``popfuse serve``, in alternating blocks: inference on
+    tenant t0 (held after the runs), and a liveness check, which the ingress answers itself: its time
+    through Ray is Ray Serve's own, from its HTTP proxy to a replica and back."""
+    block = [[f"t0m{k}" for k in range(MODELS)] * ctx.scale(7, 2)]
+    live = ctx.scale(20, 4)
+    targets = {"ray": (port, "/popfuse"), "serve": (serve_port, "")}
+    samples: dict[str, list[np.ndarray]] = {f"{t}{kind}": [] for t in targets for kind in ("", "_live")}
+    for b in range(ctx.scale(12, 2)):
+        for label in list(targets) if b % 2 == 0 else list(targets)[::-1]:
+            target_port, prefix = targets[label]
+            samples[label].append(_load(target_port, prefix, bodies, block)["latencies"])
+            samples[f"{label}_live"].append(_live(target_port, prefix, live))
+    p50 = {label: float(np.percentile(np.concatenate(s), 50) * 1e3) for label, s in samples.items()}
+    return {f"{label}_p50_ms": value for label, value in p50.items()}
+
+
+def _live(port: int, prefix: str, count: int) -> np.ndarray:
+    """Latencies of ``count`` liveness checks, one at a time."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    latencies = []
+    for _ in range(count):
+        start = time.perf_counter()
+        conn.request("GET", f"{prefix}/v2/health/live")
+        conn.getresponse().read()
+        latencies.append(time.perf_counter() - start)
+    conn.close()
+    return np.array(latencies)
+
+
+def _jobs(rng: np.random.Generator, jobs: int) -> list[str]:
+    """A client's requests: ``jobs`` tenants drawn by popularity (Zipf, s = 1), each one's models in order."""
+    weights = 1 / np.arange(1, TENANTS + 1)
+    tenants = rng.choice(TENANTS, size=jobs, p=weights / weights.sum())
+    return [f"t{t}m{k}" for t in tenants for k in range(MODELS)]
+
+
+def _counts(metrics: str, label: str) -> tuple[float, float]:
+    """(loads, evictions) so far on side ``label``, summed over its replicas."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics, timeout=30) as response:
+        text = response.read().decode()
+    sums = dict.fromkeys(COUNTERS[label], 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in sums and sample.labels.get("application") == label:
+                sums[sample.name] += sample.value
+    return sums[COUNTERS[label][0]], sums[COUNTERS[label][1]]
+
+
+def _body(feeds: dict[str, np.ndarray]) -> tuple[bytes, dict]:
+    inputs = [{"name": n, "datatype": "FP32", "shape": list(x.shape), "parameters": {"binary_data_size": x.nbytes}}
+              for n, x in feeds.items()]
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    return header + b"".join(x.tobytes() for x in feeds.values()), {
+        "Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
+
+
+def _load(port: int, prefix: str, bodies: dict, sequences: list[list[str]]) -> dict:
+    """Closed loop: one client per sequence, each sending its next request when the last returns."""
+    latencies: list[list[float]] = [[] for _ in sequences]
+    failures = [0] * len(sequences)
+    gate = threading.Barrier(len(sequences) + 1)
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        gate.wait()
+        for name in sequences[k]:
+            body, headers = bodies[name]
+            start = time.perf_counter()
+            conn.request("POST", f"{prefix}/v2/models/{name}/infer", body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
+                latencies[k].append(time.perf_counter() - start)
+            else:
+                failures[k] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(len(sequences))]
+    for t in threads:
+        t.start()
+    gate.wait()
+    began = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    flat = np.array([x for per in latencies for x in per]) if any(latencies) else np.array([np.nan])
+    return {"rps": len(flat) / elapsed, "latencies": flat, "failures": int(sum(failures))}
+
+
+@contextlib.contextmanager
+def _popfuse_serve(artifacts: list[Path], threads: int) -> Iterator[int]:
+    """``popfuse serve`` on every artifact, in its own process on a free port; yields the port once ready."""
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "popfuse", "serve", *map(str, artifacts), "--port", str(port),
+                                "--threads", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with contextlib.suppress(OSError), urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/v2/health/ready", timeout=5) as response:
+                if response.status == 200:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"popfuse serve did not start: {process.stderr.read().decode()[-2000:]}")
+            time.sleep(0.2)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
