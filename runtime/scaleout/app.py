@@ -90,8 +90,9 @@ def serve_catalog(catalog: Catalog, host: str = "127.0.0.1", port: int = 8000) -
             raise PopfuseError(f"the application failed to start on Ray: {_last_line(e)}") from e
         models = sum(len(a.models) for a in catalog.artifacts.values())
         dashboard = f" (dashboard: http://{context.dashboard_url})" if context.dashboard_url else ""
-        log.info("serving %d artifacts (%d models) on http://%s:%d through Ray Serve, on the Ray cluster at %s%s; "
-                 "replicas hold up to %s of artifacts each", len(catalog.artifacts), models, host, port,
+        count = f"{len(catalog.artifacts)} artifact" + ("s" if len(catalog.artifacts) > 1 else "")
+        log.info("serving %s (%d models) on http://%s:%d through Ray Serve, on the Ray cluster at %s%s; "
+                 "replicas hold up to %s of artifacts each", count, models, host, port,
                  ray.get_runtime_context().gcs_address, dashboard, human_size(catalog.replicas.memory_budget))
         while not stop.wait(1.0):
             pass
