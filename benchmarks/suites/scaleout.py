@@ -1,10 +1,11 @@
 """Scale-out: popfuse on Ray Serve against Ray Serve's own multiplexing of plain per-model sessions.
 
-Six tenants, each a pipeline of three models (m0, m1, m2) fused into one artifact: six artifacts, eighteen
-models, all the same size. Two replicas whose budget holds two artifacts each; the baseline's two replicas
-hold six sessions each (``@serve.multiplexed``), the same bytes. Both behind the same KServe v2 ingress, on
-one local Ray cluster, taking turns. Closed-loop clients each run jobs: a tenant drawn by popularity (Zipf,
-s = 1), then its three models in order; client k sends the same jobs to both. Reported per system:
+Six tenants, each an OCR pipeline of three models (PP-OCR's detector, direction classifier and recogniser,
+under names of the tenant's own) fused into one artifact: six artifacts, eighteen models. Two replicas whose
+budget holds two artifacts each; the baseline's two replicas hold six sessions each (``@serve.multiplexed``),
+two tenants' models, the same bytes. Both behind the same KServe v2 ingress, on one local Ray cluster, taking
+turns. Closed-loop clients each run jobs: a tenant drawn by popularity (Zipf, s = 1), then its three models in
+order; client k sends the same jobs to both. A smoke run uses small MLPs. Reported per system:
 throughput, p50 and p99, loads and evictions per 1,000 requests (from each side's own Ray metrics), and, at
 concurrency 1 on a resident tenant, the p50 through Ray against ``popfuse serve`` on the same machine.
 Targets: throughput at least 1.0x the baseline; loads per 1,000 at most 0.5x the baseline's; Ray's added
@@ -31,7 +32,7 @@ import numpy as np
 import yaml
 
 from ..context import Context
-from ..models import mlp
+from ..models import Workload, mlp, ppocr
 from ..setups import build_fused
 
 TENANTS, MODELS, REPLICAS, HELD = 6, 3, 2, 2
@@ -65,13 +66,11 @@ def run(ctx: Context) -> dict:
 
     folder = ctx.workdir / "scaleout"
     folder.mkdir(parents=True, exist_ok=True)
-    width = ctx.scale(384, 32)
-    tenants = {f"t{t}": [mlp(folder, f"t{t}m{k}", seed=MODELS * t + k, width=width, layers=4) for k in range(MODELS)]
-               for t in range(TENANTS)}
+    tenants = _tenants(ctx, folder)
     artifacts = {t: build_fused(ws, folder / t).popef_path.rename(folder / f"{t}.popef") for t, ws in tenants.items()}
     artifact_bytes = max(p.stat().st_size for p in artifacts.values())
-    model_bytes = max(w.path.stat().st_size for ws in tenants.values() for w in ws)
-    per_replica = HELD * MODELS  # sessions: the bytes of HELD artifacts, the records and graphs aside
+    sources_bytes = max(sum(w.path.stat().st_size for w in ws) for ws in tenants.values())
+    per_replica = HELD * MODELS  # sessions: HELD tenants' models, the bytes of HELD artifacts
     replicas = {"num_replicas": REPLICAS, "max_ongoing_requests": 4, "ray_actor_options": {"num_cpus": 0.25}}
     ingress = {"max_ongoing_requests": 256, "ray_actor_options": {"num_cpus": 0.25}}
     catalog = folder / "catalog.yaml"
@@ -92,23 +91,34 @@ def run(ctx: Context) -> dict:
         serve.run(baseline_ray.application(sources, per_replica, ctx.threads, replicas, ingress), name="baseline",
                   route_prefix="/baseline")
         metrics = f"http://{context.address_info['node_ip_address']}:{context.address_info['metrics_export_port']}"
+        pipelines = [[w.name for w in ws] for ws in tenants.values()]
         with _popfuse_serve(list(artifacts.values()), ctx.threads) as serve_port:
-            result = _measure(ctx, port, serve_port, f"{metrics}/metrics", feeds)
+            result = _measure(ctx, port, serve_port, f"{metrics}/metrics", feeds, pipelines)
     finally:
         serve.shutdown()
         ray.shutdown()
     return {**result, "tenants": TENANTS, "models_per_artifact": MODELS, "replicas": REPLICAS,
             "artifacts_held": HELD, "sessions_held": per_replica, "artifact_bytes": artifact_bytes,
-            "model_bytes": model_bytes, "width": width}
+            "sources_bytes": sources_bytes, "models": "small MLPs" if ctx.smoke else "PP-OCR det, cls, rec"}
 
 
-def _measure(ctx: Context, port: int, serve_port: int, metrics: str, feeds: dict) -> dict:
+def _tenants(ctx: Context, folder: Path) -> dict[str, list[Workload]]:
+    """Each tenant's pipeline, under its own model names: PP-OCR's three models (small MLPs in a smoke run)."""
+    if ctx.smoke:
+        return {f"t{t}": [mlp(folder, f"t{t}_m{k}", seed=MODELS * t + k, width=32) for k in range(MODELS)]
+                for t in range(TENANTS)}
+    models = [ppocr(name) for name in ("det", "cls", "rec")]  # PaddleOCR's order
+    return {f"t{t}": [Workload(f"t{t}_{w.name}", w.path, w.feeds) for w in models] for t in range(TENANTS)}
+
+
+def _measure(ctx: Context, port: int, serve_port: int, metrics: str, feeds: dict,
+             pipelines: list[list[str]]) -> dict:
     bodies = {name: _body(f) for name, f in feeds.items()}
     clients, jobs = ctx.scale(4, 2), ctx.scale(25, 3)
-    sequences = [_jobs(np.random.default_rng(k), jobs) for k in range(clients)]
+    sequences = [_jobs(np.random.default_rng(k), pipelines, jobs) for k in range(clients)]
     paths = {"popfuse": "/popfuse", "baseline": "/baseline"}
     # Warm: every tenant once on each side (the cold start is not what is compared).
-    warm_up = [[f"t{t}m{k}" for t in range(TENANTS) for k in range(MODELS)]]
+    warm_up = [[name for pipeline in pipelines for name in pipeline]]
     for prefix in paths.values():
         _load(port, prefix, bodies, warm_up)
     runs: dict[str, list[dict]] = {label: [] for label in paths}
@@ -132,18 +142,18 @@ def _measure(ctx: Context, port: int, serve_port: int, metrics: str, feeds: dict
         })
     ratios = [a["rps"] / b["rps"] for a, b in zip(runs["popfuse"], runs["baseline"])]
     popfuse, baseline = rows
-    overhead = _overhead(ctx, port, serve_port, bodies)
+    overhead = _overhead(ctx, port, serve_port, bodies, pipelines[0])
     return {"rows": rows, "clients": clients, "throughput_ratio": float(np.median(ratios)), "ratios": ratios,
             "loads_ratio": popfuse["loads_per_1000"] / max(baseline["loads_per_1000"], 1e-9),
             "overhead": overhead, "added_p50_ms": overhead["ray_p50_ms"] - overhead["serve_p50_ms"],
             "proxy_p50_ms": overhead["ray_live_p50_ms"] - overhead["serve_live_p50_ms"]}
 
 
-def _overhead(ctx: Context, port: int, serve_port: int, bodies: dict) -> dict:
-    """p50 at concurrency 1 through Ray and through ``popfuse serve``, in alternating blocks: inference on
-    tenant t0 (held after the runs), and a liveness check, which the ingress answers itself: its time
-    through Ray is Ray Serve's own, from its HTTP proxy to a replica and back."""
-    block = [[f"t0m{k}" for k in range(MODELS)] * ctx.scale(7, 2)]
+def _overhead(ctx: Context, port: int, serve_port: int, bodies: dict, pipeline: list[str]) -> dict:
+    """p50 at concurrency 1 through Ray and through ``popfuse serve``, in alternating blocks: inference on the
+    most popular tenant's models (held after the runs), and a liveness check, which the ingress answers
+    itself: its time through Ray is Ray Serve's own, from its HTTP proxy to a replica and back."""
+    block = [pipeline * ctx.scale(7, 2)]
     live = ctx.scale(20, 4)
     targets = {"ray": (port, "/popfuse"), "serve": (serve_port, "")}
     samples: dict[str, list[np.ndarray]] = {f"{t}{kind}": [] for t in targets for kind in ("", "_live")}
@@ -169,11 +179,11 @@ def _live(port: int, prefix: str, count: int) -> np.ndarray:
     return np.array(latencies)
 
 
-def _jobs(rng: np.random.Generator, jobs: int) -> list[str]:
+def _jobs(rng: np.random.Generator, pipelines: list[list[str]], jobs: int) -> list[str]:
     """A client's requests: ``jobs`` tenants drawn by popularity (Zipf, s = 1), each one's models in order."""
-    weights = 1 / np.arange(1, TENANTS + 1)
-    tenants = rng.choice(TENANTS, size=jobs, p=weights / weights.sum())
-    return [f"t{t}m{k}" for t in tenants for k in range(MODELS)]
+    weights = 1 / np.arange(1, len(pipelines) + 1)
+    tenants = rng.choice(len(pipelines), size=jobs, p=weights / weights.sum())
+    return [name for t in tenants for name in pipelines[t]]
 
 
 def _counts(metrics: str, label: str) -> tuple[float, float]:
