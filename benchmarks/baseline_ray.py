@@ -20,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from popfuse.runtime.scaleout.deployments import QUIET
 from popfuse.runtime.server.dataplane import DataPlane
 from popfuse.runtime.server.http import create_app
-from popfuse.runtime.server.model import Execution, RemoteModel, TensorSpec, warm
+from popfuse.runtime.server.model import Execution, RemoteModel, TensorSpec, execute, warm
 from popfuse.runtime.server.repository import FixedRepository
 from popfuse.runtime.server.settings import ServerSettings
 
@@ -62,14 +62,7 @@ class Sessions:
     async def infer(self, inputs: dict[str, np.ndarray]) -> Execution:
         queued = time.perf_counter_ns()
         model = await self._session(serve.get_multiplexed_model_id())
-
-        def execute() -> tuple[dict[str, np.ndarray], int, int]:
-            start = time.perf_counter_ns()
-            outputs = model.predict(inputs)
-            return outputs, start, time.perf_counter_ns()
-
-        outputs, start, end = await asyncio.get_running_loop().run_in_executor(self._executor, execute)
-        return Execution(outputs, start - queued, end - start)
+        return await execute(self._executor, model, inputs, queued)
 
 
 @serve.deployment(name="SessionIngress", logging_config=QUIET)

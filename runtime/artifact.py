@@ -16,7 +16,7 @@ from typing import BinaryIO
 from . import metadata as md
 from .display import source_label
 from .errors import ArtifactError
-from .popef import Blob, BlobType, blob_extent, read_blob_at, read_blobs, write_blobs
+from .popef import Blob, BlobType, blob_extent, read_blob_at, read_blobs, reading, write_blobs
 
 FUSION_MAP_BLOB = "fusion_map"
 _ZLIB = "zlib"
@@ -85,15 +85,8 @@ def read_header(source: str | os.PathLike | BinaryIO, label: str | None = None) 
     if not isinstance(source, (str, os.PathLike)):
         return _read_header(source, label or repr(source), None)
     label = label or source_label(source)
-    try:
-        with open(source, "rb") as stream:
-            return _read_header(stream, label, os.fstat(stream.fileno()).st_size)
-    except FileNotFoundError:
-        raise ArtifactError(f"{label}: no such artifact file") from None
-    except IsADirectoryError:
-        raise ArtifactError(f"{label}: is a folder; expected an artifact file such as executable.popef") from None
-    except OSError as e:
-        raise ArtifactError(f"{label}: cannot read the artifact: {e.strerror or e}") from e
+    with reading(source, label) as stream:
+        return _read_header(stream, label, os.fstat(stream.fileno()).st_size)
 
 
 def _read_header(stream: BinaryIO, label: str, actual_size: int | None) -> ArtifactHeader:

@@ -20,6 +20,7 @@ Payloads are aligned, so tensor data can be used in place from a mapped file::
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import mmap
 import os
@@ -165,18 +166,25 @@ def _open(source: str | os.PathLike | bytes | memoryview) -> tuple[str, memoryvi
     if isinstance(source, (bytes, bytearray, memoryview)):
         return source_label(source), memoryview(source)
     path = Path(source)
+    with reading(path, str(path)) as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return str(path), memoryview(b"")
+        # The map stays valid after the file is closed; payload views keep it alive.
+        return str(path), memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, label: str) -> Iterator[BinaryIO]:
+    """An artifact file open for reading; failing to open or read it raises ArtifactError naming ``label``."""
     try:
         with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                return str(path), memoryview(b"")
-            # The map stays valid after the file is closed; payload views keep it alive.
-            return str(path), memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            yield f
     except FileNotFoundError:
-        raise ArtifactError(f"{path}: no such artifact file") from None
+        raise ArtifactError(f"{label}: no such artifact file") from None
     except IsADirectoryError:
-        raise ArtifactError(f"{path}: is a folder; expected an artifact file such as executable.popef") from None
+        raise ArtifactError(f"{label}: is a folder; expected an artifact file such as executable.popef") from None
     except OSError as e:
-        raise ArtifactError(f"{path}: cannot read the artifact: {e.strerror or e}") from e
+        raise ArtifactError(f"{label}: cannot read the artifact: {e.strerror or e}") from e
 
 
 def _total_size(data: memoryview, offset: int) -> int:

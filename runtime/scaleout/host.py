@@ -5,7 +5,6 @@ it; everything here runs, and is tested, without Ray.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from ..config import RuntimeConfig
 from ..errors import PopfuseError
 from ..runner import Runner, check_artifact
 from ..server.errors import ModelNotFoundError, UnavailableError
-from ..server.model import Execution, SubgraphModel, warm
+from ..server.model import Execution, SubgraphModel, execute, warm
 from . import sources
 from .catalog import Catalog
 from .residency import Listener, Prepared, Residency
@@ -62,14 +61,7 @@ class ArtifactHost:
             if subgraph is None:
                 raise ModelNotFoundError(f"artifact {artifact!r} has no model {model!r}; its models are "
                                          f"{', '.join(loaded.models)}")
-
-            def execute() -> tuple[dict[str, np.ndarray], int, int]:
-                start = time.perf_counter_ns()
-                outputs = subgraph.predict(inputs)
-                return outputs, start, time.perf_counter_ns()
-
-            outputs, start, end = await asyncio.get_running_loop().run_in_executor(self._executor, execute)
-        return Execution(outputs, start - queued, end - start)
+            return await execute(self._executor, subgraph, inputs, queued)
 
     async def load(self, artifact: str) -> list[str]:
         """Hold ``artifact`` (loading it if needed); returns its models' names."""

@@ -206,6 +206,20 @@ class Execution:
     compute_ns: int
 
 
+async def execute(executor: concurrent.futures.Executor, model: BlockingModel, inputs: dict[str, np.ndarray],
+                  queued_ns: int) -> Execution:
+    """Run ``model`` on ``executor`` and time it: what a process that runs models for others reports back.
+    ``queued_ns`` is when the request arrived (``time.perf_counter_ns``)."""
+
+    def run() -> tuple[dict[str, np.ndarray], int, int]:
+        start = time.perf_counter_ns()
+        outputs = model.predict(inputs)
+        return outputs, start, time.perf_counter_ns()
+
+    outputs, start, end = await asyncio.get_running_loop().run_in_executor(executor, run)
+    return Execution(outputs, start - queued_ns, end - start)
+
+
 class RemoteModel(abc.ABC):
     """A model that runs in another process or on another machine: its requests are awaited, never run here.
 
