@@ -37,7 +37,6 @@ from ..server.settings import ServerSettings
 from .catalog import Catalog
 from .host import ArtifactHost
 from .remote import CatalogRepository
-from .residency import ResidencyStats
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +116,6 @@ class Artifacts:
     async def load(self) -> list[str]:
         """Hold the request's artifact; returns its models."""
         return await self.host.load(serve.get_multiplexed_model_id())
-
-    def stats(self) -> ResidencyStats:
-        """This replica's residency and counts."""
-        return self.host.residency.stats()
 
     async def __del__(self):
         await self.host.close()
