@@ -17,6 +17,7 @@ sticky.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import numpy as np
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: Load latency histogram boundaries, in seconds.
 LOAD_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+#: How often a replica sets its gauges again.
+GAUGE_PERIOD_S = 1.0
 #: Serve logs one line per request unless told not to: at thousands of requests a second, that is the cost.
 QUIET = {"enable_access_log": False}
 
@@ -68,7 +71,8 @@ class _ReplicaListener:
         self._bytes = metrics.Gauge("popfuse_resident_bytes", description="Artifact bytes this replica holds.")
         self._budget = metrics.Gauge("popfuse_memory_budget_bytes", description="Artifact bytes this replica may hold.")
         self._budget_bytes = budget
-        self._set_bytes(0)
+        self._resident_bytes = 0
+        self.refresh()
 
     def routed(self, names: list[str]) -> None:
         _report(self._replica, names)
@@ -86,9 +90,12 @@ class _ReplicaListener:
         self._failures.inc(tags={"artifact": name})
 
     def _set_bytes(self, resident: int) -> None:
-        # Both with each change: Ray exports a gauge from the values set since the replica's last report.
         self._resident_bytes = resident
-        self._bytes.set(resident)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Set the gauges again: Ray exports a gauge from the values set since the replica's last report."""
+        self._bytes.set(self._resident_bytes)
         self._budget.set(self._budget_bytes)
 
 
@@ -106,8 +113,15 @@ class Artifacts:
     """A replica holding artifacts within its memory budget; requests name their artifact as the
     multiplexed model id."""
 
-    def __init__(self, catalog: Catalog):
-        self.host = ArtifactHost(catalog, _ReplicaListener(catalog.replicas.memory_budget))
+    async def __init__(self, catalog: Catalog):
+        self._listener = _ReplicaListener(catalog.replicas.memory_budget)
+        self.host = ArtifactHost(catalog, self._listener)
+        self._gauges = asyncio.get_running_loop().create_task(self._refresh_gauges())
+
+    async def _refresh_gauges(self) -> None:
+        while True:  # a gauge not set since Ray's last export of metrics is not exported again
+            await asyncio.sleep(GAUGE_PERIOD_S)
+            self._listener.refresh()
 
     async def infer(self, model: str, inputs: dict[str, np.ndarray]) -> Execution:
         """Run one checked request for ``model`` of the request's artifact."""
@@ -118,6 +132,7 @@ class Artifacts:
         return await self.host.load(serve.get_multiplexed_model_id())
 
     async def __del__(self):
+        self._gauges.cancel()
         await self.host.close()
 
 

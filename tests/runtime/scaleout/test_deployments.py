@@ -52,10 +52,25 @@ def eventually(condition, timeout: float = 30.0):
         time.sleep(0.25)
 
 
-def traffic(ray_server, shelf, clients: int, each: int, retries: int = 0, during=None) -> tuple[int, Counter]:
-    """``clients`` threads, each sending ``each`` requests over every model of every artifact (checked);
-    a 503 is retried up to ``retries`` times. Calls ``during()`` once the traffic runs. Returns the requests
-    answered and the failures by message."""
+def settle(ray_server, shelf) -> None:
+    """Requests for every model, one at a time, until a whole pass loads nothing: every artifact is held by a
+    replica, and the routing table knows it."""
+    client = triton.InferenceServerClient(ray_server.url)
+    for _ in range(6):
+        before = total(ray_server.metrics(LOADS))
+        for model in MODELS:
+            infer(client, shelf, model)
+        time.sleep(1.5)
+        if total(ray_server.metrics(LOADS)) == before:
+            return
+    raise AssertionError("sequential requests still load artifacts after six passes")
+
+
+def traffic(ray_server, shelf, clients: int, each: int, retries: int = 0, during=None,
+            order: list[str] | None = None) -> tuple[int, Counter]:
+    """``clients`` threads, each sending ``each`` requests (checked): for models of every artifact at random, or
+    for the models of ``order`` in turn. A 503 is retried up to ``retries`` times. Calls ``during()`` once the
+    traffic runs. Returns the requests answered and the failures by message."""
     answered, failures, lock = [0], Counter(), threading.Lock()
     started = threading.Barrier(clients + 1)
 
@@ -63,8 +78,8 @@ def traffic(ray_server, shelf, clients: int, each: int, retries: int = 0, during
         connection = triton.InferenceServerClient(ray_server.url, network_timeout=120)
         rng = np.random.default_rng(k)
         started.wait()
-        for _ in range(each):
-            model = MODELS[int(rng.integers(len(MODELS)))]
+        for i in range(each):
+            model = order[i % len(order)] if order else MODELS[int(rng.integers(len(MODELS)))]
             for attempt in range(retries + 1):
                 try:
                     infer(connection, shelf, model)
@@ -105,10 +120,8 @@ def test_every_model_of_every_artifact_answers_as_onnxruntime(ray_server, shelf)
 def test_routing_is_sticky(ray_server, shelf):
     # Ray routes by the artifacts each replica reports (a Ray-internal call that popfuse makes itself): once
     # every artifact is held somewhere, requests one at a time load nothing more.
+    settle(ray_server, shelf)
     client = triton.InferenceServerClient(ray_server.url)
-    for model in MODELS:
-        infer(client, shelf, model)
-    time.sleep(1.5)
     before = total(ray_server.metrics(LOADS))
     for _ in range(5):
         for model in MODELS:
@@ -118,16 +131,21 @@ def test_routing_is_sticky(ray_server, shelf):
 
 
 def test_evictions_and_reloads_under_traffic_fail_no_request(ray_server, shelf):
-    # Two requests at most per replica and six clients: requests spill to the replica that does not hold
-    # their artifact, which loads it and evicts one (three artifacts, two per replica), then loads back the
-    # one it evicted.
+    # Two requests at most per replica and six clients on one artifact at a time: its replica is busy, so
+    # requests spill to the other, which loads it too. Artifact after artifact, each replica comes to hold two
+    # and is asked for a third (an eviction), then for the one it evicted (a reload), while requests run.
     before_loads, before_evictions = ray_server.metrics(LOADS), total(ray_server.metrics(EVICTIONS))
-    answered, failures = traffic(ray_server, shelf, clients=6, each=60)
-    assert not failures and answered == 360
+    answered, failures = 0, Counter()
+    for artifact in ("a0", "a1", "a2", "a0", "a1", "a2"):
+        done, failed = traffic(ray_server, shelf, clients=8, each=18, order=[f"{artifact}m{k}" for k in range(3)])
+        answered, failures = answered + done, failures + failed
+    assert not failures and answered == 8 * 18 * 6
     evictions = eventually(lambda: total(ray_server.metrics(EVICTIONS)) - before_evictions)
     loads = ray_server.metrics(LOADS)
+    # An artifact loaded again by a replica that had held it: loaded there during this traffic, twice in all.
     reloads = {key: n for key, n in loads.items() if n - before_loads.get(key, 0) >= 1 and n >= 2}
-    assert evictions >= 1 and reloads, (loads, evictions)
+    assert evictions >= 1, f"no eviction; loads by (replica, artifact): {loads}"
+    assert reloads, f"no reload; loads by (replica, artifact) before {before_loads}, after {loads}"
     # Per replica: what it holds stays within its budget, and every load's latency was recorded.
     budget = ray_server.metrics("ray_popfuse_memory_budget_bytes")
     resident = ray_server.metrics("ray_popfuse_resident_bytes")
@@ -137,14 +155,12 @@ def test_evictions_and_reloads_under_traffic_fail_no_request(ray_server, shelf):
 
 
 def test_a_load_that_fails_leaves_the_replicas_serving_what_they_had(ray_server, shelf, tmp_path):
+    settle(ray_server, shelf)
     client = triton.InferenceServerClient(ray_server.url)
-    for model in MODELS:  # every artifact held somewhere
-        infer(client, shelf, model)
     broken = ray_server.catalog.parent / "b0" / "executable.popef"
     data = bytearray(broken.read_bytes())
     data[-64] ^= 0xFF  # in the weights: the header still reads
     broken.write_bytes(bytes(data))
-    time.sleep(1.5)
     loads, evictions = total(ray_server.metrics(LOADS)), total(ray_server.metrics(EVICTIONS))
     x = triton.InferInput("X", [1, 32], "FP32")
     x.set_data_from_numpy(np.zeros((1, 32), np.float32))
