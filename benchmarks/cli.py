@@ -12,7 +12,7 @@ from pathlib import Path
 
 # Each a module of ``suites`` with ``run(ctx) -> dict``, imported when it runs: the suites import
 # onnxruntime and the compiler, which building the parser (``popfuse --help``) must not.
-SUITES = ("dispatch", "switching", "coldstart", "scaling", "size", "serving")
+SUITES = ("dispatch", "switching", "coldstart", "scaling", "size", "serving", "precision")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         f" --threads {args.threads}" if args.threads != 1 else "")
     path = report.write(results, output, command)
     for key, (ok, figure) in report.verdicts(results).items():
-        print(f"{'met    ' if ok else 'MISSED '} {report.TARGETS[key]}: {figure}")
+        print(f"{report.VERDICT[ok]:<7} {report.TARGETS[key]}: {figure}")
     print(f"wrote {path}")
     return 0
 
