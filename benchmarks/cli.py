@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 # Each a module of ``suites`` with ``run(ctx) -> dict``, imported when it runs: the suites import
@@ -45,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
     from .context import Context
 
     output = args.output or (Path(tempfile.mkdtemp(prefix="popfuse-bench-")) if args.smoke else Path("docs"))
-    results: dict = {"machine": report.machine(), "threads": args.threads, "smoke": args.smoke}
+    command = "popfuse bench" + (" --smoke" if args.smoke else "") + (
+        f" --threads {args.threads}" if args.threads != 1 else "") + (
+        f" --only {','.join(names)}" if set(names) != set(SUITES) else "")
+    results: dict = {"machine": report.machine(), "threads": args.threads, "smoke": args.smoke,
+                     "measured": dict.fromkeys(names, f"{date.today().isoformat()} with `{command}`")}
     with tempfile.TemporaryDirectory(prefix="popfuse-bench-work-") as work:
         ctx = Context(Path(work), threads=args.threads, smoke=args.smoke)
         for name in names:
@@ -53,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{name}] running…", flush=True)
             results[name] = importlib.import_module(f".suites.{name}", __package__).run(ctx)
             print(f"[{name}] done in {time.perf_counter() - start:.1f} s", flush=True)
-    command = "popfuse bench" + (" --smoke" if args.smoke else "") + (
-        f" --threads {args.threads}" if args.threads != 1 else "")
-    path = report.write(results, output, command)
+    path = report.write(report.carry_over(results, output), output)
     for key, (ok, figure) in report.verdicts(results).items():
         print(f"{report.VERDICT[ok]:<7} {report.TARGETS[key]}: {figure}")
     print(f"wrote {path}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -147,17 +146,52 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, float], float]:
     return (float(coef[0]), float(coef[1])), float(np.sqrt(np.mean((y - design @ coef) ** 2)))
 
 
-def write(results: dict, out_dir: Path, command: str) -> Path:
+# What identifies a run beside its suites' results; a suite's results are every other key.
+_RUN_KEYS = ("machine", "threads", "smoke", "measured")
+# What must match for an earlier run's figures to stand beside a new one's: the machine's kind and the versions.
+_SAME_MACHINE = ("cpu", "cores", "python", "onnxruntime", "onnx", "numpy")
+
+
+def carry_over(results: dict, out_dir: Path) -> dict:
+    """``results`` with the suites of the report already in ``out_dir`` that this run did not run, when that
+    run was alike (same machine kind and versions, threads and smoke): a suite run alone (``--only``) then
+    refreshes its own section and keeps the others' figures, each with when and how it was measured."""
+    try:
+        earlier = json.loads((out_dir / "benchmarks" / "results.json").read_text())
+    except (OSError, ValueError):
+        return results
+    alike = (isinstance(earlier, dict) and earlier.get("threads") == results["threads"]
+             and earlier.get("smoke") == results["smoke"]
+             and all(earlier.get("machine", {}).get(k) == results["machine"][k] for k in _SAME_MACHINE))
+    if not alike:
+        return results
+    merged = {**results, "measured": dict(results["measured"])}
+    for name, figures in earlier.items():
+        if name not in _RUN_KEYS and name not in results:
+            merged[name] = figures
+            merged["measured"][name] = earlier.get("measured", {}).get(name, "in an earlier run")
+    return merged
+
+
+def write(results: dict, out_dir: Path) -> Path:
     """Write ``benchmarks.md``, ``benchmarks/results.json`` and the plots under ``out_dir``."""
     figures = out_dir / "benchmarks"
     figures.mkdir(parents=True, exist_ok=True)
     (figures / "results.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
     plots = _plots(results, figures)
     info = results["machine"]
+    runs: dict[str, list[str]] = {}
+    for name, stamp in results["measured"].items():
+        runs.setdefault(stamp, []).append(name)
+    if len(runs) == 1:
+        when = f"Measured {next(iter(runs))}"
+    else:  # a suite re-run alone beside the figures of an earlier, alike run (carry_over)
+        when = "Measured on machines alike, " + "; ".join(
+            f"{stamp} ({', '.join(names)})" for stamp, names in sorted(runs.items(), key=lambda r: -len(r[1])))
     lines = [
         "# Benchmarks",
         "",
-        f"Measured {date.today().isoformat()} with `{command}`, every figure side by side with its baseline in one",
+        f"{when}, every figure side by side with its baseline in one",
         "run and judged as a ratio. These machines are noisy: absolute times drift by 30% or more between runs, and",
         "a process runs a few per cent faster or slower for its whole life depending on where its memory landed, so",
         "dispatch, switching and serving spread their paired samples over several fresh processes (or server pairs).",
