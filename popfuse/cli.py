@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +48,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from popfuse.fusion import build
 
     start = time.perf_counter()
-    result = build(args.config, progress=print)
+    with warnings.catch_warnings():
+        # A model's warning (fp16 past its tolerance) reads as the build's, beside its progress line.
+        warnings.showwarning = lambda message, *_: print(f"popfuse build: warning: {message}", file=sys.stderr)
+        result = build(args.config, progress=print)
     print()
     print(f"{'index':<6}{'name':<20}{'precision':<10}{'inputs':<8}{'outputs':<8}source")
     for s in result.fusion_map.subgraphs:

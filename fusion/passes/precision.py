@@ -197,9 +197,11 @@ def convert_precision(
 def warn_outside_tolerance(report: PrecisionReport | None, subject: str) -> None:
     """Warn (PrecisionWarning) when ``report``'s error passes its tolerance; ``subject`` names the model."""
     if report is not None and not report.within_tolerance:
+        requests = f"{report.requests} {'request' if report.requests == 1 else 'requests'}"
         warnings.warn(
             f"{subject}: fp16 error {report.error:.2e} passes the tolerance {report.tolerance:.0e} "
-            f"({report.summary()}). Hint: give representative inputs (calibration), or build it in fp32",
+            f"({len(report.kept)} of {report.nodes} nodes kept float32; measured on {requests} from "
+            f"{report.calibration} inputs). Hint: give representative inputs (calibration), or build it in fp32",
             PrecisionWarning,
             stacklevel=2,
         )
