@@ -44,7 +44,8 @@ class ModelOptions:
         max_tensor_size: Largest tensor constant folding may create, in bytes;
             -1 means no bound.
         source: Where the model came from, recorded in the fusion map.
-        calibration: fp16's representative requests; None generates one.
+        calibration: fp16's representative requests: a Calibration, an ``.npz`` path, a mapping of input
+            name to array, or a list of them (``calibration.as_calibration``); None generates one.
         keep_io_types: fp16 keeps float32 inputs and outputs (False: float16, as PopRT has them).
         precision_strict: fp16 fails the build when its measured error passes the tolerance (False: warns).
     """
@@ -54,7 +55,7 @@ class ModelOptions:
     precision: str = "fp32"
     max_tensor_size: int = -1
     source: str | None = None
-    calibration: Calibration | None = None
+    calibration: Any = None
     keep_io_types: bool = False
     precision_strict: bool = False
 

@@ -23,6 +23,7 @@ from popfuse.runtime.display import human_size
 from popfuse.runtime.dtypes import popef_from_onnx
 
 from . import naming
+from .calibration import as_calibration
 from .config import ModelOptions
 from .dispatch import public_graph
 from .errors import FusionError
@@ -90,14 +91,19 @@ class FusedModel:
 
 
 def model_passes(options: ModelOptions, index: int, opset: int) -> list[Pass]:
-    """The passes that prepare one model to become subgraph ``index``, in order."""
+    """The passes that prepare one model to become subgraph ``index``, in order.
+
+    Raises:
+        ConfigError: ``options.calibration`` is no calibration (naming the model).
+    """
+    calibration = as_calibration(options.calibration, f"model {options.name or f'model{index}'!r}: calibration")
     return [
         Pass("negative_dims", drop_negative_dims),
         Pass("initializer_inputs", drop_initializer_inputs),
         Pass("input_shape", partial(fix_input_shapes, shapes=options.input_shape)),
         Pass("fold_constants", partial(fold_constants, max_tensor_size=options.max_tensor_size)),
         Pass("precision", partial(convert_precision, precision=options.precision, options=PrecisionOptions(
-            calibration=options.calibration, keep_io_types=options.keep_io_types, strict=options.precision_strict,
+            calibration=calibration, keep_io_types=options.keep_io_types, strict=options.precision_strict,
         ))),
         Pass("opset", partial(convert_opset, opset=opset)),
         Pass("infer_shapes", infer_shapes),
