@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from ..popef import MAGIC
 from ..runner import Runner
 from .config import Config, Fp16Settings
 from .tensor import Tensor
+
+if TYPE_CHECKING:  # onnx loads only when a model is compiled here
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +193,7 @@ def _apply_ipu_options(data: bytes, options: dict, fp16: Fp16Settings, libraries
     return model.SerializeToString()
 
 
-def to_fp16(model, fp16: Fp16Settings, libraries: tuple[str, ...], subject: str):
+def to_fp16(model: onnx.ModelProto, fp16: Fp16Settings, libraries: tuple[str, ...], subject: str) -> onnx.ModelProto:
     """The Paddle API's fp16: the compiler's precision pass, with float32 inputs and outputs unless
     ``low_precision_io``; its report is logged, and a PrecisionWarning says when it passes the tolerance.
 
