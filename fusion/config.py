@@ -1,9 +1,10 @@
 """The YAML build configuration, in PopRT's schema, validated into dataclasses.
 
 Keys outside ``model_fusion`` are global. The per-model keys ``input_shape``,
-``precision`` and ``max_tensor_size`` may also be set globally; a value set on
-one model overrides the global one for that model. Relative paths resolve
-against the YAML file's folder.
+``precision``, ``max_tensor_size``, ``keep_io_types`` and ``precision_strict``
+may also be set globally; a value set on one model overrides the global one for
+that model. ``calibration`` is a model's own. Relative paths resolve against the
+YAML file's folder.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 
 from popfuse.runtime.backends import DEFAULT_TARGET, targets
 
+from .calibration import Calibration, load_calibration
 from .errors import ConfigError
 
 PRECISIONS: dict[str, tuple[str, ...]] = {
@@ -26,8 +28,8 @@ PRECISIONS: dict[str, tuple[str, ...]] = {
     "onnxruntime-cuda": ("fp32", "fp16"),
 }
 GLOBAL_KEYS = ("output_dir", "output_model", "export_popef", "ipu_version", "target", "model_fusion")
-MODEL_KEYS = ("input_model", "name")
-SHARED_KEYS = ("input_shape", "precision", "max_tensor_size")
+MODEL_KEYS = ("input_model", "name", "calibration")
+SHARED_KEYS = ("input_shape", "precision", "max_tensor_size", "keep_io_types", "precision_strict")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class ModelOptions:
         max_tensor_size: Largest tensor constant folding may create, in bytes;
             -1 means no bound.
         source: Where the model came from, recorded in the fusion map.
+        calibration: fp16's representative requests: a Calibration, an ``.npz`` path, a mapping of input
+            name to array, or a list of them (``calibration.as_calibration``); None generates one.
+        keep_io_types: fp16 keeps float32 inputs and outputs (False: float16, as PopRT has them).
+        precision_strict: fp16 fails the build when its measured error passes the tolerance (False: warns).
     """
 
     name: str | None = None
@@ -49,6 +55,9 @@ class ModelOptions:
     precision: str = "fp32"
     max_tensor_size: int = -1
     source: str | None = None
+    calibration: Any = None
+    keep_io_types: bool = False
+    precision_strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +172,14 @@ def _parse_model(entry: Any, i: int, shared: dict[str, Any], target: str, base: 
         raise ConfigError(
             f"{where}: key 'max_tensor_size' must be -1 (no bound) or a size in bytes, received {max_tensor_size}"
         )
+    calibration = None
+    if "calibration" in entry:
+        if precision != "fp16":
+            raise ConfigError(
+                f"{where}: key 'calibration' gives fp16 its representative inputs, but this model's precision is "
+                f"{precision!r}. Hint: set precision: fp16, or drop the key"
+            )
+        calibration = _calibration(entry["calibration"], base, f"{where}: key 'calibration'")
     return ModelSpec(
         path=path,
         options=ModelOptions(
@@ -171,8 +188,19 @@ def _parse_model(entry: Any, i: int, shared: dict[str, Any], target: str, base: 
             precision=precision,
             max_tensor_size=max_tensor_size,
             source=source,
+            calibration=calibration,
+            keep_io_types=_get(merged, "keep_io_types", bool, False, where),
+            precision_strict=_get(merged, "precision_strict", bool, False, where),
         ),
     )
+
+
+def _calibration(value: Any, base: Path, where: str) -> Calibration:
+    """``calibration: x.npz`` or ``calibration: [a.npz, b.npz]``, relative to the YAML's folder."""
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+        raise ConfigError(f"{where}: expected a path to an .npz file or a list of them, received {value!r}")
+    return load_calibration([base / p for p in paths], where)
 
 
 def parse_input_shape(value: Any, where: str = "input_shape") -> dict[str, tuple[int, ...]]:

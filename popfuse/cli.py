@@ -18,6 +18,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,7 +59,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from popfuse.fusion import build
 
     start = time.perf_counter()
-    result = build(args.config, progress=lambda line: print(line, flush=True))
+    with warnings.catch_warnings():
+        # A model's warning (fp16 past its tolerance) reads as the build's, beside its progress line.
+        warnings.showwarning = lambda message, *_: print(f"popfuse build: warning: {message}", file=sys.stderr)
+        result = build(args.config, progress=lambda line: print(line, flush=True))
     print()
     rows = [(s.index, s.name, s.precision, len(s.inputs), len(s.outputs), s.source)
             for s in result.fusion_map.subgraphs]

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
+from popfuse.benchmarks import ocr
 from popfuse.fusion import BuildResult, ModelOptions, build, compile_artifact, fuse_models
 from popfuse.runtime.artifact import write_artifact
 from tests.models import PPOCR, ppocr_path
@@ -43,3 +45,19 @@ def ppocr_config(output_dir: Path) -> dict:
 def ppocr_build(tmp_path_factory) -> BuildResult:
     """The PP-OCR fusion, built once for the whole session (read it, never write to it)."""
     return build(ppocr_config(tmp_path_factory.mktemp("ppocr")))
+
+
+@pytest.fixture(scope="session")
+def ppocr_fp16_build(tmp_path_factory) -> tuple[BuildResult, list[str]]:
+    """The PP-OCR fusion with ``precision: fp16``, built once for the whole session, and its progress lines.
+
+    The detector is calibrated on a rendered page (a ``calibration`` .npz) that the tests never evaluate
+    on; the recogniser and the classifier use the generated request.
+    """
+    folder = tmp_path_factory.mktemp("ppocr_fp16")
+    np.savez(folder / "det.npz", x=ocr.det_page(128, 320, lines=("Calibration page", "other words 42")))
+    config = ppocr_config(folder)
+    config["precision"] = "fp16"
+    config["model_fusion"][0]["calibration"] = str(folder / "det.npz")
+    lines: list[str] = []
+    return build(config, progress=lines.append), lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,45 @@ IPU_DEFAULTS: dict[str, Any] = {
 }
 
 
-class Config:
+@dataclass(frozen=True)
+class Fp16Settings:
+    """How the Paddle API's fp16 is checked and fed (Paddle converts the whole graph; popfuse keeps float32
+    where its measurement says so, docs/inference.md).
+
+    Attributes:
+        calibration: Representative requests: an ``.npz`` path, a mapping of input name to array, or a list
+            of them; None generates one.
+        strict: Creating the predictor fails when the measured error passes the tolerance (else a warning).
+        low_precision_io: The float16 graph takes and returns float16; off, it takes and returns float32.
+    """
+
+    calibration: Any = None
+    strict: bool = False
+    low_precision_io: bool = False
+
+
+class Fp16Switches:
+    """The fp16 switches of ``Config`` and ``IpuStrategy``."""
+
+    _fp16 = Fp16Settings()
+
+    def enable_low_precision_io(self, x: bool = True) -> None:
+        """Paddle's switch: under fp16, feed and fetch float16 instead of float32."""
+        self._fp16 = replace(self._fp16, low_precision_io=bool(x))
+
+    def set_fp16_calibration(self, calibration: Any) -> None:
+        """popfuse's: the requests fp16 measures on (``.npz`` path, mapping of input name to array, or list)."""
+        self._fp16 = replace(self._fp16, calibration=calibration)
+
+    def enable_fp16_strict(self, x: bool = True) -> None:
+        """popfuse's: fail when fp16's measured error passes the tolerance, instead of warning."""
+        self._fp16 = replace(self._fp16, strict=bool(x))
+
+    def fp16_settings(self) -> Fp16Settings:
+        return self._fp16
+
+
+class Config(Fp16Switches):
     """How a Predictor loads and runs a model.
 
     ``Config()``, ``Config(model_path)`` and ``Config(prog_file, params_file)``

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,8 +15,11 @@ from ..dtypes import numpy_from_popef
 from ..errors import PopfuseError
 from ..popef import MAGIC
 from ..runner import Runner
-from .config import Config
+from .config import Config, Fp16Settings
 from .tensor import Tensor
+
+if TYPE_CHECKING:  # onnx loads only when a model is compiled here
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +120,10 @@ class _OnnxEngine:
 
     def __init__(self, data: bytes, config: Config):
         ipu = config.ipu_options if config.use_ipu() else None
-        data = _apply_ipu_options(data, ipu) if ipu else data
         options = config.session_options()
+        if ipu:
+            data = _apply_ipu_options(data, ipu, config.fp16_settings(), options.custom_op_libraries,
+                                      Path(config.prog_file()).name or "the model")
         replicas = max(1, int((ipu or {}).get("ipu_replica_num", 1)))
         self.sessions = open_sessions(data, options, "cuda" if config.use_gpu() else "cpu", replicas)
         if options.optimized_model_path:
@@ -171,11 +177,11 @@ class _ArtifactEngine:
         return self.runner.execute(feeds)
 
 
-def _apply_ipu_options(data: bytes, options: dict) -> bytes:
+def _apply_ipu_options(data: bytes, options: dict, fp16: Fp16Settings, libraries: tuple[str, ...],
+                       subject: str) -> bytes:
     """Apply the IPU options that change the graph: the micro-batch size, custom ops and fp16."""
     import onnx
 
-    from popfuse.fusion.passes.precision import convert_precision
     from popfuse.fusion.passes.shapes import set_batch_size
 
     from .custom_ops import map_custom_ops
@@ -183,8 +189,31 @@ def _apply_ipu_options(data: bytes, options: dict) -> bytes:
     model = set_batch_size(onnx.load_from_string(data), int(options["ipu_micro_batch_size"])).model
     model = map_custom_ops(model, options["ipu_custom_ops_info"])
     if options["ipu_enable_fp16"]:
-        model = convert_precision(model, "fp16").model
+        model = to_fp16(model, fp16, libraries, subject)
     return model.SerializeToString()
+
+
+def to_fp16(model: onnx.ModelProto, fp16: Fp16Settings, libraries: tuple[str, ...], subject: str) -> onnx.ModelProto:
+    """The Paddle API's fp16: the compiler's precision pass, with float32 inputs and outputs unless
+    ``low_precision_io``; its report is logged, and a PrecisionWarning says when it passes the tolerance.
+
+    Raises:
+        RuntimeError: (Paddle's error type) the calibration does not fit, or ``strict`` and the error passes.
+    """
+    from popfuse.fusion.calibration import as_calibration
+    from popfuse.fusion.passes.precision import PrecisionOptions, convert_precision, warn_outside_tolerance
+
+    try:
+        options = PrecisionOptions(calibration=as_calibration(fp16.calibration, "fp16 calibration"),
+                                   keep_io_types=not fp16.low_precision_io, strict=fp16.strict,
+                                   custom_op_libraries=libraries)
+        result = convert_precision(model, "fp16", options)
+    except PopfuseError as e:
+        raise RuntimeError(f"{subject}: {e}") from e
+    if result.details is not None:
+        log.info("%s: %s", subject, result.details.summary())
+        warn_outside_tolerance(result.details, subject)
+    return result.model
 
 
 def _write_dot(onnx_path: str) -> None:

@@ -22,6 +22,7 @@ from popfuse.fusion.graph import IR_VERSION
 
 from ..backends import SessionOptions
 from ..errors import PopfuseError
+from .config import Fp16Switches
 from .custom_ops import custom_op_libraries, map_custom_ops
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,8 @@ def default_main_program() -> Program:
     return _MAIN
 
 
-class IpuStrategy:
-    """Paddle's IPU build options: typed, checked as Paddle checks them."""
+class IpuStrategy(Fp16Switches):
+    """Paddle's IPU build options: typed, checked as Paddle checks them; fp16's switches as ``Config``'s."""
 
     _DEFAULTS: dict[str, Any] = {
         "num_ipus": 1,
@@ -227,7 +228,6 @@ class IpuCompiledProgram:
         Raises:
             RuntimeError: the program trains (it has gradient or optimizer ops); this backend is for inference.
         """
-        from popfuse.fusion.passes.precision import convert_precision
         from popfuse.fusion.passes.scale_ops import remove_useless_scale_ops
         from popfuse.fusion.passes.shapes import set_batch_size
 
@@ -249,7 +249,10 @@ class IpuCompiledProgram:
             log.info("removed %d useless scale op(s)", scale_ops.details)
         model = scale_ops.model
         if self.strategy.get_option("enable_fp16"):
-            model = convert_precision(model, "fp16").model
+            from .predictor import to_fp16
+
+            model = to_fp16(model, self.strategy.fp16_settings(), custom_op_libraries(self.strategy.custom_ops),
+                            "the program")
         model.ir_version = IR_VERSION
         return CompiledProgram(model, self.strategy)
 

@@ -24,15 +24,16 @@ def test_benchmark_smoke_run_writes_the_report(tmp_path):
     tmp_path = tmp_path / "popfuse-bench"
     report = (tmp_path / "benchmarks.md").read_text()
     for section in ("## Targets", "Dispatch overhead", "Model switching", "Cold start and memory", "Scaling in N",
-                    "Artifact size", "Serving"):
+                    "Artifact size", "Serving", "## 8. fp16"):
         assert section in report
     results = json.loads((tmp_path / "benchmarks" / "results.json").read_text())
-    assert {"dispatch", "switching", "coldstart", "scaling", "size", "serving", "machine"} <= set(results)
+    assert {"dispatch", "switching", "coldstart", "scaling", "size", "serving", "precision", "machine"} <= set(results)
     serving = results["serving"]
     assert serving["batching"]["on_failures"] == serving["batching"]["off_failures"] == 0
     assert all(r["fused_failures"] == r["baseline_failures"] == 0 for r in serving["rows"])
     assert serving["compute_bound"]["per_item_ms"] > 0
-    for plot in ("dispatch", "switching", "coldstart", "scaling", "serving"):
+    assert all(r["met"] for r in results["precision"]["rows"])
+    for plot in ("dispatch", "switching", "coldstart", "scaling", "serving", "precision"):
         assert (tmp_path / "benchmarks" / f"{plot}.png").stat().st_size > 1000
 
 

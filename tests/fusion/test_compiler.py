@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from popfuse.fusion import FusionError, PassError, build, compile_artifact, fuse
 from popfuse.fusion.graph import IR_VERSION, walk_nodes
+from popfuse.fusion.passes.precision import PrecisionWarning
 from popfuse.runtime.artifact import read_artifact
 from tests.conftest import ppocr_config
 from tests.models import scale_model
@@ -50,3 +53,34 @@ def test_a_build_whose_compile_fails_writes_nothing_and_names_the_pass(tmp_path)
 def test_compile_artifact_takes_the_typed_fused_model():
     with pytest.raises(FusionError, match="compile_artifact takes the FusedModel of fuse_models"):
         compile_artifact(fuse([scale_model()]), "onnxruntime-cpu")
+
+
+def test_fp16_build_reports_what_it_kept_and_warns_past_the_tolerance(tmp_path):
+    onnx.save(scale_model(1e6, n=8), tmp_path / "big.onnx")  # its output leaves float16's range
+    config = {"output_dir": str(tmp_path), "precision": "fp16",
+              "model_fusion": [{"input_model": str(tmp_path / "big.onnx")}]}
+    lines = []
+    with pytest.warns(PrecisionWarning, match=r"model 'big': fp16 error inf passes the tolerance 1e-02"):
+        build(config, progress=lines.append)
+    assert any(line.strip().startswith("fp16: 2 of 2 nodes kept float32 (1 weights, 1 range); error inf")
+               for line in lines)
+    strict = {**config, "precision_strict": True, "output_dir": str(tmp_path / "strict")}
+    with pytest.raises(PassError, match=r"model 'big': pass 'precision' \(after .*\): fp16: .*passes the tolerance"):
+        build(strict)
+    assert not (tmp_path / "strict").exists()
+    kept_io = {**strict, "keep_io_types": True}  # float32 outputs hold the product: within tolerance
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionWarning)
+        result = build(kept_io)
+    assert [s.precision for s in result.fusion_map.subgraphs] == ["fp16"]
+    assert [a.tensor_info.data_type for a in read_artifact(result.popef_path).metadata.anchors][1:] == ["F32", "F32"]
+
+
+def test_two_fp16_builds_are_byte_identical(tmp_path):
+    onnx.save(scale_model(3.0, n=8), tmp_path / "m.onnx")
+    paths = []
+    for k in range(2):
+        config = {"output_dir": str(tmp_path / str(k)), "precision": "fp16",
+                  "model_fusion": [{"input_model": str(tmp_path / "m.onnx")}]}
+        paths.append(build(config).popef_path)
+    assert paths[0].read_bytes() == paths[1].read_bytes()

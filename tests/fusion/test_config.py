@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
+import numpy as np
 import onnx
 import pytest
 
@@ -69,7 +70,8 @@ def test_unknown_key_lists_the_valid_keys(models_dir):
         load_config(path)
     message = str(e.value)
     assert "'precison'" in message and "did you mean 'precision'" in message
-    assert "valid keys: input_model, name, input_shape, precision, max_tensor_size" in message
+    assert ("valid keys: input_model, name, calibration, input_shape, precision, max_tensor_size, keep_io_types, "
+            "precision_strict") in message
     assert str(path) in message
 
 
@@ -146,3 +148,46 @@ def test_duplicate_names_suggest_a_name_key(models_dir):
         parse_config({"model_fusion": [entry, entry]}, models_dir)
     config = parse_config({"model_fusion": [entry, {**entry, "name": "again"}]}, models_dir)
     assert [m.options.name for m in config.models] == ["model0", "again"]
+
+
+def test_fp16_keys_calibration_io_and_strictness(models_dir):
+    np.savez(models_dir / "a.npz", X=np.ones((1, 4), np.float32))
+    np.savez(models_dir / "b.npz", X=np.zeros((1, 4), np.float32))
+    path = write_yaml(
+        models_dir,
+        """
+        precision: fp16
+        keep_io_types: true
+        model_fusion:
+          - input_model: model0.onnx
+            calibration: a.npz
+            precision_strict: true
+          - input_model: model1.onnx
+            calibration: [a.npz, b.npz]
+            keep_io_types: false
+        """,
+    )
+    first, second = (m.options for m in load_config(path).models)
+    assert first.calibration.source == "a.npz" and first.keep_io_types and first.precision_strict
+    assert len(second.calibration.requests) == 2 and not second.keep_io_types and not second.precision_strict
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        ("calibration: missing.npz\n    precision: fp16",
+         "model_fusion\\[0\\]: key 'calibration': calibration file .*missing.npz.* not found"),
+        ("calibration: []\n    precision: fp16",
+         "key 'calibration': expected a path to an .npz file or a list of them"),
+        ("calibration: {x: 1}\n    precision: fp16", "key 'calibration': expected a path"),
+        ("calibration: a.npz",
+         "key 'calibration' gives fp16 its representative inputs, but this model's precision is 'fp32'"),
+        ("keep_io_types: yes please", "key 'keep_io_types' must be bool"),
+        ("precision_strict: 1", "key 'precision_strict' must be bool"),
+    ],
+)
+def test_bad_fp16_keys_name_the_key(models_dir, entry, match):
+    np.savez(models_dir / "a.npz", X=np.ones((1, 4), np.float32))
+    path = write_yaml(models_dir, f"model_fusion:\n  - input_model: model0.onnx\n    {entry}\n")
+    with pytest.raises(ConfigError, match=match):
+        load_config(path)

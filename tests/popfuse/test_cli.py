@@ -45,6 +45,22 @@ def popfuse(*args, cwd):
     return subprocess.run([exe, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+def test_build_prints_each_fp16_models_report_and_warns_past_the_tolerance(project):
+    onnx.save(scale_model(1e6), project / "big.onnx")  # its float16 output overflows
+    (project / "fp16.yaml").write_text(
+        "output_dir: out16\nprecision: fp16\nmodel_fusion:\n  - input_model: a.onnx\n  - input_model: big.onnx\n"
+    )
+    built = popfuse("build", "fp16.yaml", cwd=project)
+    assert built.returncode == 0, built.stderr
+    reports = [line.strip() for line in built.stdout.splitlines() if line.strip().startswith("fp16:")]
+    assert len(reports) == 2 and reports[0].startswith("fp16: 0 of 2 nodes kept float32; error ")
+    assert built.stderr.startswith("popfuse build: warning: model 'big': fp16 error inf passes the tolerance 1e-02")
+    (project / "strict.yaml").write_text((project / "fp16.yaml").read_text() + "precision_strict: true\n")
+    refused = popfuse("build", "strict.yaml", cwd=project)
+    assert refused.returncode == 1
+    assert "popfuse build: error: model 'big': pass 'precision'" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_build_dump_run_from_the_shell(project):
     built = popfuse("build", "config.yaml", cwd=project)
     assert built.returncode == 0, built.stderr

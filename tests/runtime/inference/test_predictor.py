@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 
+from popfuse.benchmarks import ocr
+from popfuse.fusion.passes.precision import PrecisionWarning
 from popfuse.runtime import inference as paddle_infer
 from tests.models import batch_model, parse, ppocr_input, ppocr_path, scale_model
 
@@ -111,16 +114,63 @@ def test_micro_batch_fixes_the_dynamic_batch_dimension(tmp_path):
         predictor.run([np.ones((3, 4), np.float32)])
 
 
-def test_fp16_converts_the_graph_and_its_io(tmp_path):
+def test_fp16_takes_float32_as_paddle_does_and_low_precision_io_switches_to_float16(tmp_path):
     onnx.save(scale_model(0.5), tmp_path / "m.onnx")
-    config = paddle_infer.Config(str(tmp_path / "m.onnx"))
-    config.enable_ipu()
-    config.set_ipu_config(ipu_enable_fp16=True)
-    predictor = paddle_infer.create_predictor(config)
-    assert predictor.get_input_handle("X").type() == paddle_infer.DataType.FLOAT16
-    (out,) = predictor.run([np.ones((1, 4), np.float16)])
-    assert out.dtype == np.float16
-    np.testing.assert_allclose(out.astype(np.float32), [[0.5, 1.5, 2.5, 3.5]])
+    for low_precision_io, dtype in ((False, np.float32), (True, np.float16)):
+        config = paddle_infer.Config(str(tmp_path / "m.onnx"))
+        config.enable_ipu()
+        config.set_ipu_config(ipu_enable_fp16=True)
+        if low_precision_io:
+            config.enable_low_precision_io()
+        predictor = paddle_infer.create_predictor(config)
+        assert predictor.get_input_handle("X").type() == paddle_infer.DataType(np.dtype(dtype))
+        (out,) = predictor.run([np.ones((1, 4), dtype)])
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out.astype(np.float32), [[0.5, 1.5, 2.5, 3.5]])
+
+
+def test_fp16_reports_warns_and_refuses_when_strict(tmp_path, caplog):
+    onnx.save(scale_model(1e6), tmp_path / "big.onnx")  # its output leaves float16's range
+
+    def create(*switches):
+        config = paddle_infer.Config(str(tmp_path / "big.onnx"))
+        config.enable_ipu()
+        config.set_ipu_config(True)
+        for switch in switches:
+            switch(config)
+        return paddle_infer.create_predictor(config)
+
+    with caplog.at_level(logging.INFO, logger="popfuse"), warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionWarning)
+        predictor = create()  # float32 outputs: the product fits, nothing to warn about
+    assert "big.onnx: fp16: 2 of 2 nodes kept float32 (1 weights, 1 range)" in caplog.text
+    np.testing.assert_allclose(predictor.run([np.ones((1, 4), np.float32)])[0], [[1e6, 1e6 + 1, 1e6 + 2, 1e6 + 3]])
+    with pytest.warns(PrecisionWarning, match="big.onnx: fp16 error inf passes the tolerance"):
+        create(lambda c: c.enable_low_precision_io())
+    with pytest.raises(RuntimeError, match="big.onnx: .*the error passes the tolerance"):
+        create(lambda c: c.enable_low_precision_io(), lambda c: c.enable_fp16_strict())
+    with pytest.raises(RuntimeError, match=r"big.onnx: calibration 'memory': lacks the model's input\(s\) 'X'"):
+        create(lambda c: c.set_fp16_calibration({"x": np.ones((1, 4), np.float32)}))
+    with pytest.raises(RuntimeError, match="fp16 calibration: calibration file .*nothing.npz.* not found"):
+        create(lambda c: c.set_fp16_calibration(tmp_path / "nothing.npz"))
+
+
+def test_fp16_keeps_every_ppocr_models_answer_on_float32_input():
+    # Paddle's IPU fp16 with its defaults: no calibration given, float32 fed and fetched.
+    requests = {"det": [ocr.det_page(160, 480)], "rec": [ocr.rec_line(), ocr.rec_line("The quick brown fox")],
+                "cls": [ocr.cls_line(), ocr.cls_line(flipped=True)]}
+    for name, inputs in requests.items():
+        config = paddle_infer.Config(str(ppocr_path(name)))
+        config.enable_ipu(1, 1)
+        config.set_ipu_config(True)
+        predictor = paddle_infer.create_predictor(config)
+        assert predictor.get_input_handle("x").type() == paddle_infer.DataType.FLOAT32
+        reference = ort.InferenceSession(str(ppocr_path(name)), providers=["CPUExecutionProvider"])
+        for x in inputs:
+            (got,) = predictor.run([x])
+            assert got.dtype == np.float32
+            judged = ocr.agreement(name, reference.run(None, {"x": x})[0], got)
+            assert judged.met, judged
 
 
 def test_replicas_and_batches_per_step(tmp_path):
