@@ -47,7 +47,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from popfuse.fusion import build
 
     start = time.perf_counter()
-    result = build(args.config, progress=print)
+    result = build(args.config, progress=print, sign_key=args.sign_key)
     print()
     print(f"{'index':<6}{'name':<20}{'precision':<10}{'inputs':<8}{'outputs':<8}source")
     for s in result.fusion_map.subgraphs:
@@ -152,6 +152,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("build", help="fuse the models of a YAML config and compile the artifact")
     p.add_argument("config", type=Path, help="the YAML build file")
+    p.add_argument("--sign-key", type=Path, default=None, metavar="KEY",
+                   help="sign the artifact with this Ed25519 private key (PEM or OpenSSH; needs popfuse[sign]); "
+                        "default: unsigned")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("dump", help="show an artifact's anchors, metadata and fusion map")

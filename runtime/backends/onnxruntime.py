@@ -137,7 +137,9 @@ class OnnxRuntimeBackend(Backend):
                 session = ort.InferenceSession(
                     bytes(model), so, providers=providers, disabled_optimizers=list(options.disabled_optimizers)
                 )
-        except _LOAD_ERRORS as e:
+        except (*_LOAD_ERRORS, RuntimeError, ValueError) as e:
+            # onnxruntime also raises a bare RuntimeError, and a UnicodeDecodeError for a message quoting
+            # a graph's undecodable bytes: a model it cannot load, whatever the class.
             raise BackendError(f"onnxruntime could not load the model: {e}") from e
         return _Session(session, (weights, values))
 
