@@ -15,9 +15,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from . import metadata as md
+from .atomic import write_atomic
 from .display import source_label
 from .errors import ArtifactError
-from .atomic import write_atomic
 from .popef import Blob, BlobType, Signer, iter_encoded, read_blobs
 from .signing import Signature, signature_of, verify
 from .validation import check_records
