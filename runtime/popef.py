@@ -18,8 +18,8 @@ Payloads are aligned, so tensor data can be used in place from a mapped file::
     56 I   CRC-32 of header bytes 0..55
 
 A file may end with one signature blob (``BlobType.SIGNATURE``) over the exact
-bytes of every header before it (``signed_statement``): each header holds its
-blob's SHA-256, so the signature covers every byte of the file.
+bytes of every header (with its padding and name) before it (``signed_statement``):
+each header holds its blob's SHA-256, so the signature covers every byte of the file.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ class Blob:
     type: int
     name: str
     payload: bytes | memoryview
-    #: The blob's header bytes as read from a file, padding included (empty for a blob not read from one).
+    #: The bytes before the payload as read from a file: header, padding and name (empty for a blob not read
+    #: from one); what a signature signs of the blob, as ``encode_header`` writes it.
     header: bytes = field(default=b"", repr=False, compare=False)
 
 
@@ -213,4 +214,4 @@ def _read_one(label: str, data: memoryview, offset: int, number: int) -> Blob:
         name = bytes(body[:name_size]).decode("utf-8")
     except UnicodeDecodeError as e:
         raise ArtifactError(f"{where}: the blob name is not UTF-8") from e
-    return Blob(type=btype, name=name, payload=body[name_size:], header=bytes(data[offset : offset + header_size]))
+    return Blob(type=btype, name=name, payload=body[name_size:], header=bytes(data[offset : offset + header_size + name_size]))
