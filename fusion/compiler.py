@@ -26,11 +26,12 @@ from popfuse.runtime.errors import BackendError
 from popfuse.runtime.signing import signer
 
 from . import naming
-from .config import FusionConfig, ModelSpec, load_config, parse_config
+from .config import FusionConfig, load_config, parse_config
 from .dispatch import packed_graph
 from .dispatch.sharing import group_models
 from .errors import FusionError
 from .fuse import FusedModel, Progress, fuse_models
+from .loading import load_models
 from .passes.node_names import canonical_node_names
 from .passes.opset import used_opsets_only
 from .passes.weights import ExternalWeights, externalize_weights
@@ -52,18 +53,6 @@ class BuildResult:
     fusion_map: md.FusionMap
     source_bytes: int
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def load_model(spec: ModelSpec) -> onnx.ModelProto:
-    """Load one model file, with an error that names it when it is missing or not ONNX."""
-    try:
-        return onnx.load(spec.path)
-    except FileNotFoundError:
-        raise FusionError(f"model {spec.options.name!r}: file {str(spec.path)!r} not found") from None
-    except DecodeError as e:
-        raise FusionError(f"model {spec.options.name!r}: {str(spec.path)!r} is not an ONNX model: {e}") from e
-    except OSError as e:
-        raise FusionError(f"model {spec.options.name!r}: cannot read {str(spec.path)!r}: {e}") from e
 
 
 def compile_passes(backend: Backend, device: str) -> list[Pass]:
@@ -173,7 +162,7 @@ def build(
     sign = None if sign_key is None else signer(sign_key)  # a bad key fails before any work
 
     start = time.perf_counter()
-    models = [load_model(spec) for spec in config.models]
+    models = load_models(config.models)
     source_bytes = sum(spec.path.stat().st_size for spec in config.models)
     seconds["load"] = time.perf_counter() - start
     say(f"loaded {len(models)} models ({human_size(source_bytes)}) in {seconds['load']:.2f} s")

@@ -214,4 +214,5 @@ def _read_one(label: str, data: memoryview, offset: int, number: int) -> Blob:
         name = bytes(body[:name_size]).decode("utf-8")
     except UnicodeDecodeError as e:
         raise ArtifactError(f"{where}: the blob name is not UTF-8") from e
-    return Blob(type=btype, name=name, payload=body[name_size:], header=bytes(data[offset : offset + header_size + name_size]))
+    header = bytes(data[offset : offset + header_size + name_size])
+    return Blob(type=btype, name=name, payload=body[name_size:], header=header)
