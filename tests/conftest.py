@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,3 +44,15 @@ def ppocr_config(output_dir: Path) -> dict:
 def ppocr_build(tmp_path_factory) -> BuildResult:
     """The PP-OCR fusion, built once for the whole session (read it, never write to it)."""
     return build(ppocr_config(tmp_path_factory.mktemp("ppocr")))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KB tmpfs: a real ENOSPC (needs root, as the CI machine runs)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)

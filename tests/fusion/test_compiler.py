@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import onnx
 import pytest
 from onnx import TensorProto, helper
@@ -9,6 +13,7 @@ from onnx import TensorProto, helper
 from popfuse.fusion import FusionError, PassError, build, compile_artifact, fuse
 from popfuse.fusion.graph import IR_VERSION, walk_nodes
 from popfuse.runtime.artifact import read_artifact
+from popfuse.runtime.errors import OutputError
 from tests.conftest import ppocr_config
 from tests.models import scale_model
 
@@ -50,3 +55,44 @@ def test_a_build_whose_compile_fails_writes_nothing_and_names_the_pass(tmp_path)
 def test_compile_artifact_takes_the_typed_fused_model():
     with pytest.raises(FusionError, match="compile_artifact takes the FusedModel of fuse_models"):
         compile_artifact(fuse([scale_model()]), "onnxruntime-cpu")
+
+
+def small_config(tmp_path, output_dir) -> dict:
+    onnx.save(scale_model(n=20_000), tmp_path / "m.onnx")
+    return {"output_dir": str(output_dir), "model_fusion": [{"input_model": str(tmp_path / "m.onnx")}]}
+
+
+@pytest.mark.parametrize("stage", ["loaded", "fused", "compiled"])
+def test_ctrl_c_at_any_stage_leaves_output_dir_as_it_was(tmp_path, stage):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+
+    def interrupt(line: str) -> None:
+        if line.startswith(stage):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build(small_config(tmp_path, out), progress=interrupt)
+    assert os.listdir(out) == ["keep.txt"]
+
+
+def test_a_full_disk_fails_the_build_by_name_and_leaves_nothing(tmp_path, tiny_disk):
+    with pytest.raises(OutputError, match=r"out/model_fusion\.onnx: cannot write: No space left on device; the disk"):
+        build(small_config(tmp_path, tiny_disk / "out"))
+    assert os.listdir(tiny_disk) == []
+
+
+def test_outputs_follow_the_umask_and_a_killed_builds_temp_files_go(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / f".executable.popef.{dead.stdout.strip()}.k2j4h5.tmp").write_bytes(bytes(1000))
+    old = os.umask(0o027)
+    try:
+        result = build(small_config(tmp_path, out))
+    finally:
+        os.umask(old)
+    assert sorted(os.listdir(out)) == ["executable.popef", "model_fusion.onnx"]
+    assert {(out / n).stat().st_mode & 0o777 for n in os.listdir(out)} == {0o640}
+    assert result.popef_path.stat().st_size == result.artifact_bytes

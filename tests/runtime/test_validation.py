@@ -67,7 +67,7 @@ FORGERIES = [
      r"FusionMap\.subgraphs\[1\]\.outputs\[1\]: 'graph0/O' already belongs to subgraph 0"),
     ("fusion_map", set_path("subgraphs.0.inputs.0", "graph0/O"),
      r"'graph0/O' is an OUTPUT anchor, listed as INPUT"),
-    ("fusion_map", set_path("subgraphs.2.index", 7), r"subgraphs\[2\]\.index: is 7; a subgraph's index is its position"),
+    ("fusion_map", set_path("subgraphs.2.index", 7), r"subgraphs\[2\]\.index: is 7; a subgraph.s index is its"),
     ("fusion_map", set_path("subgraphs", lambda v: v[:1]), r"'graph1/X' belongs to no subgraph"),
     ("fusion_map", set_path("subgraphs", []), r"FusionMap\.subgraphs: empty"),
     ("fusion_map", set_path("subgraphs.1.name", "model0"), r"'model0' is listed more than once"),
