@@ -38,8 +38,8 @@ def with_external(folder, location: str, length: int | None = None):
 @pytest.mark.parametrize("content", [b"", "tensor"], ids=["0 bytes", "a TensorProto"])
 def test_a_file_that_is_not_an_onnx_model_is_named(tmp_path, content):
     path = tmp_path / "weights.onnx"
-    data = content if isinstance(content, bytes) else numpy_helper.from_array(np.ones(4, np.float32)).SerializeToString()
-    path.write_bytes(data)
+    tensor = numpy_helper.from_array(np.ones(4, np.float32))
+    path.write_bytes(content if isinstance(content, bytes) else tensor.SerializeToString())
     with pytest.raises(FusionError, match=f"model 'm': '{path}' is not an ONNX model: (the file is empty|it parses, "
                                           "but has no graph)"):
         load_models([spec(path)])
