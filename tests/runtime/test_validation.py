@@ -115,3 +115,13 @@ def test_the_intact_artifact_passes_every_check(intact):
     info = describe(intact)
     assert [s["index"] for s in info["opaques"]["fusion_map"]["subgraphs"]] == [0, 1, 2]
     assert Runner(intact).subgraphs[2].name == "model2"
+
+
+@pytest.mark.parametrize("args", [[], ["--json"]], ids=["dump", "dump --json"])
+def test_popfuse_dump_of_a_forged_artifact_prints_one_line(intact, tmp_path, capsys, args):
+    from popfuse.cli import main
+
+    path = forge(intact, tmp_path / "forged.popef", "fusion_map", set_path("subgraphs.0.inputs.0", "nope"))
+    assert main(["dump", str(path), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'nope' is not an anchor" in err and "Traceback" not in err

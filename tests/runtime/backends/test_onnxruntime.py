@@ -9,7 +9,7 @@ import pytest
 from popfuse.runtime.backends import SessionOptions, resolve_target, targets
 from popfuse.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from popfuse.runtime.errors import BackendError, ExecutionError
-from tests.models import dynamic_model, parse, ppocr_input, ppocr_path
+from tests.models import dynamic_model, parse, ppocr_input, ppocr_path, scale_model
 
 
 def open_plain(model: onnx.ModelProto, **options):
@@ -65,3 +65,12 @@ def test_onnxruntime_names_the_weights_it_copies_when_it_opens_an_executable():
     assert not backend.copies_at_load("", "Conv", 1, 4, "cpu")
     # A device holds its own copy of every weight.
     assert backend.copies_at_load("", "Conv", 1, 4, "cuda")
+
+
+def test_a_graph_whose_error_message_is_not_utf8_is_a_backend_error():
+    # onnxruntime quotes the unknown op in its message; bytes that are not UTF-8 made it a UnicodeDecodeError.
+    model = scale_model()
+    model.graph.node[0].op_type = "Mulx"
+    data = model.SerializeToString().replace(b"Mulx", b"Mu\xff\xfe")
+    with pytest.raises(BackendError, match="onnxruntime could not load the model: 'utf-8' codec can't decode"):
+        OnnxRuntimeBackend().open(data, [], "cpu", SessionOptions())
