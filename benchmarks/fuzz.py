@@ -290,6 +290,16 @@ def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     )
 
 
+def _edit_kind(what: str) -> str:
+    """The family of a forged edit, from its description: weights, executable, records, blob bytes, blob list."""
+    for prefix, kind in (("forged weight", "weight"), ("forged executable", "executable"),
+                         ("forged blob list", "blob list"), ("forged metadata", "metadata record"),
+                         ("forged fusion_map", "fusion map record")):
+        if what.startswith(prefix):
+            return kind
+    return "blob bytes"
+
+
 def _where(error: BaseException, stage: str) -> str:
     frames = traceback.extract_tb(error.__traceback__)
     ours = [f for f in frames if "popfuse" in f.filename or "/runtime/" in f.filename] or frames
@@ -358,8 +368,13 @@ class Report:
     untyped: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
     seconds: float = 0.0
 
+    #: Forged mutants that loaded with wrong outputs, by the kind of edit that made them.
+    wrong: collections.Counter = field(default_factory=collections.Counter)
+
     def add(self, target: str, forged: bool, index: int, outcome: Outcome, what: str) -> None:
         self.counts[f"{target} {'forged' if forged else 'raw'}"][outcome.kind] += 1
+        if outcome.kind == WRONG:
+            self.wrong[_edit_kind(what)] += 1
         if outcome.kind in (UNTYPED, CRASH, HANG, MEMORY):
             examples = self.untyped[f"{outcome.kind}: {outcome.detail}"]
             if len(examples) < 3:
@@ -367,7 +382,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {"counts": {k: dict(v) for k, v in sorted(self.counts.items())}, "untyped": dict(self.untyped),
-                "seconds": round(self.seconds, 1)}
+                "wrong": dict(self.wrong), "seconds": round(self.seconds, 1)}
 
     def table(self) -> str:
         kinds = (TYPED, UNTYPED, CRASH, HANG, MEMORY, CORRECT, WRONG)
@@ -377,6 +392,8 @@ class Report:
             totals.update(counts)
             lines.append(f"{name:<22}{sum(counts.values()):>8}" + "".join(f"{counts.get(k, 0):>9}" for k in kinds))
         lines.append(f"{'all':<22}{sum(totals.values()):>8}" + "".join(f"{totals.get(k, 0):>9}" for k in kinds))
+        if self.wrong:
+            lines.append("wrong outputs by edit: " + ", ".join(f"{k} {n}" for k, n in self.wrong.most_common()))
         for problem, examples in self.untyped.items():
             lines += [f"{problem}", *(f"    {e}" for e in examples)]
         return "\n".join(lines)
