@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SignatureError
-from .popef import Blob, BlobType, signed_statement
+from .popef import Blob, BlobType, Signer, signed_statement
 
 #: The name of the signature blob: the scheme, so that another one could follow.
 SCHEME = "ed25519"
@@ -57,7 +57,7 @@ def fingerprint(public_key: bytes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(wire).digest()).decode().rstrip("=")
 
 
-def signer(key_path: str | os.PathLike):
+def signer(key_path: str | os.PathLike) -> Signer:
     """A ``popef.Signer`` that signs with the Ed25519 private key in ``key_path`` (PEM or OpenSSH, unencrypted).
 
     Raises:
