@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from popfuse.benchmarks import fuzz
 
-FAST = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module")
