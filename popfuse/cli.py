@@ -62,7 +62,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         # A model's warning (fp16 past its tolerance) reads as the build's, beside its progress line.
         warnings.showwarning = lambda message, *_: print(f"popfuse build: warning: {message}", file=sys.stderr)
-        result = build(args.config, progress=lambda line: print(line, flush=True))
+        result = build(args.config, progress=lambda line: print(line, flush=True), sign_key=args.sign_key)
     print()
     rows = [(s.index, s.name, s.precision, len(s.inputs), len(s.outputs), s.source)
             for s in result.fusion_map.subgraphs]
@@ -215,6 +215,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = command("build", "fuse the models of a YAML config and compile the artifact", cmd_build)
     p.add_argument("config", type=Path, help="the YAML build file (PopRT's schema, see docs/fusion.md)")
+    p.add_argument("--sign-key", type=Path, default=None, metavar="KEY",
+                   help="sign the artifact with this Ed25519 private key (PEM or OpenSSH; needs popfuse[sign]) "
+                        "(default: unsigned)")
 
     p = command("dump", "show an artifact's blobs, metadata, anchors and fusion map", cmd_dump)
     p.add_argument("file", type=Path, help="an artifact, such as executable.popef")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -29,6 +31,10 @@ class RuntimeConfig:
             stored; it does not act (there are no device rings here).
         intra_op_num_threads: popfuse's own: the backend's intra-op thread
             count; None means the backend's default.
+        trusted_keys: popfuse's own: Ed25519 public keys (paths of PEM or
+            OpenSSH ``.pub`` files, or their bytes). When any is given, only an
+            artifact signed by one of them loads (``popfuse build --sign-key``);
+            the signature is checked before any record of the file is parsed.
     """
 
     validate_io_params: bool = True
@@ -38,3 +44,4 @@ class RuntimeConfig:
     check_package_hash: bool = True
     ring_buffer_size_multiplier: int = 2
     intra_op_num_threads: int | None = None
+    trusted_keys: Sequence[str | os.PathLike | bytes] = ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,3 +62,15 @@ def ppocr_fp16_build(tmp_path_factory) -> tuple[BuildResult, list[str]]:
     config["model_fusion"][0]["calibration"] = str(folder / "det.npz")
     lines: list[str] = []
     return build(config, progress=lines.append), lines
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KB tmpfs: a real ENOSPC (needs root, as the CI machine runs)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)

@@ -135,10 +135,15 @@ class OnnxRuntimeBackend(Backend):
                 for location in {w.location for w in weights}:
                     _placeholder(Path(folder), location)
                 so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+                # No fallback: on a failure onnxruntime would print "EP Error" banners to stdout and load the
+                # same model again with the same providers (the only ones we ask for).
                 session = ort.InferenceSession(
-                    bytes(model), so, providers=providers, disabled_optimizers=list(options.disabled_optimizers)
+                    bytes(model), so, providers=providers, disabled_optimizers=list(options.disabled_optimizers),
+                    enable_fallback=0,
                 )
-        except _LOAD_ERRORS as e:
+        except (*_LOAD_ERRORS, RuntimeError, ValueError) as e:
+            # onnxruntime also raises a bare RuntimeError, and a UnicodeDecodeError for a message quoting
+            # a graph's undecodable bytes: a model it cannot load, whatever the class.
             raise BackendError(f"onnxruntime could not load the model: {e}") from e
         return _Session(session, (weights, values))
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -190,4 +193,58 @@ def test_bad_fp16_keys_name_the_key(models_dir, entry, match):
     np.savez(models_dir / "a.npz", X=np.ones((1, 4), np.float32))
     path = write_yaml(models_dir, f"model_fusion:\n  - input_model: model0.onnx\n    {entry}\n")
     with pytest.raises(ConfigError, match=match):
+        load_config(path)
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A YAML "billion laughs": each anchor repeats the one before nine times; output_dir names the last."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]")
+    return "\n".join(lines) + f"\noutput_dir: *a{levels - 1}\nmodel_fusion: [{{input_model: model0.onnx}}]\n"
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (alias_bomb(), r"more than 100000 values once its aliases are expanded at line 6"),
+        ("model_fusion: " + "[" * 5000 + "]" * 5000, r"nested more than 32 levels deep at line 1"),
+        ("model_fusion:\n" + "- " * 5000 + "x\n", r"nested more than 32 levels deep"),
+        ("output_dir: '" + "x" * (1 << 20) + "'\n", r"the config file is over 1024 KB"),
+    ],
+    ids=["alias bomb", "5,000 deep flow", "5,000 deep block", "over 1 MB"],
+)
+def test_yaml_is_bounded_before_it_is_expanded(models_dir, text, match):
+    path = models_dir / "config.yaml"
+    path.write_text(text)
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=match):
+        load_config(path)
+    assert time.monotonic() - start < 1.0
+
+
+def test_anchors_and_aliases_within_bounds_still_work(models_dir):
+    text = "input_shape: &s ['X=1,4']\nmodel_fusion:\n  - {input_model: model0.onnx, input_shape: *s}\n"
+    assert load_config(write_yaml(models_dir, text)).models[0].options.input_shape == {"X": (1, 4)}
+
+
+def test_a_long_value_is_shown_shortened(models_dir):
+    path = write_yaml(models_dir, f"output_dir: [{', '.join(['x' * 50] * 1000)}]\nmodel_fusion: []\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "device"])
+def test_a_model_path_that_is_not_a_regular_file_says_what_it_is(models_dir, kind):
+    if kind == "folder":
+        (models_dir / "m.onnx").mkdir()
+        target, what = models_dir / "m.onnx", "a folder"
+    elif kind == "fifo":
+        os.mkfifo(models_dir / "m.onnx")
+        target, what = models_dir / "m.onnx", "a FIFO"
+    else:
+        target, what = Path("/dev/zero"), "a device"
+    path = write_yaml(models_dir, f"model_fusion:\n  - input_model: {target}\n")
+    with pytest.raises(ConfigError, match=f"'{target}' is {what}, not a regular file; expected an .onnx file"):
         load_config(path)

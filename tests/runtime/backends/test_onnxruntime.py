@@ -9,7 +9,7 @@ import pytest
 from popfuse.runtime.backends import SessionOptions, resolve_target, show_engine_logs, targets
 from popfuse.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from popfuse.runtime.errors import BackendError, ExecutionError
-from tests.models import dynamic_model, parse, ppocr_input, ppocr_path
+from tests.models import dynamic_model, parse, ppocr_input, ppocr_path, scale_model
 
 
 def open_plain(model: onnx.ModelProto, **options):
@@ -87,3 +87,12 @@ def test_the_engines_log_lines_show_only_when_asked(capfd):
     finally:
         show_engine_logs(False)
     assert "onnxruntime" in capfd.readouterr().err
+
+
+def test_a_graph_whose_error_message_is_not_utf8_is_a_backend_error():
+    # onnxruntime quotes the unknown op in its message; bytes that are not UTF-8 made it a UnicodeDecodeError.
+    model = scale_model()
+    model.graph.node[0].op_type = "Mulx"
+    data = model.SerializeToString().replace(b"Mulx", b"Mu\xff\xfe")
+    with pytest.raises(BackendError, match="onnxruntime could not load the model: 'utf-8' codec can't decode"):
+        OnnxRuntimeBackend().open(data, [], "cpu", SessionOptions())
