@@ -14,7 +14,7 @@ crash in its C++) can end the user's process. One route serves both formats:
 5. The inputs and outputs take the names Paddle Inference gives them.
 
 Exit status 0 and the ONNX model at ``OUT``; otherwise a line starting with
-``ERROR_PREFIX`` on stderr says why.
+``paddle_models.ERROR_PREFIX`` on stderr says why.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-ERROR_PREFIX = "popfuse-paddle-convert:"
+from .paddle_models import ERROR_PREFIX
+
 OPSET = 17
 _UNSQUEEZE_AXES = "popfuse_paddle_convert/axes_0"
 

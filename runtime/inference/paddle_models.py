@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,9 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_atomic
-from . import paddle_convert
 
 PADDLE_SUFFIXES = (".pdmodel", ".json")
+# The converter's module, run in a process of its own; not imported here, so that running it with
+# ``python -m`` finds it unimported.
+CONVERTER_MODULE = __name__.rpartition(".")[0] + ".paddle_convert"
+_CONVERTER_SOURCE = Path(__file__).with_name("paddle_convert.py")
+# The line the converter's process ends its output with when it fails.
+ERROR_PREFIX = "popfuse-paddle-convert:"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 INSTALL_HINT = "pip install 'popfuse[paddle]' && pip install --no-deps 'paddle2onnx>=2.1,<2.2'"
 # The det model of PP-OCRv4 converts in about 10 s on one core; a converter stuck ten times longer is hung.
 CONVERT_TIMEOUT_S = 600
@@ -71,9 +78,18 @@ def converter() -> str:
     return f"paddle2onnx {p2o} with paddlepaddle {paddle}"
 
 
+def conversion_key(converter_id: bytes, files: Sequence[Path]) -> str:
+    """The cache key of a conversion: the converter's identity and every file's content."""
+    digest = hashlib.sha256(converter_id)
+    for path in files:
+        data = path.read_bytes()
+        digest.update(len(data).to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
 @cache
-def _converter_key() -> bytes:
-    return converter().encode() + b"\0" + Path(paddle_convert.__file__).read_bytes()
+def _converter_id() -> bytes:
+    return converter().encode() + b"\0" + _CONVERTER_SOURCE.read_bytes()
 
 
 def default_cache_dir() -> Path:
@@ -94,10 +110,8 @@ def onnx_from_paddle(model_file: str | os.PathLike, params_file: str | os.PathLi
     for path in (model_file, params):
         if not path.is_file():
             raise RuntimeError(f"Paddle model file {str(path)!r} does not exist")
-    digest = hashlib.sha256(_converter_key())
-    for path in (model_file, params):
-        digest.update(b"\0" + path.read_bytes())
-    cached = Path(cache_dir or default_cache_dir()) / f"{digest.hexdigest()}.onnx"
+    key = conversion_key(_converter_id(), (model_file, params))
+    cached = Path(cache_dir or default_cache_dir()) / f"{key}.onnx"
     if cached.is_file():
         return Conversion(cached.read_bytes(), cached)
     return Conversion(_convert(model_file, params), cached)
@@ -107,7 +121,7 @@ def _convert(model_file: Path, params: Path) -> bytes:
     name = converter()
     with tempfile.TemporaryDirectory(prefix="popfuse-paddle-") as folder:
         out = Path(folder) / "model.onnx"
-        command = [sys.executable, "-P", "-m", paddle_convert.__name__, str(model_file.resolve()),
+        command = [sys.executable, "-P", "-m", CONVERTER_MODULE, str(model_file.resolve()),
                    str(params.resolve()), str(out)]
         # Paddle's C++ logs at INFO by default; its warnings and errors still reach the captured output.
         env = {**os.environ, "GLOG_minloglevel": "2"}
@@ -119,16 +133,20 @@ def _convert(model_file: Path, params: Path) -> bytes:
                 f"{name} did not convert {str(model_file)!r} within {CONVERT_TIMEOUT_S} s"
             ) from None
         if done.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
-            raise RuntimeError(f"{name} could not convert {str(model_file)!r}: {_reason(done)}")
+            raise RuntimeError(
+                f"{name} could not convert {str(model_file)!r}: {_reason(done)}. Hint: give the program and the "
+                "params file that paddle.static.save_inference_model wrote together"
+            )
         return out.read_bytes()
 
 
 def _reason(done: subprocess.CompletedProcess) -> str:
     """Why the converter's process failed, in one line."""
-    lines = [line.strip() for line in (done.stdout + "\n" + done.stderr).splitlines() if line.strip()]
+    text = _ANSI.sub("", done.stdout + "\n" + done.stderr)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in reversed(lines):
-        if line.startswith(paddle_convert.ERROR_PREFIX):
-            return line[len(paddle_convert.ERROR_PREFIX):].strip()
+        if line.startswith(ERROR_PREFIX):
+            return line[len(ERROR_PREFIX):].strip()
     if done.returncode < 0:
         status = f"the converter crashed (signal {-done.returncode})"
     else:

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from ..artifact import to_blobs
 from ..atomic import write_atomic
-from ..backends import Session, SessionOptions, resolve_target
+from ..backends import Port, Session, SessionOptions, resolve_target
 from ..config import RuntimeConfig
 from ..dtypes import numpy_from_popef
 from ..errors import ExecutionError, PopfuseError
-from ..popef import MAGIC
+from ..popef import MAGIC, iter_encoded
 from ..runner import Runner
 from ..tensors import mismatch
 from .config import Config
@@ -249,7 +250,10 @@ class _OnnxEngine:
         self._options = config.session_options()
         replicas = max(1, int((ipu or {}).get("ipu_replica_num", 1)))
         self._device = "cuda" if config.use_gpu() else "cpu"
-        self.sessions = open_sessions(data, self._options, self._device, replicas)
+        if ipu and ipu["ipu_enable_model_runtime_executor"]:
+            self.sessions = [RuntimeSession(data, self._options, self._device)] * replicas
+        else:
+            self.sessions = open_sessions(data, self._options, self._device, replicas)
         if self._options.optimized_model_path:
             _write_dot(self._options.optimized_model_path)
         self._turn = itertools.count()
@@ -321,6 +325,38 @@ class _Tracer:
         return {n: values[n] for n in outputs}, {**self.weights, **feeds, **values}
 
 
+class RuntimeSession:
+    """``ipu_enable_model_runtime_executor``: the model compiled alone into an artifact and run by a Runner,
+    as Paddle hands an IPU model to PopRT's model runtime. A Session under the model's own names."""
+
+    def __init__(self, model: bytes, options: SessionOptions, device: str):
+        import onnx
+
+        from popfuse.fusion import compile_artifact, fuse_models
+
+        try:
+            artifact = compile_artifact(fuse_models([onnx.load_from_string(model)]), f"onnxruntime-{device}")
+            self._runner = Runner(b"".join(iter_encoded(to_blobs(artifact))), RuntimeConfig(
+                validate_io_params=False, intra_op_num_threads=options.intra_op_num_threads))
+        except PopfuseError as e:
+            raise RuntimeError(f"cannot compile the model for the model runtime: {e}") from e
+        (subgraph,) = self._runner.subgraphs
+        local = subgraph.local_names
+        self._anchor = {name: anchor for anchor, name in local.items()}
+        described = {d.name: d for d in (*self._runner.get_execute_inputs(), *self._runner.get_execute_outputs())}
+
+        def ports(names: tuple[str, ...]) -> tuple[Port, ...]:
+            return tuple(Port(local[n], numpy_from_popef(described[n].data_type), tuple(described[n].shape))
+                         for n in names)
+
+        self.inputs, self.outputs = ports(subgraph.inputs), ports(subgraph.outputs)
+
+    def run(self, output_names: Sequence[str], feeds: dict[str, np.ndarray],
+            shrink_memory: bool = False) -> list[np.ndarray]:
+        results = self._runner.execute({self._anchor[n]: array for n, array in feeds.items()})
+        return [results[self._anchor[n]] for n in output_names]
+
+
 def run_steps(session: Session, names: list[str], feeds: dict[str, np.ndarray], steps: int,
               shrink: bool = False) -> list[np.ndarray]:
     """Run ``feeds`` as ``steps`` micro-batches stacked on dimension 0 (pipelining), outputs stacked alike."""
@@ -348,8 +384,8 @@ class _ArtifactEngine:
 
         self.inputs = describe([n for s in self.runner.subgraphs for n in s.inputs])
         self.outputs = describe([n for s in self.runner.subgraphs for n in s.outputs])
-        # What hooks see of a fused artifact: each subgraph's inputs and outputs, as feed and fetch.
-        self.nodes = [("feed", [], [n for n, _, _ in self.inputs]), ("fetch", [], [n for n, _, _ in self.outputs])]
+        # What hooks see of a fused artifact: each subgraph as one operator, named for its model.
+        self.nodes = [(s.name, list(s.inputs), list(s.outputs)) for s in self.runner.subgraphs]
 
     def missing(self, feeds: dict[str, np.ndarray]) -> list[str]:
         return [] if feeds else ["(those of one subgraph)"]

@@ -126,6 +126,7 @@ class IpuStrategy:
         "accumulation_factor": 1,
         "enable_fp16": False,
         "available_memory_proportion": 1.0,
+        "enable_model_runtime_executor": False,
     }
 
     def __init__(self):
@@ -185,7 +186,7 @@ class CompiledProgram:
     """What ``IpuCompiledProgram.compile`` returns: the transformed model, ready to run."""
 
     def __init__(self, model: onnx.ModelProto, strategy: IpuStrategy, conversion: Conversion | None = None):
-        from .predictor import open_sessions
+        from .predictor import RuntimeSession, open_sessions
 
         self.model = model
         self._conversion = conversion
@@ -194,7 +195,10 @@ class CompiledProgram:
             disabled_optimizers=tuple(name for name, on in strategy.patterns.items() if not on),
             custom_op_libraries=custom_op_libraries(strategy.custom_ops),
         )
-        (self._session,) = open_sessions(model.SerializeToString(), options, "cpu")
+        if strategy.get_option("enable_model_runtime_executor"):
+            self._session = RuntimeSession(model.SerializeToString(), options, "cpu")
+        else:
+            (self._session,) = open_sessions(model.SerializeToString(), options, "cpu")
         self._steps = strategy.get_option("batches_per_step") if strategy.get_option("enable_pipelining") else 1
         self.feed_names = [p.name for p in self._session.inputs]
         self.fetch_names = [p.name for p in self._session.outputs]

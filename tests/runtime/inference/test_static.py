@@ -134,3 +134,16 @@ def _custom_relu_model() -> onnx.ModelProto:
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("paddle", 1)],
                              ir_version=10)
+
+
+def test_the_model_runtime_executor_option_runs_the_program_as_an_artifact():
+    from popfuse.runtime.inference.predictor import RuntimeSession
+
+    strategy = IpuStrategy()
+    strategy.set_graph_config(is_training=False)
+    strategy.set_options({"enable_model_runtime_executor": True})
+    assert strategy.get_option("enable_model_runtime_executor") is True
+    program = IpuCompiledProgram(scale_model(3.0), ipu_strategy=strategy).compile(["X"], ["O"])
+    assert isinstance(program._session, RuntimeSession)
+    (out,) = program.run({"X": np.ones((1, 4), np.float32)})
+    np.testing.assert_allclose(out, [[3, 4, 5, 6]])
