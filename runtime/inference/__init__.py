@@ -5,6 +5,8 @@ documented no-op (docs/inference.md has the table), and the older names
 ``AnalysisConfig`` and ``create_paddle_predictor``.
 """
 
+import importlib.metadata
+
 from ..backends import DEFAULT_TARGET, resolve_target
 from .config import Config
 from .mixed_precision import convert_to_mixed_precision
@@ -17,10 +19,8 @@ create_paddle_predictor = create_predictor
 
 def get_version() -> str:
     """popfuse's version and its engine's, in Paddle's ``key: value`` lines."""
-    from popfuse import __version__
-
     backend, _ = resolve_target(DEFAULT_TARGET)
-    return f"version: {__version__}\nbackend: {backend.name} {backend.version()}\n"
+    return f"version: {importlib.metadata.version('popfuse')}\nbackend: {backend.name} {backend.version()}\n"
 
 
 def get_trt_compile_version() -> tuple[int, int, int]:

@@ -134,8 +134,8 @@ def _convert(model_file: Path, params: Path) -> bytes:
             ) from None
         if done.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
             raise RuntimeError(
-                f"{name} could not convert {str(model_file)!r}: {_reason(done)}. Hint: give the program and the "
-                "params file that paddle.static.save_inference_model wrote together"
+                f"{name} could not convert {str(model_file)!r}: {_reason(done).rstrip('.')}. Hint: give the program "
+                "and the params file that paddle.static.save_inference_model wrote together"
             )
         return out.read_bytes()
 

@@ -332,7 +332,8 @@ class RuntimeSession:
     def __init__(self, model: bytes, options: SessionOptions, device: str):
         import onnx
 
-        from popfuse.fusion import compile_artifact, fuse_models
+        from popfuse.fusion.compiler import compile_artifact
+        from popfuse.fusion.fuse import fuse_models
 
         try:
             artifact = compile_artifact(fuse_models([onnx.load_from_string(model)]), f"onnxruntime-{device}")

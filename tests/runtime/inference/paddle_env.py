@@ -34,9 +34,18 @@ def import_paddle() -> ModuleType:
                        ("paddle2onnx", "pip install --no-deps 'paddle2onnx>=2.1,<2.2'")):
         if importlib.util.find_spec(name) is None:
             _need(name, hint)
-    paddle = importlib.import_module("paddle")
+    return importlib.import_module("paddle")
+
+
+@contextlib.contextmanager
+def static_mode():
+    """Paddle's static graph mode for building or translating programs, then its default (dynamic) again."""
+    paddle = import_paddle()
     paddle.enable_static()
-    return paddle
+    try:
+        yield paddle
+    finally:
+        paddle.disable_static()
 
 
 def paddle_ocr_model(name: str) -> tuple[Path, Path]:
@@ -56,15 +65,14 @@ def as_new_format(model_file: Path, params_file: Path, folder: Path) -> tuple[Pa
     from popfuse.runtime.inference.paddle_convert import _translate
 
     folder.mkdir(parents=True, exist_ok=True)
-    return _translate(model_file, params_file, folder)
+    with static_mode():
+        return _translate(model_file, params_file, folder)
 
 
 def save_small_program(prefix: Path, old_format: bool) -> tuple[Path, Path]:
     """A program with a float input (fc + relu) and an int64 one (cast, scale), saved by Paddle in the old
     format (``.pdmodel``) or its own (``.json``); returns the program and params files."""
-    paddle = import_paddle()
-    guard = paddle.pir_utils.OldIrGuard() if old_format else contextlib.nullcontext()
-    with guard:
+    with static_mode() as paddle, paddle.pir_utils.OldIrGuard() if old_format else contextlib.nullcontext():
         main, startup = paddle.static.Program(), paddle.static.Program()
         with paddle.static.program_guard(main, startup):
             x = paddle.static.data(name="x", shape=[None, 4], dtype="float32")
