@@ -1,8 +1,8 @@
 """Paddle Inference's Python API on popfuse: ``from popfuse import inference as paddle_infer``.
 
-The names of Paddle 3.3's ``paddle.inference``, each acting on onnxruntime or a
-documented no-op (docs/inference.md has the table), and the older names
-``AnalysisConfig`` and ``create_paddle_predictor``.
+Paddle 3.3's ``paddle.inference`` names that apply to onnxruntime, each acting on
+it or a documented no-op (docs/inference.md's table covers every name), and the
+older names ``AnalysisConfig`` and ``create_paddle_predictor``.
 """
 
 import importlib.metadata

@@ -138,9 +138,9 @@ class Predictor:
             if problem:
                 raise ValueError(f"input {name!r}: {problem}")
             feeds[name] = array
-        missing = self._engine.missing(feeds)
-        if missing:
-            raise ValueError(f"inputs {', '.join(missing)} have no data; copy_from_cpu() them first")
+        unfed = self._engine.unfed(feeds)
+        if unfed:
+            raise ValueError(unfed)
         return feeds
 
     def _fire_hooks(self, values: dict[str, np.ndarray]) -> None:
@@ -265,8 +265,10 @@ class _OnnxEngine:
         self._tracer: _Tracer | None = None
         self._lock = threading.Lock()
 
-    def missing(self, feeds: dict[str, np.ndarray]) -> list[str]:
-        return [n for n, _, _ in self.inputs if n not in feeds]
+    def unfed(self, feeds: dict[str, np.ndarray]) -> str | None:
+        """Why ``feeds`` cannot run, if inputs lack data."""
+        missing = [n for n, _, _ in self.inputs if n not in feeds]
+        return f"inputs {', '.join(missing)} have no data; copy_from_cpu() them first" if missing else None
 
     def run(self, feeds: dict[str, np.ndarray], shrink: bool = False) -> dict[str, np.ndarray]:
         session = self.sessions[next(self._turn) % len(self.sessions)]
@@ -388,8 +390,9 @@ class _ArtifactEngine:
         # What hooks see of a fused artifact: each subgraph as one operator, named for its model.
         self.nodes = [(s.name, list(s.inputs), list(s.outputs)) for s in self.runner.subgraphs]
 
-    def missing(self, feeds: dict[str, np.ndarray]) -> list[str]:
-        return [] if feeds else ["(those of one subgraph)"]
+    def unfed(self, feeds: dict[str, np.ndarray]) -> str | None:
+        """Why ``feeds`` cannot run, if no input has data (the runner checks that one subgraph's inputs are whole)."""
+        return None if feeds else "no input has data; copy_from_cpu() the inputs of one subgraph first"
 
     def run(self, feeds: dict[str, np.ndarray], shrink: bool = False) -> dict[str, np.ndarray]:
         return self.runner.execute(feeds)

@@ -25,7 +25,7 @@ REQUIRED = bool(os.environ.get("POPFUSE_REQUIRE_PADDLE"))
 def _need(what: str, hint: str) -> None:
     if REQUIRED:  # CI installs the extra: a skip there would hide a failure
         raise RuntimeError(f"POPFUSE_REQUIRE_PADDLE is set but {what} is missing: {hint}")
-    pytest.skip(f"needs {what}: {hint}")
+    pytest.skip(f"needs {what}: {hint}", allow_module_level=True)
 
 
 def import_paddle() -> ModuleType:

@@ -434,3 +434,23 @@ def test_version_names_popfuse_and_its_engine():
     version = paddle_infer.get_version()
     assert version.startswith("version: 0.") and f"backend: onnxruntime {ort.__version__}" in version
     assert paddle_infer.get_trt_compile_version() == paddle_infer.get_trt_runtime_version() == (0, 0, 0)
+
+
+def test_a_fused_artifact_refuses_a_run_without_data_and_a_half_fed_subgraph(make_artifact):
+    model = parse(
+        """
+        agraph (float[1, 2] A, float[1, 2] B) => (float[1, 2] O)
+        {
+            O = Add(A, B)
+        }
+        """
+    )
+    predictor = paddle_infer.create_predictor(paddle_infer.Config(str(make_artifact([model, scale_model(2.0)]))))
+    with pytest.raises(ValueError, match="no input has data; copy_from_cpu"):
+        predictor.run()
+    predictor.get_input_handle("graph0/A").copy_from_cpu(np.ones((1, 2), np.float32))
+    with pytest.raises(ValueError, match="graph0/B"):
+        predictor.run()
+    with pytest.raises(ValueError, match=r"input 'graph0/A': expected dtype float32, received float64"):
+        predictor.get_input_handle("graph0/A").copy_from_cpu(np.ones((1, 2)))
+        predictor.run()
