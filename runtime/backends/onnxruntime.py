@@ -109,15 +109,17 @@ class OnnxRuntimeBackend(Backend):
     ) -> Session:
         providers = self._providers(device, options.device_id)
         so = ort.SessionOptions()
-        so.log_severity_level = _log_severity()
-        levels = ort.GraphOptimizationLevel
-        so.graph_optimization_level = levels.ORT_ENABLE_ALL if options.optimize else levels.ORT_DISABLE_ALL
+        so.log_severity_level = _log_severity(options.log_severity_level)
+        so.graph_optimization_level = _LEVELS[options.optimization_level] if options.optimize else _LEVELS[None]
         if options.intra_op_num_threads is not None:
             so.intra_op_num_threads = options.intra_op_num_threads
         if options.optimized_model_path is not None:
             so.optimized_model_filepath = options.optimized_model_path
         for library in options.custom_op_libraries:
             so.register_custom_ops_library(library)
+        if options.profile_prefix is not None:
+            so.enable_profiling = True
+            so.profile_file_prefix = options.profile_prefix
         if options.memory_limit_bytes is not None:
             _bound_arena(options.memory_limit_bytes)
             so.add_session_config_entry("session.use_env_allocators", "1")
@@ -152,13 +154,21 @@ class OnnxRuntimeBackend(Backend):
 _WARNING, _ERROR, _FATAL = 2, 3, 4
 
 
-def _log_severity() -> int:
-    """Warnings and errors when engine logs are shown; otherwise only what precedes a crash."""
-    severity = _WARNING if ENGINE_LOGS.shown else _FATAL
+def _log_severity(asked: int | None = None) -> int:
+    """What a session asked for; else warnings and errors when engine logs are shown, otherwise only what
+    precedes a crash."""
+    severity = asked if asked is not None else _WARNING if ENGINE_LOGS.shown else _FATAL
     ort.set_default_logger_severity(severity)  # the process-wide logger, which some messages bypass sessions for
     return severity
 
 
+
+_LEVELS = {
+    None: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
 # What onnxruntime raises when it cannot create a session.
 _LOAD_ERRORS = (
     ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.InvalidGraph,
@@ -175,7 +185,7 @@ def _run_error(e: Exception) -> Exception:
     if isinstance(e, ort_state.InvalidArgument):
         return ExecutionError(text.split(" : ", 3)[-1])
     failed = _NODE_FAILURE.search(text)
-    if failed and isinstance(e, (ort_state.Fail, ort_state.RuntimeException)) and "allocate" not in text:
+    if failed and isinstance(e, (ort_state.Fail, ort_state.RuntimeException)) and "allocate" not in text.lower():
         # The node's name is the compiler's, not the user's: say which operator refused, and why.
         return ExecutionError(f"a {failed.group(1)} operator cannot run on these inputs: {failed.group(2).strip()}")
     return BackendError(text)

@@ -154,3 +154,16 @@ def test_fp16_program_keeps_the_detectors_answer():
     (want,) = ort.InferenceSession(str(ppocr_path("det")), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     judged = ocr.agreement("det", want, got)
     assert judged.met, judged
+
+
+def test_the_model_runtime_executor_option_runs_the_program_as_an_artifact():
+    from popfuse.runtime.inference.predictor import RuntimeSession
+
+    strategy = IpuStrategy()
+    strategy.set_graph_config(is_training=False)
+    strategy.set_options({"enable_model_runtime_executor": True})
+    assert strategy.get_option("enable_model_runtime_executor") is True
+    program = IpuCompiledProgram(scale_model(3.0), ipu_strategy=strategy).compile(["X"], ["O"])
+    assert isinstance(program._session, RuntimeSession)
+    (out,) = program.run({"X": np.ones((1, 4), np.float32)})
+    np.testing.assert_allclose(out, [[3, 4, 5, 6]])
