@@ -42,6 +42,7 @@ MAGIC = b"PFEF"
 FORMAT_VERSION = 2
 _HEADER = struct.Struct("<4sHHIIQ32s")
 _HEADER_CRC = struct.Struct("<I")
+_VERSION = struct.Struct("<H")
 HEADER_SIZE = _HEADER.size + _HEADER_CRC.size
 PAYLOAD_ALIGN = 64
 
@@ -189,18 +190,22 @@ def _read_one(label: str, data: memoryview, offset: int, number: int) -> Blob:
     if bytes(data[offset : offset + len(MAGIC)]) != MAGIC[:remaining]:
         hint = " (this is not a popfuse artifact)" if offset == 0 else ""
         raise ArtifactError(f"{where}: bad magic {bytes(data[offset : offset + 4])!r}, expected {MAGIC!r}{hint}")
+    # The version first: an older format's header has another size, so its checksum cannot be checked here.
+    if remaining >= _VERSION.size + 4:
+        (version,) = _VERSION.unpack_from(data, offset + 4)
+        if version != FORMAT_VERSION:
+            newer = version > FORMAT_VERSION
+            fix = "upgrade popfuse" if newer else "rebuild it with `popfuse build CONFIG.yaml`"
+            raise ArtifactError(
+                f"{where}: format version {version} is {'newer' if newer else 'older'} than this popfuse reads "
+                f"({FORMAT_VERSION}); {fix}"
+            )
     if remaining < HEADER_SIZE:
         raise ArtifactError(f"{where}: truncated; {remaining} bytes left, a header needs {HEADER_SIZE}")
     _, version, btype, header_size, name_size, total, digest = _HEADER.unpack_from(data, offset)
     (header_crc,) = _HEADER_CRC.unpack_from(data, offset + _HEADER.size)
     if zlib.crc32(data[offset : offset + _HEADER.size]) != header_crc:
         raise ArtifactError(f"{where}: the header is corrupt (checksum mismatch)")
-    if version != FORMAT_VERSION:
-        newer = version > FORMAT_VERSION
-        raise ArtifactError(
-            f"{where}: format version {version} is {'newer' if newer else 'older'} than this popfuse reads "
-            f"({FORMAT_VERSION}); " + ("upgrade popfuse" if newer else "rebuild it with `popfuse build CONFIG.yaml`")
-        )
     if header_size < HEADER_SIZE or total < header_size + name_size:
         raise ArtifactError(f"{where}: inconsistent sizes (header {header_size}, name {name_size}, total {total})")
     if total > remaining:

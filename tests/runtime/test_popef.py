@@ -193,3 +193,14 @@ def resident_kb(path) -> int:
             elif parts[0] == "Rss:" and current == str(path):
                 total += int(parts[1])
     return total
+
+
+def test_an_artifact_of_the_previous_format_is_refused_with_the_rebuild_hint(tmp_path):
+    # Format 1's 32-byte header (CRC-32s where format 2 has a SHA-256): its own checksum cannot be read as
+    # format 2's, so the version decides first.
+
+    head = struct.pack("<4sHHIIQI", b"PFEF", 1, 1, 64, 8, 64 + 8 + 2, 0)
+    old = head + struct.pack("<I", zlib.crc32(head)) + b"\0" * 32 + b"metadata" + b"{}"
+    (tmp_path / "old.popef").write_bytes(old)
+    with pytest.raises(ArtifactError, match=r"format version 1 is older than this popfuse reads \(2\); rebuild it"):
+        read_artifact(tmp_path / "old.popef")
