@@ -164,6 +164,10 @@ def _decode_tensor(raw: Any, position: int, binary: memoryview | bytes, offset: 
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise BadRequestError(f"input {name!r}: binary_data_size must be a byte count, received {brief(size)}")
+        expected = tensor_nbytes(name, datatype, shape)
+        if size != expected:
+            raise BadRequestError(f"input {name!r}: binary_data_size is {size}, but {datatype} {shape} needs "
+                                  f"{expected} bytes")
         if offset + size > len(binary):
             raise BadRequestError(f"input {name!r}: the binary data ends before its {size} bytes")
         return name, tensor_from_bytes(name, datatype, shape, binary[offset : offset + size]), size
@@ -197,6 +201,15 @@ def tensor_shape(name: str, shape: Any) -> list[int]:
     return list(shape)
 
 
+def tensor_nbytes(name: str, datatype: Any, shape: Any) -> int:
+    """The bytes input ``name`` of ``datatype`` and ``shape`` takes.
+
+    Raises:
+        BadRequestError: a bad datatype or shape.
+    """
+    return math.prod(tensor_shape(name, shape)) * tensor_dtype(name, datatype).itemsize
+
+
 def tensor_from_bytes(name: str, datatype: Any, shape: Any, data: bytes | memoryview) -> np.ndarray:
     """Input ``name`` from its raw bytes (little-endian, row-major), as the binary extension and gRPC send it.
 
@@ -204,7 +217,7 @@ def tensor_from_bytes(name: str, datatype: Any, shape: Any, data: bytes | memory
         BadRequestError: a bad datatype or shape, or a byte count that does not fit them.
     """
     dtype, shape = tensor_dtype(name, datatype), tensor_shape(name, shape)
-    expected = math.prod(shape) * dtype.itemsize
+    expected = tensor_nbytes(name, datatype, shape)
     if len(data) != expected:
         raise BadRequestError(f"input {name!r}: {datatype} {shape} needs {expected} bytes, received {len(data)}")
     return np.frombuffer(data, dtype=dtype).reshape(shape)

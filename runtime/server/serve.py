@@ -49,15 +49,28 @@ def uvicorn_config(app, settings: ServerSettings) -> uvicorn.Config:
     )
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, ending with status 0 once SIGTERM or SIGINT has drained it, and stopping the gRPC
-    server (if any) as it stops HTTP.
+class Server(uvicorn.Server):
+    """uvicorn's server for ``dataplane``'s HTTP app, which also starts and stops its gRPC server (unless
+    ``settings.grpc_port`` is None), and ends with status 0 once SIGTERM or SIGINT has drained it.
 
     uvicorn raises the signal again after its graceful shutdown, so a clean
     drain would end as "killed by SIGTERM" and look like a crash to the caller.
+    ``serve()`` runs it in the current event loop; set ``should_exit`` to stop it.
     """
 
-    grpc_server = None
+    def __init__(self, dataplane: DataPlane, settings: ServerSettings):
+        super().__init__(uvicorn_config(create_app(dataplane), settings))
+        self.dataplane, self.settings = dataplane, settings
+        self.grpc_server = None
+
+    async def serve(self, sockets=None) -> None:
+        if self.settings.grpc_port is not None:
+            from .grpc import start_server
+
+            self.grpc_server = await start_server(self.dataplane, self.settings)
+            log.info("serving gRPC on %s:%d", self.settings.host, self.settings.grpc_port)
+        log.info("serving HTTP on http://%s:%d", self.settings.host, self.settings.port)
+        await super().serve(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self):
@@ -100,19 +113,8 @@ def run(dataplane: DataPlane, settings: ServerSettings) -> None:
         ServerConfigError: the gRPC port cannot be bound.
     """
     _open_files_for(settings.max_connections)
-    server = _Server(uvicorn_config(create_app(dataplane), settings))
-
-    async def main() -> None:
-        if settings.grpc_port is not None:
-            from .grpc import start_server
-
-            server.grpc_server = await start_server(dataplane, settings)
-            log.info("serving gRPC on %s:%d", settings.host, settings.grpc_port)
-        log.info("serving HTTP on http://%s:%d", settings.host, settings.port)
-        await server.serve()
-
-    # grpc.aio runs on asyncio's own loop; uvloop is not one it supports.
-    asyncio.run(main())
+    # grpc.aio runs on asyncio's own event loop (not uvloop), and the HTTP server shares it.
+    asyncio.run(Server(dataplane, settings).serve())
 
 
 def serve(artifacts: Artifacts, settings: ServerSettings) -> None:

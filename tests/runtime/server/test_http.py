@@ -18,12 +18,11 @@ import tritonclient.http as triton
 from popfuse.runtime import Runner, RuntimeConfig
 from popfuse.runtime.server.dataplane import DataPlane
 from popfuse.runtime.server.repository import FixedRepository
-from popfuse.runtime.server.settings import ServerSettings
 from tests.concurrency import run_in_threads
 from tests.models import PPOCR, batch_model, dynamic_model, ppocr_input, scale_model, slow_model
 from tests.runtime.server.toys import ErrorModel
 
-from .conftest import RunningServer, free_port, named
+from .conftest import RunningServer, free_port, named, server_settings
 
 
 def post(url: str, path: str, body: bytes | str, headers: dict | None = None) -> tuple[int, dict]:
@@ -134,13 +133,15 @@ def test_bad_requests_get_4xx_and_other_models_keep_serving(serve):
 
 
 def test_the_models_refusal_is_a_400_and_an_engine_failure_a_500():
-    settings = ServerSettings(port=free_port())
+    settings = server_settings()
     server = RunningServer([], settings, DataPlane(settings, lambda attach: FixedRepository([ErrorModel()], attach)))
     try:
         status, body = infer_json(server.url, "error", "X", np.array([[-1, 0, 0, 0]], np.float32))
         assert status == 400 and "out of this model's domain" in body["error"]
-        status, body = infer_json(server.url, "error", "X", np.array([[np.nan, 0, 0, 0]], np.float32))
-        assert status == 500 and body == {"error": "the engine lost its device"}
+        client = triton.InferenceServerClient(server.url)
+        with pytest.raises(triton.InferenceServerException, match="the engine lost its device") as failed:
+            triton_infer(client, "error", {"X": np.array([[np.nan, 0, 0, 0]], np.float32)}, ["O"])
+        assert failed.value.status() == "500"
         assert infer_json(server.url, "error", "X", np.array([[1, 0, 0, 0]], np.float32))[0] == 200
     finally:
         server.stop()
@@ -227,19 +228,23 @@ def test_statistics_and_metrics(serve):
     status, text = get(server.url, "/metrics")
     text = text.decode()
     assert status == 200
-    assert 'nv_inference_request_success_total{model="m",version="1"} 3.0' in text
-    assert 'nv_inference_request_failure_total{model="m",version="1"} 1.0' in text
-    assert 'nv_inference_exec_count_total{model="m",version="1"} 3.0' in text
-    for family in ("nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us",
-                   "nv_inference_request_duration_us"):
-        assert family in text
+    assert 'nv_inference_request_success{model="m",version="1"} 3' in text
+    assert 'nv_inference_request_failure{model="m",reason="OTHER",version="1"} 1' in text
+    assert 'nv_inference_exec_count{model="m",version="1"} 3' in text
+    assert "_total" not in text
+    for family in ("nv_inference_request_duration_us", "nv_inference_queue_duration_us",
+                   "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
+                   "nv_inference_compute_output_duration_us"):
+        assert f"# TYPE {family} counter" in text and f'{family}{{model="m",version="1"}} ' in text
+    assert {"compute_input", "compute_output"} <= set(stats["inference_stats"])
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits(make_artifact, tmp_path):
     artifact = make_artifact([slow_model(steps=60)], named("slow"), name="slow.popef")
     port = free_port()
     exe = os.path.join(os.path.dirname(sys.executable), "popfuse")
-    proc = subprocess.Popen([exe, "serve", str(artifact), "--port", str(port), "--workers", "2"],
+    proc = subprocess.Popen([exe, "serve", str(artifact), "--port", str(port), "--grpc-port", str(free_port()),
+                             "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"127.0.0.1:{port}"
     try:
