@@ -86,3 +86,24 @@ def test_corrupt_model_file_is_named(project, capsys):
     err = capsys.readouterr().err
     assert "a.onnx" in err and "not an ONNX model" in err
     assert not (project / "out").exists()
+
+
+def test_serve_names_artifacts_that_share_a_file_name(make_artifact, tmp_path):
+    from popfuse.cli import make_parser
+    from popfuse.fusion import ModelOptions
+    from popfuse.runtime.server.errors import ServerConfigError
+    from popfuse.runtime.server.serve import build
+    from popfuse.runtime.server.settings import ServerSettings
+
+    one = make_artifact([scale_model(2.0)], [ModelOptions(name="two")], name="executable.popef")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "executable.popef").write_bytes(make_artifact([scale_model(3.0)], [ModelOptions(name="three")],
+                                                           name="b.popef").read_bytes())
+    args = make_parser().parse_args(["serve", f"first={one}", f"second={other / 'executable.popef'}"])
+    dataplane = build(args.artifacts, ServerSettings())
+    names = {e["name"]: e.get("models") for e in dataplane.repository.index() if "models" in e}
+    assert names == {"first": ["two"], "second": ["three"]}
+    plain = make_parser().parse_args(["serve", str(one), str(other / "executable.popef")])
+    with pytest.raises(ServerConfigError, match=r"two artifacts are named 'executable'.*name them: popfuse serve a="):
+        build(plain.artifacts, ServerSettings())

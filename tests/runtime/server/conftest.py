@@ -42,6 +42,10 @@ class RunningServer:
                 raise RuntimeError("the test server did not start")
             time.sleep(0.02)
 
+    def open_connections(self) -> int:
+        """HTTP connections the server holds open now."""
+        return len(self._server.server_state.connections)
+
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=30)
