@@ -32,7 +32,7 @@ def test_perf_analyzer_measures_the_server(analyzer, make_artifact, protocol):
     server = RunningServer([make_artifact([scale_model()], named("m"), name="m.popef")], server_settings(grpc=True))
     try:
         url = server.url if protocol == "http" else server.grpc_url
-        results = analyzer.measure(url, protocol, "m", {"X": [1, 4]}, concurrency=(1, 8), window_ms=500, trials=4,
+        results = analyzer.measure(url, protocol, "m", {"X": [1, 4]}, concurrency=(1, 8), window_ms=500, trials=8,
                                    timeout=120)
     finally:
         server.stop()
