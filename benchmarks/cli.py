@@ -12,7 +12,7 @@ from pathlib import Path
 
 # Each a module of ``suites`` with ``run(ctx) -> dict``, imported when it runs: the suites import
 # onnxruntime and the compiler, which building the parser (``popfuse --help``) must not.
-SUITES = ("dispatch", "switching", "coldstart", "scaling", "size", "serving")
+SUITES = ("dispatch", "switching", "coldstart", "scaling", "size", "serving", "robustness")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for every session (default 1)")
     parser.add_argument("--only", default=",".join(SUITES), help=f"comma-separated suites: {', '.join(SUITES)}")
+    parser.add_argument(
+        "--update", action="store_true",
+        help="keep the other suites' results from the output folder's last report and re-run only --only's "
+             "(default: the report holds this run's suites only)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +50,12 @@ def run(args: argparse.Namespace) -> int:
     from .context import Context
 
     output = args.output or (Path(tempfile.mkdtemp(prefix="popfuse-bench-")) if args.smoke else Path("docs"))
-    results: dict = {"machine": report.machine(), "threads": args.threads, "smoke": args.smoke}
+    command = "popfuse bench" + (" --smoke" if args.smoke else "") + (
+        f" --threads {args.threads}" if args.threads != 1 else "") + (
+        f" --only {','.join(names)} --update" if args.update else "")
+    kept = report.previous(output) if args.update else {}
+    results: dict = {**kept, "machine": report.machine(), "threads": args.threads, "smoke": args.smoke,
+                     "runs": {**kept.get("runs", {}), **{name: report.run_record(command) for name in names}}}
     with tempfile.TemporaryDirectory(prefix="popfuse-bench-work-") as work:
         ctx = Context(Path(work), threads=args.threads, smoke=args.smoke)
         for name in names:
@@ -53,8 +63,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{name}] running…", flush=True)
             results[name] = importlib.import_module(f".suites.{name}", __package__).run(ctx)
             print(f"[{name}] done in {time.perf_counter() - start:.1f} s", flush=True)
-    command = "popfuse bench" + (" --smoke" if args.smoke else "") + (
-        f" --threads {args.threads}" if args.threads != 1 else "")
     path = report.write(results, output, command)
     for key, (ok, figure) in report.verdicts(results).items():
         print(f"{'met    ' if ok else 'MISSED '} {report.TARGETS[key]}: {figure}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 from datetime import date
 from pathlib import Path
 
@@ -22,6 +23,10 @@ TARGETS = {
     "size": "artifact at most the sum of the sources minus the deduplicated weights",
     "serving": "server throughput at least 0.95x a server with one session per model, at concurrency 1, 8, 32",
     "batching": "dynamic batching on, against off, at least 2x the throughput of batch-1 classifier requests",
+    "grpc": "gRPC throughput at least 1.0x the HTTP throughput at concurrency 1 and 8 (fused server, same run)",
+    "slowloris": "of 1,000 partial-header connections none remains after the header timeout, while normal requests "
+                 "are served all along",
+    "malformed": "10,000 malformed requests: no 5xx, and no RSS growth beyond noise",
 }
 
 
@@ -105,6 +110,25 @@ def verdicts(results: dict) -> dict[str, tuple[bool, str]]:
         )
         ratio = results["serving"]["batching_ratio"]
         out["batching"] = (ratio >= 2, f"{ratio:.2f}x")
+        grpc_rows = [r for r in results["serving"].get("grpc_rows", []) if r["concurrency"] in (1, 8)]
+        if grpc_rows:
+            out["grpc"] = (all(r["grpc_over_http"] >= 1.0 for r in grpc_rows),
+                           ", ".join(f"c={r['concurrency']}: {r['grpc_over_http']:.2f}x" for r in grpc_rows))
+    if "robustness" in results:
+        rb = results["robustness"]
+        slow = rb["slowloris"]
+        out["slowloris"] = (
+            slow["remaining_after"] == 0 and slow["served_failures"] == 0 and slow["served"] > 0,
+            f"{slow['connections']} held, {slow['remaining_after']} left {slow['waited_s']:.0f} s after the "
+            f"{slow['header_timeout_s']:g} s timeout; {slow['served']} normal requests served meanwhile, "
+            f"{slow['served_failures']} failed",
+        )
+        bad = rb["malformed"]
+        out["malformed"] = (
+            bad["server_errors"] == 0 and bad["rss_growth_mb"] <= bad["rss_noise_mb"],
+            f"{bad['requests']:,} requests: {bad['server_errors']} 5xx; RSS {bad['rss_growth_mb']:+.1f} MB over the "
+            f"last {bad['requests']:,} (noise: {bad['rss_noise_mb']:.1f} MB)",
+        )
     return out
 
 
@@ -113,6 +137,25 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, float], float]:
     design = np.vstack([np.ones_like(x), x]).T
     coef = np.linalg.lstsq(design, y, rcond=None)[0]
     return (float(coef[0]), float(coef[1])), float(np.sqrt(np.mean((y - design @ coef) ** 2)))
+
+
+def run_record(command: str) -> dict:
+    """When and how a suite's figures were measured."""
+    return {"date": date.today().isoformat(), "command": command}
+
+
+def previous(out_dir: Path) -> dict:
+    """The suites' results of the report last written under ``out_dir`` (none when there is none)."""
+    path = out_dir / "benchmarks" / "results.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    runs = old.get("runs")
+    if runs is None:  # a report from before runs were recorded: its header says when and how
+        header = re.search(r"Measured (\S+) with `([^`]+)`", (out_dir / "benchmarks.md").read_text())
+        record = {"date": header.group(1), "command": header.group(2)} if header else run_record("popfuse bench")
+        runs = {name: record for name in old if name not in ("machine", "threads", "smoke")}
+    return {**{name: value for name, value in old.items() if name in runs}, "runs": runs}
 
 
 def write(results: dict, out_dir: Path, command: str) -> Path:
@@ -134,6 +177,15 @@ def write(results: dict, out_dir: Path, command: str) -> Path:
         f"- Versions: Python {info['python']}, onnxruntime {info['onnxruntime']}, onnx {info['onnx']}, "
         f"numpy {info['numpy']}",
         f"- Threads: {results['threads']} intra-op thread(s) for every session, fused or not",
+    ]
+    runs = results.get("runs", {})
+    earlier = {}
+    for name, record in runs.items():
+        if record["command"] != command:
+            earlier.setdefault((record["date"], record["command"]), []).append(name)
+    for (when, how), names in earlier.items():
+        lines.append(f"- Kept from an earlier run ({when}, `{how}`): {', '.join(names)}")
+    lines += [
         "",
         "## Targets",
         "",
@@ -252,6 +304,67 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
                   f"{sv['batch_size']} high, **{bound['ratio']:.2f}x**. The server cannot beat its model's own "
                   "batching curve; on this CPU the curve stays below the 2x target.",
                   "", f"![serving]({plots['serving']})"]
+        lines += _grpc_sections(sv)
+    if "robustness" in results:
+        lines += _robustness_section(results["robustness"])
+    return lines
+
+
+def _grpc_sections(sv: dict) -> list[str]:
+    lines: list[str] = []
+    if sv.get("grpc_rows"):
+        rows = [{**r, "spread": "–".join(f"{f(r['grpc_over_http_ratios']):.2f}" for f in (min, max))}
+                for r in sv["grpc_rows"]]
+        lines += ["", "### gRPC", "",
+                  "The same rounds over gRPC (`tritonclient`'s stubs, raw tensor contents), against the baseline's own",
+                  "gRPC endpoint; *gRPC / HTTP* is the fused server over gRPC against itself over HTTP, in the same",
+                  "rounds.", ""]
+        lines += _table(rows, [
+            ("concurrency", "concurrency", ""), ("fused req/s", "fused_rps", ".1f"),
+            ("baseline req/s", "baseline_rps", ".1f"), ("throughput ratio", "throughput_ratio", ".3f"),
+            ("gRPC / HTTP", "grpc_over_http", ".3f"), ("gRPC / HTTP spread", "spread", ""),
+            ("fused p50 ms", "fused_p50_ms", ".1f"), ("fused p99 ms", "fused_p99_ms", ".1f"),
+            ("failures", "fused_failures", "")])
+    if sv.get("overhead"):
+        lines += ["", "### Server overhead at concurrency 1", "",
+                  "Each model's p50 latency through the fused server (one client, keep-alive, binary tensors) against",
+                  "`Runner.execute` of the same request in the client's process, in interleaved blocks.", ""]
+        lines += _table(sv["overhead"], [
+            ("model", "model", ""), ("Runner.execute p50 ms", "runner_p50_ms", ".2f"),
+            ("HTTP p50 ms", "http_p50_ms", ".2f"), ("gRPC p50 ms", "grpc_p50_ms", ".2f"),
+            ("HTTP overhead ms", "http_overhead_ms", ".2f"), ("gRPC overhead ms", "grpc_overhead_ms", ".2f"),
+            ("HTTP / runner", "http_ratio", ".2f"), ("gRPC / runner", "grpc_ratio", ".2f")])
+    if sv.get("perf_analyzer"):
+        rows = [{**r, "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3} for r in sv["perf_analyzer"]]
+        lines += ["", "### Triton's perf_analyzer", "",
+                  "perf_analyzer (from the tritonclient 2.41.0 wheel, set up by `python -m "
+                  "popfuse.benchmarks.perf_analyzer`) against",
+                  "the fused server, classifier requests of random binary tensors, each concurrency measured until",
+                  "three windows agree; *server queue* and *server compute* are the server's own statistics.", ""]
+        lines += _table(rows, [
+            ("protocol", "protocol", ""), ("concurrency", "concurrency", ""), ("infer/s", "throughput", ".1f"),
+            ("p50 ms", "p50_ms", ".2f"), ("p99 ms", "p99_ms", ".2f"), ("server queue µs", "server_queue_us", ".0f"),
+            ("server compute µs", "server_compute_us", ".0f")])
+    return lines
+
+
+def _robustness_section(rb: dict) -> list[str]:
+    slow, body, bad = rb["slowloris"], rb["stalled_bodies"], rb["malformed"]
+    lines = ["", "## 8. Robustness", "",
+             f"`popfuse serve` on the PP-OCR artifact with `--header-timeout {slow['header_timeout_s']:g} "
+             f"--body-timeout {body['body_timeout_s']:g}`; its open descriptors are read from /proc.", "",
+             "| load | connections or requests | server descriptors before | during | after | normal requests served "
+             "meanwhile | failed |", "|---|---|---|---|---|---|---|",
+             f"| partial headers, held | {slow['connections']:,} | {slow['fds_before']} | {slow['fds_during']} | "
+             f"{slow['fds_after']} | {slow['served']} | {slow['served_failures']} |",
+             f"| bodies stalled midway | {body['connections']:,} | {body['fds_before']} | {body['fds_during']} | "
+             f"{body['fds_after']} | {body['served']} | {body['served_failures']} |",
+             "",
+             f"Malformed requests ({', '.join(bad['kinds'])}), sent over {bad['clients']} keep-alive connections "
+             f"after {bad['warmup']:,} to warm up: {bad['requests']:,} requests, {bad['client_errors']:,} answered "
+             f"4xx, **{bad['server_errors']} answered 5xx**. Server RSS {bad['rss_start_mb']:.1f} MB → "
+             f"{bad['rss_middle_mb']:.1f} MB halfway → {bad['rss_end_mb']:.1f} MB; the noise bound is the largest "
+             f"change between two idle readings a second apart over the run ({bad['rss_noise_mb']:.1f} MB) or 1 MB."]
     return lines
 
 
