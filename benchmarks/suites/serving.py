@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import socket
 import sys
 import threading
 import time
@@ -193,6 +194,11 @@ class _Request:
 class _HttpClient:
     def __init__(self, port: int):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.conn.connect()
+        # http.client sends a request's headers and body in two writes: without TCP_NODELAY, Nagle's algorithm
+        # holds the body's last segment until the server's delayed ACK (up to 40 ms). Triton's clients, curl
+        # and perf_analyzer set it, and gRPC does.
+        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, request: _Request) -> bool:
         self.conn.request("POST", f"/v2/models/{request.model}/infer", body=request.http_body,

@@ -55,7 +55,8 @@ class Server(uvicorn.Server):
 
     uvicorn raises the signal again after its graceful shutdown, so a clean
     drain would end as "killed by SIGTERM" and look like a crash to the caller.
-    ``serve()`` runs it in the current event loop; set ``should_exit`` to stop it.
+    ``run()`` runs it in a new event loop (uvloop where it is installed, as uvicorn picks; grpc.aio runs on
+    any asyncio loop), ``serve()`` in the current one; set ``should_exit`` to stop it.
     """
 
     def __init__(self, dataplane: DataPlane, settings: ServerSettings):
@@ -113,8 +114,7 @@ def run(dataplane: DataPlane, settings: ServerSettings) -> None:
         ServerConfigError: the gRPC port cannot be bound.
     """
     _open_files_for(settings.max_connections)
-    # grpc.aio runs on asyncio's own event loop (not uvloop), and the HTTP server shares it.
-    asyncio.run(Server(dataplane, settings).serve())
+    Server(dataplane, settings).run()
 
 
 def serve(artifacts: Artifacts, settings: ServerSettings) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -34,7 +33,7 @@ class RunningServer:
         self.url = f"127.0.0.1:{settings.port}"
         self.grpc_url = f"127.0.0.1:{settings.grpc_port}"
         self._server = Server(self.dataplane, settings)
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve()), daemon=True)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 20
         while not self._server.started:
