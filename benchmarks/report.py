@@ -363,8 +363,8 @@ def _robustness_section(rb: dict) -> list[str]:
              f"Malformed requests ({', '.join(bad['kinds'])}), sent over {bad['clients']} keep-alive connections "
              f"after {bad['warmup']:,} to warm up: {bad['requests']:,} requests, {bad['client_errors']:,} answered "
              f"4xx, **{bad['server_errors']} answered 5xx**. Server RSS {bad['rss_start_mb']:.1f} MB → "
-             f"{bad['rss_middle_mb']:.1f} MB halfway → {bad['rss_end_mb']:.1f} MB; the noise bound is the largest "
-             f"change between two idle readings a second apart over the run ({bad['rss_noise_mb']:.1f} MB) or 1 MB."]
+             f"{bad['rss_middle_mb']:.1f} MB halfway → {bad['rss_end_mb']:.1f} MB; the noise bound is the spread of "
+             f"its idle readings, a second apart, just before ({bad['rss_noise_mb']:.1f} MB), and at least 1 MB."]
     return lines
 
 

@@ -52,7 +52,7 @@ def _malformed() -> dict[str, tuple[bytes, dict]]:
 def run(ctx: Context) -> dict:
     models = [ppocr(n) for n in ("det", "rec", "cls")]
     artifact = build_fused(models, ctx.workdir / "robustness").popef_path
-    header_timeout, body_timeout = (5.0, 5.0) if not ctx.smoke else (1.0, 1.0)
+    header_timeout, body_timeout = (5.0, 5.0) if not ctx.smoke else (0.5, 0.5)
     command = [sys.executable, "-m", "popfuse", "serve", str(artifact), "--threads", str(ctx.threads),
                "--header-timeout", str(header_timeout), "--body-timeout", str(body_timeout)]
     _open_files(ctx.scale(1000, 50) + 256)
@@ -60,7 +60,7 @@ def run(ctx: Context) -> dict:
     with ServerProcess(command) as server:
         slowloris = _hold(server, PARTIAL_HEADERS, ctx.scale(1000, 50), header_timeout, cls)
         stalled = _hold(server, PARTIAL_BODY, ctx.scale(200, 20), body_timeout, cls)
-        malformed = _malformed_load(server, ctx.scale(10_000, 200), ctx.scale(1000, 50))
+        malformed = _malformed_load(server, ctx.scale(10_000, 200), ctx.scale(1000, 50), idle_s=ctx.scale(4, 1))
     return {"slowloris": {**slowloris, "header_timeout_s": header_timeout},
             "stalled_bodies": {**stalled, "body_timeout_s": body_timeout}, "malformed": malformed}
 
@@ -129,9 +129,10 @@ def _binary(x: np.ndarray) -> tuple[bytes, dict]:
     return header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
 
 
-def _malformed_load(server: ServerProcess, total: int, warmup: int, clients: int = 4) -> dict:
+def _malformed_load(server: ServerProcess, total: int, warmup: int, idle_s: int, clients: int = 4) -> dict:
     """``warmup`` then ``total`` malformed requests over ``clients`` keep-alive connections: how they were
-    answered, and the server's RSS at the start, halfway and the end, with its idle noise."""
+    answered, and the server's RSS at the start, halfway and the end, with its noise over ``idle_s`` seconds
+    idle."""
     kinds = _malformed()
     cases = list(kinds.values())
     counts = {"client": 0, "server": 0, "other": 0}
@@ -158,7 +159,7 @@ def _malformed_load(server: ServerProcess, total: int, warmup: int, clients: int
 
     load(warmup)
     idle = []
-    for _ in range(4):
+    for _ in range(idle_s + 1):
         idle.append(server.rss_mb())
         time.sleep(1.0)
     noise = max(max(idle) - min(idle), 1.0)

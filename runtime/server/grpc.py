@@ -357,11 +357,13 @@ async def start_server(dataplane: DataPlane, settings: ServerSettings) -> grpc.a
     add_to_server(InferenceServicer(dataplane, Restrictions(settings.grpc_restricted)), server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.grpc_port}"
+    refused = ServerConfigError(f"cannot listen for gRPC on {address}: the port is in use, or the address is not "
+                                f"this machine's; choose another --grpc-port (or --host)")
     try:
         bound = server.add_insecure_port(address)
     except RuntimeError as e:
-        raise ServerConfigError(f"cannot listen for gRPC on {address}: {e}; choose another --grpc-port") from e
-    if bound == 0:
-        raise ServerConfigError(f"cannot listen for gRPC on {address}: the port is in use; choose another --grpc-port")
+        raise refused from e
+    if bound == 0:  # older grpcio reports a failed bind so
+        raise refused
     await server.start()
     return server

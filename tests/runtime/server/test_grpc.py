@@ -211,3 +211,24 @@ def test_refused_calls_leak_no_descriptor(pair):
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
     channel.close()
     assert _open_descriptors() <= before + 2
+
+
+def test_a_busy_port_is_a_clear_error():
+    import asyncio
+    import socket
+
+    from popfuse.runtime.server.dataplane import DataPlane
+    from popfuse.runtime.server.errors import ServerConfigError
+    from popfuse.runtime.server.grpc import start_server
+    from popfuse.runtime.server.repository import FixedRepository
+    from popfuse.runtime.server.settings import ServerSettings
+
+    from .toys import SumModel
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        settings = ServerSettings(grpc_port=busy.getsockname()[1])
+        dataplane = DataPlane(settings, lambda attach: FixedRepository([SumModel()], attach))
+        with pytest.raises(ServerConfigError, match="the port is in use.*choose another --grpc-port"):
+            asyncio.run(start_server(dataplane, settings))
