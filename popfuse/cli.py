@@ -217,7 +217,7 @@ def make_parser() -> argparse.ArgumentParser:
     group.add_argument("--body-timeout", type=float, default=60.0,
                        help="seconds a request has to send its body before its connection is closed (default: 60)")
     group.add_argument("--max-connections", type=int, default=4096,
-                       help="open HTTP connections (gRPC calls in flight) before more are refused (default: 4096)")
+                       help="open HTTP connections before more are refused (default: 4096)")
     group = p.add_argument_group("access control (Triton's restricted APIs; default: every API open)")
     groups = "health, metadata, inference, shared-memory, model-config, model-repository, statistics, trace, logging"
     group.add_argument("--http-restricted-api", action="append", default=[], metavar="API[,API...]:KEY=VALUE",

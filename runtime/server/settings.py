@@ -48,7 +48,7 @@ class ServerSettings:
         grpc_restricted: API groups that gRPC calls reach only with given metadata.
         header_timeout_s: Seconds a connection has to send a request's headers; then it is closed.
         body_timeout_s: Seconds a request has to send its body once its headers are in; then it is closed.
-        max_connections: Open HTTP connections at once (gRPC calls in flight); more are refused.
+        max_connections: Open HTTP connections at once; more are refused.
     """
 
     host: str = "127.0.0.1"
