@@ -1,6 +1,8 @@
 """The server's domain errors. Status codes for them live in the adapters only: ``http.py`` and ``grpc.py``,
 one table each."""
 
+from __future__ import annotations
+
 from ..errors import PopfuseError
 
 
@@ -26,6 +28,10 @@ class ForbiddenError(ServerError):
 
 class UnsupportedError(ServerError):
     """The protocol has the call, but this server does not offer it (shared memory, tracing)."""
+
+    @classmethod
+    def feature(cls, what: str) -> UnsupportedError:
+        return cls(f"{what} is not supported by this server; send tensors in the request itself")
 
 
 class OverloadedError(ServerError):

@@ -154,6 +154,16 @@ def _rpc(group: str) -> Callable:
     return wrap
 
 
+def _unsupported(group: str, what: str) -> Callable:
+    """An RPC of API ``group`` that answers UNIMPLEMENTED: this server does not offer ``what``."""
+
+    @_rpc(group)
+    async def refuse(self: InferenceServicer, request: Any, context: grpc.aio.ServicerContext) -> None:
+        raise UnsupportedError.feature(what)
+
+    return refuse
+
+
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     """Every RPC of ``inference.GRPCInferenceService``, served by ``dataplane``.
 
@@ -275,40 +285,14 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     # -- what this server does not offer ------------------------------------------------------
 
-    async def _unsupported(self, what: str) -> None:
-        raise UnsupportedError(f"{what} is not supported by this server; send tensors in the request itself")
-
-    @_rpc("shared-memory")
-    async def SystemSharedMemoryStatus(self, request, context):
-        await self._unsupported("system shared memory")
-
-    @_rpc("shared-memory")
-    async def SystemSharedMemoryRegister(self, request, context):
-        await self._unsupported("system shared memory")
-
-    @_rpc("shared-memory")
-    async def SystemSharedMemoryUnregister(self, request, context):
-        await self._unsupported("system shared memory")
-
-    @_rpc("shared-memory")
-    async def CudaSharedMemoryStatus(self, request, context):
-        await self._unsupported("CUDA shared memory")
-
-    @_rpc("shared-memory")
-    async def CudaSharedMemoryRegister(self, request, context):
-        await self._unsupported("CUDA shared memory")
-
-    @_rpc("shared-memory")
-    async def CudaSharedMemoryUnregister(self, request, context):
-        await self._unsupported("CUDA shared memory")
-
-    @_rpc("trace")
-    async def TraceSetting(self, request, context):
-        await self._unsupported("tracing")
-
-    @_rpc("logging")
-    async def LogSettings(self, request, context):
-        await self._unsupported("changing log settings")
+    SystemSharedMemoryStatus = _unsupported("shared-memory", "system shared memory")
+    SystemSharedMemoryRegister = _unsupported("shared-memory", "system shared memory")
+    SystemSharedMemoryUnregister = _unsupported("shared-memory", "system shared memory")
+    CudaSharedMemoryStatus = _unsupported("shared-memory", "CUDA shared memory")
+    CudaSharedMemoryRegister = _unsupported("shared-memory", "CUDA shared memory")
+    CudaSharedMemoryUnregister = _unsupported("shared-memory", "CUDA shared memory")
+    TraceSetting = _unsupported("trace", "tracing")
+    LogSettings = _unsupported("logging", "changing log settings")
 
 
 def _parser(message_class) -> Callable[[bytes], Any]:

@@ -159,7 +159,7 @@ def create_app(dataplane: DataPlane) -> Starlette:
 
     def unsupported(what: str) -> Handler:
         async def refuse(request: Request) -> Response:
-            raise UnsupportedError(f"{what} is not supported by this server; send tensors in the request itself")
+            raise UnsupportedError.feature(what)
 
         return refuse
 
