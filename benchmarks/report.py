@@ -343,7 +343,8 @@ def _grpc_sections(sv: dict) -> list[str]:
     if sv.get("overhead"):
         lines += ["", "### Server overhead at concurrency 1", "",
                   "Each model's p50 latency through the fused server (one client, keep-alive, binary tensors) against",
-                  "`Runner.execute` of the same request in the client's process, in interleaved blocks.", ""]
+                  "`Runner.execute` of the same request in the client's process (which keeps freed heap for reuse, as",
+                  "the server does), in interleaved blocks.", ""]
         lines += _table(sv["overhead"], [
             ("model", "model", ""), ("Runner.execute p50 ms", "runner_p50_ms", ".2f"),
             ("HTTP p50 ms", "http_p50_ms", ".2f"), ("gRPC p50 ms", "grpc_p50_ms", ".2f"),

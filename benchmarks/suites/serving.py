@@ -27,6 +27,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from popfuse.runtime import Runner
+from popfuse.runtime.server.heap import keep_freed_memory
 
 from .. import perf_analyzer
 from ..context import Context
@@ -91,14 +92,16 @@ def run(ctx: Context) -> dict:
 
 def _overhead(server: ServerProcess, artifact, requests: dict[str, _Request], ctx: Context) -> list[dict]:
     """Each model's p50 latency at concurrency 1 through the server (HTTP and gRPC) and in this process
-    (``Runner.execute`` of the same request), in interleaved blocks."""
+    (``Runner.execute`` of the same request), in interleaved blocks. This process keeps freed heap for reuse
+    as the server does (``heap.py``), so both sides allocate their outputs alike."""
+    keep_freed_memory()
     fused = runner(artifact, ctx.threads)
     rows = []
     for index, (name, request) in enumerate(requests.items()):
         feeds = fused_feeds(fused, index, {"x": request.x})
         per_block = ctx.scale({"det": 40, "rec": 12, "cls": 80}.get(name, 20), 2)
         samples: dict[str, list[float]] = {"runner": [], "http": [], "grpc": []}
-        for _ in range(ctx.scale(3, 1)):
+        for _ in range(ctx.scale(5, 1)):
             for _ in range(per_block):
                 start = time.perf_counter()
                 fused.execute(feeds)
