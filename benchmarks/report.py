@@ -26,6 +26,10 @@ TARGETS = {
     "fp16_cls": "PP-OCR cls fp16: identical class",
     "fp16_weights": "fp16 weights at most 0.55x the fp32 ones",
     "fp16_latency": "fp16 latency against fp32 on the CPU (reported, not judged)",
+    "grpc": "gRPC throughput at least 1.0x the HTTP throughput at concurrency 1 and 8 (fused server, same run)",
+    "slowloris": "of 1,000 partial-header connections none remains after the header timeout, while normal requests "
+                 "are served all along",
+    "malformed": "10,000 malformed requests: no 5xx, and no RSS growth beyond noise",
 }
 # How a verdict reads: met, missed, or (None) a figure reported without a target.
 VERDICT = {True: "met", False: "MISSED", None: "report"}
@@ -111,6 +115,30 @@ def verdicts(results: dict) -> dict[str, tuple[bool | None, str]]:
         )
         ratio = results["serving"]["batching_ratio"]
         out["batching"] = (ratio >= 2, f"{ratio:.2f}x")
+        grpc_rows = [r for r in results["serving"].get("grpc_rows", []) if r["concurrency"] in (1, 8)]
+        clients = ", ".join(f"c={r['concurrency']}: {r['grpc_over_http']:.2f}x" for r in grpc_rows)
+        perf = grpc_over_http(results["serving"].get("perf_analyzer", []))
+        if perf:  # perf_analyzer's C++ client measures the server; the suite's Python clients measure themselves too
+            out["grpc"] = (all(ratio >= 1.0 for c, ratio in perf.items() if c in (1, 8)),
+                           "perf_analyzer: " + ", ".join(f"c={c}: {ratio:.2f}x" for c, ratio in perf.items()
+                                                         if c in (1, 8)) + f"; the suite's Python clients: {clients}")
+        elif grpc_rows:
+            out["grpc"] = (all(r["grpc_over_http"] >= 1.0 for r in grpc_rows), f"the suite's Python clients: {clients}")
+    if "robustness" in results:
+        rb = results["robustness"]
+        slow = rb["slowloris"]
+        out["slowloris"] = (
+            slow["remaining_after"] == 0 and slow["served_failures"] == 0 and slow["served"] > 0,
+            f"{slow['connections']:,} held; the server closed them all {slow['waited_s']:.1f} s after the last "
+            f"opened ({slow['header_timeout_s']:g} s timeout), {slow['remaining_after']} descriptors left; "
+            f"{slow['served']} normal requests served meanwhile, {slow['served_failures']} failed",
+        )
+        bad = rb["malformed"]
+        out["malformed"] = (
+            bad["server_errors"] == 0 and bad["rss_growth_mb"] <= bad["rss_noise_mb"],
+            f"{bad['requests']:,} requests: {bad['server_errors']} 5xx; RSS {bad['rss_growth_mb']:+.1f} MB over the "
+            f"last {bad['requests']:,} (noise: {bad['rss_noise_mb']:.1f} MB)",
+        )
     if "precision" in results:
         out.update(_precision_verdicts(results["precision"]))
     return out
@@ -137,6 +165,12 @@ def _precision_verdicts(precision: dict) -> dict[str, tuple[bool | None, str]]:
     )
     out["fp16_latency"] = (None, ", ".join(f"{m} {r['latency_ratio']:.2f}x" for m, r in rows.items()))
     return out
+
+
+def grpc_over_http(perf: list[dict]) -> dict[int, float]:
+    """perf_analyzer's gRPC throughput over its HTTP throughput, by concurrency."""
+    by = {(r["protocol"], r["concurrency"]): r["throughput"] for r in perf}
+    return {c: by["grpc", c] / by["http", c] for p, c in sorted(by) if p == "grpc" and ("http", c) in by}
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, float], float]:
@@ -200,6 +234,8 @@ def write(results: dict, out_dir: Path) -> Path:
         f"- Versions: Python {info['python']}, onnxruntime {info['onnxruntime']}, onnx {info['onnx']}, "
         f"numpy {info['numpy']}",
         f"- Threads: {results['threads']} intra-op thread(s) for every session, fused or not",
+    ]
+    lines += [
         "",
         "## Targets",
         "",
@@ -318,8 +354,11 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
                   f"{sv['batch_size']} high, **{bound['ratio']:.2f}x**. The server cannot beat its model's own "
                   "batching curve; on this CPU the curve stays below the 2x target.",
                   "", f"![serving]({plots['serving']})"]
+        lines += _grpc_sections(sv)
     if "precision" in results:
         lines += _precision_section(results["precision"], plots)
+    if "robustness" in results:
+        lines += _robustness_section(results["robustness"])
     return lines
 
 
@@ -360,6 +399,72 @@ def _precision_section(precision: dict, plots: dict[str, str]) -> list[str]:
               "onnxruntime has few float16 kernels: it casts around each float16 node and computes in float32, so",
               "fp16 saves memory here and costs time; the speed fp16 buys needs an accelerator with float16 units.",
               "", f"![fp16]({plots['precision']})"]
+    return lines
+
+
+def _grpc_sections(sv: dict) -> list[str]:
+    lines: list[str] = []
+    if sv.get("grpc_rows"):
+        rows = [{**r, "spread": "–".join(f"{f(r['grpc_over_http_ratios']):.2f}" for f in (min, max))}
+                for r in sv["grpc_rows"]]
+        lines += ["", "### gRPC", "",
+                  "The same rounds over gRPC (`tritonclient`'s stubs, raw tensor contents), against the baseline's own",
+                  "gRPC endpoint; *gRPC / HTTP* is the fused server over gRPC against itself over HTTP, in the same",
+                  "rounds. The clients are Python threads in one process, and each protocol's client costs its own:",
+                  "http.client parses every answer in Python under the GIL, gRPC's client in C outside it. Their",
+                  "ratio is the clients' as much as the server's; perf_analyzer's C++ client, below, judges the",
+                  "servers.",
+                  ""]
+        lines += _table(rows, [
+            ("concurrency", "concurrency", ""), ("fused req/s", "fused_rps", ".1f"),
+            ("baseline req/s", "baseline_rps", ".1f"), ("throughput ratio", "throughput_ratio", ".3f"),
+            ("gRPC / HTTP", "grpc_over_http", ".3f"), ("gRPC / HTTP spread", "spread", ""),
+            ("fused p50 ms", "fused_p50_ms", ".1f"), ("fused p99 ms", "fused_p99_ms", ".1f"),
+            ("failures", "fused_failures", "")])
+    if sv.get("overhead"):
+        lines += ["", "### Server overhead at concurrency 1", "",
+                  "Each model's p50 latency through the fused server (one client, keep-alive, binary tensors) against",
+                  "`Runner.execute` of the same request in the client's process (which keeps freed heap for reuse, as",
+                  "the server does), in interleaved blocks.", ""]
+        lines += _table(sv["overhead"], [
+            ("model", "model", ""), ("Runner.execute p50 ms", "runner_p50_ms", ".2f"),
+            ("HTTP p50 ms", "http_p50_ms", ".2f"), ("gRPC p50 ms", "grpc_p50_ms", ".2f"),
+            ("HTTP overhead ms", "http_overhead_ms", ".2f"), ("gRPC overhead ms", "grpc_overhead_ms", ".2f"),
+            ("HTTP / runner", "http_ratio", ".2f"), ("gRPC / runner", "grpc_ratio", ".2f")])
+    if sv.get("perf_analyzer"):
+        rows = [{**r, "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3} for r in sv["perf_analyzer"]]
+        ratios = grpc_over_http(sv["perf_analyzer"])
+        lines += ["", "### Triton's perf_analyzer", "",
+                  "perf_analyzer (from the tritonclient 2.41.0 wheel, set up by `python -m "
+                  "popfuse.benchmarks.perf_analyzer`) against",
+                  "the fused server, classifier requests of random binary tensors; each concurrency is measured over",
+                  "both protocols in turn until three windows agree, in rounds that alternate which goes first (the",
+                  "median of the rounds); *server queue* and *server compute* are the server's own statistics.",
+                  "gRPC over HTTP throughput: " + ", ".join(f"c={c}: {r:.2f}x" for c, r in ratios.items()) + ".", ""]
+        lines += _table(rows, [
+            ("protocol", "protocol", ""), ("concurrency", "concurrency", ""), ("infer/s", "throughput", ".1f"),
+            ("p50 ms", "p50_ms", ".2f"), ("p99 ms", "p99_ms", ".2f"), ("server queue µs", "server_queue_us", ".0f"),
+            ("server compute µs", "server_compute_us", ".0f")])
+    return lines
+
+
+def _robustness_section(rb: dict) -> list[str]:
+    slow, body, bad = rb["slowloris"], rb["stalled_bodies"], rb["malformed"]
+    lines = ["", "## 9. Robustness", "",
+             f"`popfuse serve` on the PP-OCR artifact with `--header-timeout {slow['header_timeout_s']:g} "
+             f"--body-timeout {body['body_timeout_s']:g}`; its open descriptors are read from /proc.", "",
+             "| load | connections or requests | server descriptors before | during | after | normal requests served "
+             "meanwhile | failed |", "|---|---|---|---|---|---|---|",
+             f"| partial headers, held | {slow['connections']:,} | {slow['fds_before']} | {slow['fds_during']} | "
+             f"{slow['fds_after']} | {slow['served']} | {slow['served_failures']} |",
+             f"| bodies stalled midway | {body['connections']:,} | {body['fds_before']} | {body['fds_during']} | "
+             f"{body['fds_after']} | {body['served']} | {body['served_failures']} |",
+             "",
+             f"Malformed requests ({', '.join(bad['kinds'])}), sent over {bad['clients']} keep-alive connections "
+             f"after {bad['warmup']:,} to warm up: {bad['requests']:,} requests, {bad['client_errors']:,} answered "
+             f"4xx, **{bad['server_errors']} answered 5xx**. Server RSS {bad['rss_start_mb']:.1f} MB → "
+             f"{bad['rss_middle_mb']:.1f} MB halfway → {bad['rss_end_mb']:.1f} MB; the noise bound is the spread of "
+             f"its idle readings, a second apart, just before ({bad['rss_noise_mb']:.1f} MB), and at least 1 MB."]
     return lines
 
 

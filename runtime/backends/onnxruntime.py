@@ -174,21 +174,30 @@ _LOAD_ERRORS = (
     ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.InvalidGraph,
     ort_state.NotImplemented, ort_state.InvalidProtobuf, ort_state.NoSuchFile, ort_state.EPFail, ort_state.EngineError,
 )
-# A node that fails on the data it is given ("... while running Conv node. Name:'…' Status Message: …"):
-# the request's values or sizes, not the engine, are at fault.
-_NODE_FAILURE = re.compile(r"while running (\w+) node\. Name:'[^']*' Status Message: (.*)", re.S)
+# A node that fails on the data it is given ("... while running Conv node. Name:'…' Status Message: …"),
+# nested once per If around it: the request's values or sizes, not the engine, are at fault.
+_NODE_FAILURE = re.compile(r"while running (\w+) node\. Name:'[^']*' Status Message: ")
+# The source location and function an onnxruntime check names before saying what failed.
+_SOURCE_PREFIX = re.compile(r"^/\S+:\d+ .*? was false\. ", re.S)
 
 
 def _run_error(e: Exception) -> Exception:
     """onnxruntime's error from a run as ExecutionError (the request's inputs are refused) or BackendError."""
     text = str(e)
-    if isinstance(e, ort_state.InvalidArgument):
+    failures = list(_NODE_FAILURE.finditer(text))
+    refused = isinstance(e, ort_state.InvalidArgument) or (
+        failures and isinstance(e, (ort_state.Fail, ort_state.RuntimeException)) and "allocate" not in text.lower())
+    if not refused:
+        return BackendError(text)
+    if not failures:
         return ExecutionError(text.split(" : ", 3)[-1])
-    failed = _NODE_FAILURE.search(text)
-    if failed and isinstance(e, (ort_state.Fail, ort_state.RuntimeException)) and "allocate" not in text.lower():
-        # The node's name is the compiler's, not the user's: say which operator refused, and why.
-        return ExecutionError(f"a {failed.group(1)} operator cannot run on these inputs: {failed.group(2).strip()}")
-    return BackendError(text)
+    # Node names are the compiler's, not the user's (the dispatch If around every model among them): say
+    # which operator refused, innermost first, and why, without onnxruntime's source location.
+    innermost = failures[-1]
+    reason = _SOURCE_PREFIX.sub("", text[innermost.end():].strip())
+    operator = innermost.group(1)
+    article = "an" if operator[0] in "AEIOU" else "a"
+    return ExecutionError(f"{article} {operator} operator cannot run on these inputs: {reason}")
 
 
 class _Session:
@@ -200,20 +209,30 @@ class _Session:
         self._run = session._sess.run
         self._session = session
         self._keep = keep
+        self._quiet = _quiet_run_options()
         self.inputs = tuple(_port(a) for a in session.get_inputs())
         self.outputs = tuple(_port(a) for a in session.get_outputs())
 
     def run(
         self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray], shrink_memory: bool = False
     ) -> list[np.ndarray]:
-        options = None
+        options = self._quiet
         if shrink_memory:
-            options = ort.RunOptions()
+            options = _quiet_run_options()
             options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         try:
             return self._run(output_names, feeds, options)
         except _LOAD_ERRORS as e:
             raise _run_error(e) from e
+
+
+def _quiet_run_options() -> ort.RunOptions:
+    """Run options under which a failed run raises and prints nothing unless the engine's logs are shown:
+    onnxruntime would otherwise log each failing node (every If around it too) in red on stderr, which a
+    server's refused requests would fill."""
+    options = ort.RunOptions()
+    options.log_severity_level = _WARNING if ENGINE_LOGS.shown else _FATAL
+    return options
 
 
 def _port(arg: ort.NodeArg) -> Port:

@@ -236,3 +236,24 @@ def test_bash_completion_completes_commands_and_flags(tmp_path):
              f"COMP_WORDS=(popfuse run --it); COMP_CWORD=2; _shtab_popfuse; echo ${{COMPREPLY[@]}}")
     completed = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
     assert completed.stdout.splitlines() == ["build", "--iterations"], completed.stderr
+
+
+def test_serve_names_artifacts_that_share_a_file_name(make_artifact, tmp_path):
+    from popfuse.cli import make_parser
+    from popfuse.fusion import ModelOptions
+    from popfuse.runtime.server.errors import ServerConfigError
+    from popfuse.runtime.server.serve import build
+    from popfuse.runtime.server.settings import ServerSettings
+
+    one = make_artifact([scale_model(2.0)], [ModelOptions(name="two")], name="executable.popef")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "executable.popef").write_bytes(make_artifact([scale_model(3.0)], [ModelOptions(name="three")],
+                                                           name="b.popef").read_bytes())
+    args = make_parser().parse_args(["serve", f"first={one}", f"second={other / 'executable.popef'}"])
+    dataplane = build(args.artifacts, ServerSettings())
+    names = {e["name"]: e.get("models") for e in dataplane.repository.index() if "models" in e}
+    assert names == {"first": ["two"], "second": ["three"]}
+    plain = make_parser().parse_args(["serve", str(one), str(other / "executable.popef")])
+    with pytest.raises(ServerConfigError, match=r"two artifacts are named 'executable'.*name them: popfuse serve a="):
+        build(plain.artifacts, ServerSettings())

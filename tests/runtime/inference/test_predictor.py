@@ -364,7 +364,7 @@ def test_handles_are_empty_float32_before_data_as_in_paddle(model_file):
     ("x", np.ones((2, 4, 1), np.float32), r"input 'x': expected shape \[\?, 4\], received \[2, 4, 1\]"),
     ("x", np.ones((2, 5), np.float32), r"input 'x': expected shape \[\?, 4\], received \[2, 5\]"),
     ("ids", np.ones(2, np.float32), r"input 'ids': expected dtype int64, received float32"),
-    ("x", np.ones((3, 4), np.float32), r"a Add operator cannot run on these inputs"),  # batches disagree
+    ("x", np.ones((3, 4), np.float32), r"an Add operator cannot run on these inputs"),  # batches disagree
 ])
 def test_inputs_the_model_refuses_raise_value_error_as_in_paddle(tmp_path, name, data, message):
     onnx.save(two_inputs_model(), tmp_path / "m.onnx")
