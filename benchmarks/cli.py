@@ -14,7 +14,7 @@ from popfuse.arguments import Parser
 
 # Each a module of ``suites`` with ``run(ctx) -> dict``, imported when it runs: the suites import
 # onnxruntime and the compiler, which building the parser (``popfuse --help``) must not.
-SUITES = ("dispatch", "switching", "coldstart", "scaling", "size", "serving", "precision")
+SUITES = ("dispatch", "switching", "coldstart", "scaling", "size", "serving", "precision", "tenancy")
 
 
 def make_parser() -> argparse.ArgumentParser:
