@@ -14,7 +14,8 @@ from popfuse.arguments import Parser
 
 # Each a module of ``suites`` with ``run(ctx) -> dict``, imported when it runs: the suites import
 # onnxruntime and the compiler, which building the parser (``popfuse --help``) must not.
-SUITES = ("dispatch", "switching", "coldstart", "scaling", "size", "serving", "precision", "robustness")
+SUITES = ("dispatch", "switching", "coldstart", "scaling", "size", "serving", "precision", "robustness",
+          "tenancy")
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,7 @@ each other (``validation``) before anything uses them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zlib
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,10 @@ class Artifact:
     opaques: dict[str, bytes | memoryview] = field(default_factory=dict)
     #: Who signed the file, when it was read from a signed one.
     signature: Signature | None = None
+    #: Names what the executable computes: a SHA-256 over the executable's and the tensor blobs' contents (for
+    #: an artifact read from a file, over their headers, which hold the contents' SHA-256s). Empty when built
+    #: in memory.
+    content_id: str = ""
 
 
 def to_blobs(artifact: Artifact) -> list[Blob]:
@@ -117,7 +122,18 @@ def parse_blobs(blobs: list[Blob], label: str) -> Artifact:
         tensors=tensors,
         opaques=opaques,
         signature=signature_of(blobs, label),
+        content_id=content_id([executable, *(b for b in blobs if b.type == BlobType.TENSOR)]),
     )
+
+
+def content_id(blobs: list[Blob]) -> str:
+    """A SHA-256 naming these blobs' contents: from their headers' SHA-256s when read from a file (nothing is
+    hashed again), else from their payloads."""
+    digest = hashlib.sha256()
+    for blob in blobs:
+        digest.update(blob.name.encode() + b"\0")
+        digest.update(blob.header if blob.header else hashlib.sha256(blob.payload).digest())
+    return digest.hexdigest()
 
 
 def _decode(payload: bytes | memoryview, meta: md.Metadata, label: str) -> bytes | memoryview:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -35,6 +36,13 @@ class RuntimeConfig:
             OpenSSH ``.pub`` files, or their bytes). When any is given, only an
             artifact signed by one of them loads (``popfuse build --sign-key``);
             the signature is checked before any record of the file is parsed.
+        executable_cache: popfuse's own: the folder where the backend keeps each
+            executable in the form it opens fastest and holds in least memory
+            (onnxruntime's ORT format, mapped from the file), made on an
+            artifact's first load and named by its contents; several processes
+            share it. By default ``$POPFUSE_CACHE_DIR``, else
+            ``$XDG_CACHE_HOME/popfuse/executables`` (``~/.cache`` when unset);
+            None opens every artifact without a cache.
     """
 
     validate_io_params: bool = True
@@ -45,3 +53,11 @@ class RuntimeConfig:
     ring_buffer_size_multiplier: int = 2
     intra_op_num_threads: int | None = None
     trusted_keys: Sequence[str | os.PathLike | bytes] = ()
+    executable_cache: str | os.PathLike | None = field(default_factory=lambda: default_executable_cache())
+
+
+def default_executable_cache() -> Path:
+    """Where executables are cached unless RuntimeConfig says otherwise."""
+    if os.environ.get("POPFUSE_CACHE_DIR"):
+        return Path(os.environ["POPFUSE_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "popfuse" / "executables"

@@ -63,7 +63,7 @@ def weights(artifact: Artifact) -> list[Weight]:
         count = math.prod(ref.tensor_info.shape)
         data = np.frombuffer(artifact.tensors[ref.blob], dtype, count, ref.offset).reshape(ref.tensor_info.shape)
         # The writer aligns tensor blobs; an array that is not aligned anyway is copied rather than refused.
-        out.append(Weight(ref.name, ref.blob, np.require(data, requirements="A")))
+        out.append(Weight(ref.name, ref.blob, np.require(data, requirements="A"), ref.offset))
     return out
 
 
@@ -108,9 +108,10 @@ class Runner:
         backend, device = resolve_target(artifact.metadata.target)
         self._check_backend(artifact, backend.name, backend.version(), backend.features(device), source)
         # The weights are views of the artifact's mapping, used in place for the session's life.
-        self._session = backend.open(
-            artifact.executable, weights(artifact), device, SessionOptions(self.config.intra_op_num_threads)
-        )
+        cache = self.config.executable_cache
+        options = SessionOptions(self.config.intra_op_num_threads, cache_key=artifact.content_id or None,
+                                 cache_dir=None if cache is None else os.fspath(cache))
+        self._session = backend.open(artifact.executable, weights(artifact), device, options)
         release_pages(*artifact.tensors.values())
         self._anchors = {a.name: a for a in self.metadata.anchors}
         self._owner = self.fusion_map.anchors()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,15 @@ from popfuse.benchmarks import ocr
 from popfuse.fusion import BuildResult, ModelOptions, build, compile_artifact, fuse_models
 from popfuse.runtime.artifact import write_artifact
 from tests.models import PPOCR, ppocr_path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def executable_cache(tmp_path_factory) -> Path:
+    """The executable cache of every Runner the suite opens, in this process and in those it starts: a folder
+    of the session's own, never the user's."""
+    folder = tmp_path_factory.mktemp("executable-cache")
+    os.environ["POPFUSE_CACHE_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture

@@ -60,12 +60,13 @@ class Session(Protocol):
 
 @dataclass(frozen=True)
 class Weight:
-    """A weight the executable keeps outside itself: its name, the location the
-    executable gives for it (a tensor blob's name), and its data."""
+    """A weight the executable keeps outside itself: its name, the location and offset the
+    executable gives for it (a tensor blob's name, the byte it starts at there), and its data."""
 
     name: str
     location: str
     data: np.ndarray
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ class SessionOptions:
         memory_limit_bytes: Bound on the engine's memory arena (Paddle's ipu_available_memory_proportion).
         device_id: Which device of the target's kind.
         log_severity_level: The least severe engine message logged: 0 verbose, 1 info, 2 warning, 3 error.
+        cache_dir: A folder where the backend may keep what it opens in a form it opens faster, in less
+            memory; None keeps nothing. Entries are named by ``cache_key`` and the backend's version and machine.
+        cache_key: Names the model's content (an artifact's ``content_id``); None keeps nothing.
         profile_prefix: Write a per-operator profile of the session's runs to ``<prefix>_<time>.json``
             when the session closes.
     """
@@ -98,6 +102,8 @@ class SessionOptions:
     device_id: int = 0
     log_severity_level: int | None = None
     profile_prefix: str | None = None
+    cache_dir: str | None = None
+    cache_key: str | None = None
 
 
 class Backend(ABC):

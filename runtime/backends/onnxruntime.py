@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import platform
@@ -15,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from ..atomic import write_atomic
 from ..dtypes import numpy_from_type_string
 from ..errors import BackendError, ExecutionError
 from .base import ENGINE_LOGS, Backend, Port, Session, SessionOptions, Weight
@@ -123,31 +125,108 @@ class OnnxRuntimeBackend(Backend):
         if options.memory_limit_bytes is not None:
             _bound_arena(options.memory_limit_bytes)
             so.add_session_config_entry("session.use_env_allocators", "1")
+        if options.cache_dir and options.cache_key and device == "cpu":
+            cached = _cached_executable(model, weights, options, self.features(device))
+            if cached is not None:
+                # onnxruntime maps the file, and its weights stay there, used in place: processes that open the
+                # same entry share its pages.
+                so.add_session_config_entry("session.use_memory_mapped_ort_model", "1")
+                so.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
+                return _open_session(os.fspath(cached), so, providers, options, keep=cached)
         # Each weight is given as an initializer over the caller's memory, in the main graph
         # and in the If branches alike, so onnxruntime neither reads nor copies it: a branch
         # initializer read from the model is held twice or more.
         values = [ort.OrtValue.ortvalue_from_numpy(w.data) for w in weights]
         for weight, value in zip(weights, values):
             so.add_initializer(weight.name, value)
+        with tempfile.TemporaryDirectory(prefix="popfuse-open-") as folder:
+            # onnxruntime checks that the file each external tensor names exists, though
+            # every one is supplied above and none is read: empty stand-ins satisfy the check
+            # (were one read, it would fail loudly: it holds no data).
+            for location in {w.location for w in weights}:
+                _placeholder(Path(folder), location)
+            so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+            return _open_session(bytes(model), so, providers, options, keep=(weights, values))
+
+
+def _open_session(model: bytes | str, so: ort.SessionOptions, providers: list, options: SessionOptions,
+                  keep: object) -> _Session:
+    """A session of ``model`` (its bytes, or the path of an ORT-format file), as popfuse opens every one."""
+    try:
+        # No fallback: on a failure onnxruntime would print "EP Error" banners to stdout and load the
+        # same model again with the same providers (the only ones we ask for).
+        session = ort.InferenceSession(
+            model, so, providers=providers, disabled_optimizers=list(options.disabled_optimizers), enable_fallback=0
+        )
+    except (*_LOAD_ERRORS, RuntimeError, ValueError) as e:
+        # onnxruntime also raises a bare RuntimeError, and a UnicodeDecodeError for a message quoting
+        # a graph's undecodable bytes: a model it cannot load, whatever the class.
+        raise BackendError(f"onnxruntime could not load the model: {e}") from e
+    return _Session(session, keep)
+
+
+# The executable cache: an executable in onnxruntime's own ORT format, which it maps from the file and
+# reads its weights from in place (docs/runtime.md, "The executable cache"). Bump when what is cached changes.
+_CACHE_FORMAT = "1"
+
+
+def _cached_executable(model: bytes | memoryview, weights: Sequence[Weight], options: SessionOptions,
+                       features: str) -> Path | None:
+    """The cache entry of ``model``, made first if it is missing or does not match its checksum; None when
+    the cache folder cannot be used (the caller opens the model as it is)."""
+    entry = cache_entry(options.cache_dir, options.cache_key, ort.__version__, features)
+    checksum = entry.with_suffix(".sha256")
+    try:
+        if entry.is_file() and checksum.is_file() and checksum.read_text().strip() == _file_sha256(entry):
+            return entry
+        _write_ort_format(model, weights, entry, checksum)
+        return entry
+    except OSError as e:
+        log.warning("the executable cache %s cannot be used (%s); opening the executable without it",
+                    options.cache_dir, e.strerror or e)
+        return None
+
+
+def cache_entry(cache_dir: str, cache_key: str, version: str, features: str) -> Path:
+    """Where the cache keeps an executable: named by its contents, onnxruntime's version and the machine's
+    features, so that an entry another version or machine wrote is never opened."""
+    key = hashlib.sha256("\0".join((_CACHE_FORMAT, cache_key, version, features)).encode())
+    return Path(cache_dir) / f"{key.hexdigest()}.ort"
+
+
+def _write_ort_format(model: bytes | memoryview, weights: Sequence[Weight], entry: Path, checksum: Path) -> None:
+    """Save ``model`` in the ORT format, its weights inside, at ``entry`` (atomically), and its SHA-256."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = max(_log_severity(), _ERROR)
+    so.add_session_config_entry("session.save_model_format", "ORT")
+    with tempfile.TemporaryDirectory(prefix="popfuse-cache-", dir=entry.parent) as folder:
+        # Saving reads every external weight from its file: write each one at its offset there.
+        for location in {w.location for w in weights}:
+            _placeholder(Path(folder), location)
+        for w in weights:
+            with open(Path(folder) / w.location, "r+b") as f:
+                f.seek(w.offset)
+                f.write(memoryview(w.data).cast("B"))
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+        written = Path(folder) / "executable.ort"
+        so.optimized_model_filepath = os.fspath(written)
         try:
-            with tempfile.TemporaryDirectory(prefix="popfuse-open-") as folder:
-                # onnxruntime checks that the file each external tensor names exists, though
-                # every one is supplied above and none is read: empty stand-ins satisfy the check
-                # (were one read, it would fail loudly: it holds no data).
-                for location in {w.location for w in weights}:
-                    _placeholder(Path(folder), location)
-                so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
-                # No fallback: on a failure onnxruntime would print "EP Error" banners to stdout and load the
-                # same model again with the same providers (the only ones we ask for).
-                session = ort.InferenceSession(
-                    bytes(model), so, providers=providers, disabled_optimizers=list(options.disabled_optimizers),
-                    enable_fallback=0,
-                )
+            ort.InferenceSession(bytes(model), so, providers=["CPUExecutionProvider"], enable_fallback=0)
         except (*_LOAD_ERRORS, RuntimeError, ValueError) as e:
-            # onnxruntime also raises a bare RuntimeError, and a UnicodeDecodeError for a message quoting
-            # a graph's undecodable bytes: a model it cannot load, whatever the class.
-            raise BackendError(f"onnxruntime could not load the model: {e}") from e
-        return _Session(session, (weights, values))
+            raise BackendError(f"onnxruntime could not prepare the executable cache: {e}") from e
+        digest = _file_sha256(written)
+        os.replace(written, entry)
+    write_atomic(checksum, digest.encode())
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # onnxruntime's log severities.

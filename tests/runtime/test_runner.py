@@ -271,8 +271,10 @@ def test_a_weight_outside_its_blob_is_an_artifact_error(make_artifact, tmp_path)
 def test_a_weight_missing_from_the_metadata_is_a_backend_error(make_artifact, tmp_path):
     good = read_artifact(make_artifact([scale_model(2.0, n=20_000)]))
     write_artifact(tmp_path / "bad.popef", replace(good, metadata=replace(good.metadata, tensor_data=())))
-    with pytest.raises(BackendError, match="onnxruntime could not load the model"):
+    with pytest.raises(BackendError, match="onnxruntime could not prepare the executable cache"):
         Runner(tmp_path / "bad.popef")
+    with pytest.raises(BackendError, match="onnxruntime could not load the model"):
+        Runner(tmp_path / "bad.popef", RuntimeConfig(executable_cache=None))
 
 
 def test_the_backend_refuses_an_external_location_that_is_not_a_blob_name():

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 
 from popfuse.runtime.backends import SessionOptions, resolve_target, show_engine_logs, targets
-from popfuse.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from popfuse.runtime.backends.onnxruntime import OnnxRuntimeBackend, cache_entry
 from popfuse.runtime.errors import BackendError, ExecutionError
 from tests.models import dynamic_model, parse, ppocr_input, ppocr_path, scale_model
 
@@ -96,3 +99,63 @@ def test_a_graph_whose_error_message_is_not_utf8_is_a_backend_error():
     data = model.SerializeToString().replace(b"Mulx", b"Mu\xff\xfe")
     with pytest.raises(BackendError, match="onnxruntime could not load the model: 'utf-8' codec can't decode"):
         OnnxRuntimeBackend().open(data, [], "cpu", SessionOptions())
+
+
+# -- the executable cache ---------------------------------------------------------------------------------------
+
+def cached_runner(path, cache):
+    from popfuse.runtime import Runner, RuntimeConfig
+
+    return Runner(path, RuntimeConfig(validate_io_params=False, executable_cache=cache))
+
+
+def test_the_first_load_makes_the_cache_entry_and_the_next_one_maps_it(make_artifact, tmp_path):
+    from tests.models import scale_model
+
+    path = make_artifact([scale_model(2.0, n=4096), scale_model(3.0, n=4096)])
+    x = np.ones((1, 4096), np.float32)
+    want = cached_runner(path, None).execute({"graph1/X": x})["graph1/O"]
+    first = cached_runner(path, tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").glob("*.ort")
+    assert entry.with_suffix(".sha256").read_text() == hashlib.sha256(entry.read_bytes()).hexdigest()
+    made = entry.stat().st_mtime_ns
+    second = cached_runner(path, tmp_path / "cache")
+    assert entry.stat().st_mtime_ns == made and len(list((tmp_path / "cache").iterdir())) == 2
+    for runner in (first, second):
+        np.testing.assert_array_equal(runner.execute({"graph1/X": x})["graph1/O"], want)
+
+
+def test_an_entry_that_does_not_match_its_checksum_is_made_again(make_artifact, tmp_path):
+    from tests.models import scale_model
+
+    path = make_artifact([scale_model(2.0, n=4096)])
+    cached_runner(path, tmp_path)
+    (entry,) = tmp_path.glob("*.ort")
+    data = bytearray(entry.read_bytes())
+    data[-100] ^= 0xFF  # inside a weight: onnxruntime would open it and answer wrong
+    entry.write_bytes(data)
+    runner = cached_runner(path, tmp_path)
+    np.testing.assert_allclose(runner.execute({"graph0/X": np.ones((1, 4096), np.float32)})["graph0/O"],
+                               2 + np.arange(4096)[None])
+    assert entry.with_suffix(".sha256").read_text() == hashlib.sha256(entry.read_bytes()).hexdigest()
+
+
+def test_entries_are_named_by_contents_version_and_machine():
+    base = cache_entry("/c", "key", "1.31.1", "cpu x86_64 avx2")
+    assert base.parent == Path("/c") and base.suffix == ".ort"
+    assert len({base, cache_entry("/c", "other", "1.31.1", "cpu x86_64 avx2"),
+                cache_entry("/c", "key", "1.32.0", "cpu x86_64 avx2"),
+                cache_entry("/c", "key", "1.31.1", "cpu x86_64 avx512f")}) == 4
+
+
+def test_a_cache_folder_that_cannot_be_written_is_said_once_and_the_artifact_still_opens(make_artifact, tmp_path,
+                                                                                           caplog):
+    from tests.models import scale_model
+
+    path = make_artifact([scale_model(2.0)])
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would be")
+    with caplog.at_level("WARNING"):
+        runner = cached_runner(path, blocked / "cache")
+    assert "the executable cache" in caplog.text and "cannot be used" in caplog.text
+    np.testing.assert_allclose(runner.execute({"graph0/X": np.ones((1, 4), np.float32)})["graph0/O"], [[2, 3, 4, 5]])
