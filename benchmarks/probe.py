@@ -50,6 +50,24 @@ def private() -> int:
     return fields["Private_Clean:"] + fields["Private_Dirty:"]
 
 
+def resident_by_kind() -> dict[str, int]:
+    """Bytes resident in this process by what they map (Linux smaps): the executable cache's ORT file, the
+    artifact's file, shared libraries, and the anonymous memory of heaps and arenas."""
+    out = dict.fromkeys(("executable file", "artifact file", "model files", "libraries", "anonymous"), 0)
+    kind = "anonymous"
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+                path = head[5] if len(head) > 5 else ""
+                kind = ("executable file" if path.endswith(".ort") else "artifact file" if path.endswith(".popef")
+                        else "model files" if path.endswith(".onnx") else "libraries" if ".so" in path
+                        else "anonymous")
+            elif head[0] == "Rss:":
+                out[kind] += int(head[1]) * 1024
+    return out
+
+
 def barrier(folder: Path, k: int, stage: str) -> None:
     """Wait until ``k`` processes have reached ``stage`` (a file each in ``folder``)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -81,7 +99,7 @@ def measure(argv: list[str]) -> dict:
         from popfuse.runtime import Runner, RuntimeConfig
 
         artifact, reqs, threads = argv[1], requests(argv[2]), int(argv[3])
-        base, private_base = rss(), private()
+        base, private_base, kinds_base = rss(), private(), resident_by_kind()
         start = time.perf_counter()
         runner = Runner(artifact, RuntimeConfig(validate_io_params=False, intra_op_num_threads=threads))
         loaded, loaded_s = rss(), time.perf_counter() - start
@@ -92,7 +110,7 @@ def measure(argv: list[str]) -> dict:
         reqs, threads, models = requests(argv[1]), int(argv[2]), argv[3:]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        base, private_base = rss(), private()
+        base, private_base, kinds_base = rss(), private(), resident_by_kind()
         start = time.perf_counter()
         sessions = [ort.InferenceSession(m, options, providers=["CPUExecutionProvider"]) for m in models]
         loaded, loaded_s = rss(), time.perf_counter() - start
@@ -102,7 +120,8 @@ def measure(argv: list[str]) -> dict:
     seconds = time.perf_counter() - start
     _HELD.append(held)
     return {"seconds": seconds, "loaded_s": loaded_s, "rss_base": base, "rss_loaded": loaded, "rss_run": rss(),
-            "private_base": private_base}
+            "private_base": private_base,
+            "resident_by_kind": {k: v - kinds_base[k] for k, v in resident_by_kind().items()}}
 
 
 _HELD: list = []  # what measure() loaded, alive for the process's life

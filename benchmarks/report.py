@@ -14,7 +14,7 @@ TARGETS = {
     "dispatch_one_layer": "at most +25 µs on a one-layer model",
     "switch_reload": "cost per switch at least 100x lower than reloading one executable at a time",
     "switch_resident": "alternating A, B within 5% of N resident sessions",
-    "cold": "cold start at most 0.5x of creating N sessions from the sources (PP-OCR)",
+    "cold": "cold start at most 0.3x of creating N sessions from the sources (PP-OCR), the executable cache made",
     "memory": "RSS after a run of every model at most 1.0x of N sessions (PP-OCR)",
     "memory_shared": "RSS at most 0.6x when the models share weights",
     "scaling": "dispatch overhead does not grow linearly with N",
@@ -30,6 +30,13 @@ TARGETS = {
     "slowloris": "of 1,000 partial-header connections none remains after the header timeout, while normal requests "
                  "are served all along",
     "malformed": "10,000 malformed requests: no 5xx, and no RSS growth beyond noise",
+    "tenancy_rss": "N distinct models (N = 8, 32, 128): RSS after running every model at most 0.6x N sessions",
+    "tenancy_time": "N distinct models: time to the first result of every model at most 0.25x creating N sessions",
+    "tenancy_load": "N distinct models: load time linear in N, not super-linear (per model, flat)",
+    "tenancy_p50": "N distinct models: p50 of a model at most 1.03x its plain session",
+    "tenancy_build": "N distinct models: build time linear in N (reported per model)",
+    "tenancy_size": "N distinct models: artifact at most the sum of the sources",
+    "workers": "private memory of each extra worker process serving PP-OCR at most 0.5x plain sessions'",
 }
 # How a verdict reads: met, missed, or (None) a figure reported without a target.
 VERDICT = {True: "met", False: "MISSED", None: "report"}
@@ -79,7 +86,8 @@ def verdicts(results: dict) -> dict[str, tuple[bool | None, str]]:
     if "coldstart" in results:
         rows = results["coldstart"]["rows"]
         main, shared = rows[0], rows[1:]
-        out["cold"] = (main["cold_ratio"] <= 0.5, f"{main['cold_ratio']:.2f}x")
+        out["cold"] = (main["cold_ratio"] <= 0.3, f"{main['cold_ratio']:.2f}x (the first start, which makes the "
+                       f"cache: {main['first_ratio']:.2f}x)")
         out["memory"] = (main["rss_run_ratio"] <= 1.0, f"{main['rss_run_ratio']:.2f}x")
         out["memory_shared"] = (
             all(r["rss_run_ratio"] <= 0.6 for r in shared),
@@ -141,6 +149,37 @@ def verdicts(results: dict) -> dict[str, tuple[bool | None, str]]:
         )
     if "precision" in results:
         out.update(_precision_verdicts(results["precision"]))
+    if "tenancy" in results:
+        out.update(_tenancy_verdicts(results["tenancy"]))
+    return out
+
+
+def growth(ns: list[int], ys: list[float]) -> float:
+    """The exponent b of the least-squares fit y = a·N^b: 1 is linear, above 1 super-linear."""
+    return float(np.polyfit(np.log(ns), np.log(ys), 1)[0])
+
+
+def _tenancy_verdicts(tenancy: dict) -> dict[str, tuple[bool | None, str]]:
+    rows, out = tenancy["rows"], {}
+
+    def each(key: str, fmt: str = ".2f") -> str:
+        return ", ".join(f"{r['model']} N={r['n']}: {r[key]:{fmt}}x" for r in rows)
+
+    out["tenancy_rss"] = (all(r["rss_ratio"] <= 0.6 for r in rows), each("rss_ratio"))
+    out["tenancy_time"] = (all(r["time_ratio"] <= 0.25 for r in rows), each("time_ratio"))
+    out["tenancy_p50"] = (all(r["p50_ratio"] <= 1.03 for r in rows), each("p50_ratio", ".3f"))
+    out["tenancy_size"] = (all(r["size_ratio"] <= 1.0 for r in rows), each("size_ratio", ".3f"))
+    scale = [r for r in rows if r["model"] == rows[0]["model"]]  # the rows that vary N
+    ns = [r["n"] for r in scale]
+    for key, column, label in (("tenancy_load", "load_per_model_ms", "load"),
+                               ("tenancy_build", "build_per_model_s", "build")):
+        b = growth(ns, [r[column] * r["n"] for r in scale])
+        unit = "ms" if label == "load" else "s"
+        out[key] = (b <= 1.1, f"{label} ∝ N^{b:.2f}; per model " + " → ".join(
+            f"{r[column]:.{1 if unit == 'ms' else 2}f} {unit}" for r in scale) + f" for N = {', '.join(map(str, ns))}")
+    w = tenancy["workers"]
+    out["workers"] = (w["extra_ratio"] <= 0.5, f"{w['extra_ratio']:.2f}x: {w['fused_extra_private_mb']:.1f} MB "
+                                                 f"against {w['sessions_extra_private_mb']:.1f} MB per extra worker")
     return out
 
 
@@ -299,9 +338,11 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
         lines += ["", "## 3–4. Cold start and memory", "",
                   "Each trial in a fresh process: from `Runner(\"executable.popef\")` (or creating the N sessions) to",
                   "the first result of every model; RSS growth over the process before loading. Medians of the "
-                  "trials.", ""]
+                  "trials, which start after a first start made the executable cache (*first start s*, one trial).",
+                  ""]
         lines += _table(results["coldstart"]["rows"], [
-            ("case", "case", ""), ("fused s", "fused_cold_s", ".3f"), ("sessions s", "sources_cold_s", ".3f"),
+            ("case", "case", ""), ("first start s", "first_cold_s", ".3f"), ("fused s", "fused_cold_s", ".3f"),
+            ("sessions s", "sources_cold_s", ".3f"),
             ("cold ratio", "cold_ratio", ".2f"), ("fused MB loaded", "fused_rss_loaded_mb", ".1f"),
             ("sessions MB loaded", "sources_rss_loaded_mb", ".1f"), ("fused MB run", "fused_rss_run_mb", ".1f"),
             ("sessions MB run", "sources_rss_run_mb", ".1f"), ("RSS ratio (run)", "rss_run_ratio", ".2f")])
@@ -359,6 +400,50 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
         lines += _precision_section(results["precision"], plots)
     if "robustness" in results:
         lines += _robustness_section(results["robustness"])
+    if "tenancy" in results:
+        lines += _tenancy_section(results["tenancy"], plots)
+    return lines
+
+
+def _tenancy_section(tenancy: dict, plots: dict[str, str]) -> list[str]:
+    rows = [{**r, "artifact_mb": r["artifact_bytes"] / 1e6, "sources_mb": r["sources_bytes"] / 1e6,
+             "load_total_s": r["load_per_model_ms"] * r["n"] / 1e3} for r in tenancy["rows"]]
+    w = tenancy["workers"]
+    lines = ["", "## 10. Many tenants", "",
+             "N distinct models in one artifact against N plain sessions: PP-OCR classifiers (and recognisers), each",
+             "with its weights moved apart so that nothing deduplicates. Each trial is a fresh process, fused and",
+             "plain alternating; the executable cache is made by a first load (*first load s*), as a host's first",
+             "start makes it, and the trials measure the loads after it. *First results* is from loading to the",
+             "first result of every model; RSS is the growth after running every model; p50 is one model's, paired",
+             "against its plain session.", ""]
+    lines += _table(rows, [
+        ("model", "model", ""), ("N", "n", ""), ("build s per model", "build_per_model_s", ".2f"),
+        ("first load s", "first_load_s", ".2f"), ("load s", "load_total_s", ".3f"),
+        ("fused first results s", "fused_first_results_s", ".3f"),
+        ("sessions first results s", "sessions_first_results_s", ".3f"), ("time ratio", "time_ratio", ".2f"),
+        ("fused RSS MB", "fused_rss_mb", ".1f"), ("sessions RSS MB", "sessions_rss_mb", ".1f"),
+        ("RSS ratio", "rss_ratio", ".2f"), ("p50 ratio", "p50_ratio", ".3f"),
+        ("artifact MB", "artifact_mb", ".2f"), ("sources MB", "sources_mb", ".2f"),
+        ("size ratio", "size_ratio", ".3f")])
+    kinds = ("anonymous", "executable file", "artifact file", "model files", "libraries")
+    lines += ["", "Where the RSS goes, by what the resident pages map (the last trials; growth over the process "
+              "before loading, MB):", "", "| model | N | | " + " | ".join(kinds) + " |",
+              "|---|---|---|" + "---|" * len(kinds)]
+    for r in rows:
+        for label, key in (("fused", "fused_resident_mb"), ("sessions", "sessions_resident_mb")):
+            if key in r:
+                lines.append(f"| {r['model']} | {r['n']} | {label} | "
+                             + " | ".join(f"{r[key][k]:.1f}" for k in kinds) + " |")
+    lines += ["", f"**Worker processes.** {w['workers']} processes each loading the PP-OCR artifact and running every "
+              f"model, against {w['workers']} processes each holding plain sessions of the three models; each "
+              "process's private memory (the pages no other process maps) once all have run. The first process "
+              "holds what the others share.", "",
+              "| | private MB per process | per extra process |", "|---|---|---|",
+              f"| fused | {', '.join(f'{m:.1f}' for m in w['fused_private_mb'])} | {w['fused_extra_private_mb']:.1f} |",
+              f"| sessions | {', '.join(f'{m:.1f}' for m in w['sessions_private_mb'])} | "
+              f"{w['sessions_extra_private_mb']:.1f} |",
+              "", "Where the memory and the time go, and why some targets stay out of reach on onnxruntime, is in",
+              "`runtime.md` (*The executable cache*).", "", f"![tenancy]({plots['tenancy']})"]
     return lines
 
 
@@ -517,6 +602,22 @@ def _plots(results: dict, folder: Path) -> dict[str, str]:
         a2.set_ylabel("RSS growth after a run (MB)")
         a2.legend()
         save(fig, "coldstart")
+    if "tenancy" in results:
+        rows = [r for r in results["tenancy"]["rows"] if r["model"] == results["tenancy"]["rows"][0]["model"]]
+        ns = [r["n"] for r in rows]
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+        for key, label in (("fused_rss_mb", "fused"), ("sessions_rss_mb", "N sessions")):
+            a1.plot(ns, [r[key] for r in rows], marker="o", label=label)
+        a1.set_ylabel("RSS after every model ran (MB)")
+        for key, label in (("fused_first_results_s", "fused"), ("sessions_first_results_s", "N sessions")):
+            a2.plot(ns, [r[key] for r in rows], marker="o", label=label)
+        a2.set_ylabel("seconds to every first result")
+        for ax in (a1, a2):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel(f"distinct {rows[0]['model']} models (N)")
+            ax.legend()
+        save(fig, "tenancy")
     if "scaling" in results:
         rows = results["scaling"]["rows"]
         fig, ax = plt.subplots(figsize=(6, 3.2))

@@ -14,7 +14,6 @@ K have run every model. The first process holds what the others share; the figur
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from pathlib import Path
@@ -30,8 +29,6 @@ from ..setups import build_fused
 def run(ctx: Context) -> dict:
     folder = ctx.workdir / "tenancy"
     folder.mkdir(parents=True, exist_ok=True)
-    # The probes' executable cache: the suite's own, so a run starts from none.
-    os.environ["POPFUSE_CACHE_DIR"] = str(folder / "cache")
     cases = [("cls", 2), ("cls", 4)] if ctx.smoke else [("cls", 8), ("cls", 32), ("cls", 128), ("rec", 8)]
     rows = [_case(ctx, folder, name, n) for name, n in cases]
     return {"rows": rows, "workers": _workers(ctx, folder)}
@@ -67,6 +64,9 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
         "load_per_model_ms": 1e3 * _median(fused, "loaded_s") / n,
         "fused_rss_mb": fused_mb, "sessions_rss_mb": plain_mb, "rss_ratio": fused_mb / plain_mb,
         "p50_ratio": float(np.median(dispatch["ratios"])),
+        # Where the RSS of the last trials went, by what it maps.
+        "fused_resident_mb": {k: v / 1e6 for k, v in fused[-1]["resident_by_kind"].items()},
+        "sessions_resident_mb": {k: v / 1e6 for k, v in plain[-1]["resident_by_kind"].items()},
         "artifact_bytes": built.artifact_bytes, "sources_bytes": built.source_bytes,
         "size_ratio": built.artifact_bytes / built.source_bytes,
     }

@@ -130,9 +130,18 @@ class OnnxRuntimeBackend(Backend):
             if cached is not None:
                 # onnxruntime maps the file, and its weights stay there, used in place: processes that open the
                 # same entry share its pages.
+                # (Both entries concern ORT-format models only: should the entry fail, the ONNX model opened
+                # below ignores them.)
                 so.add_session_config_entry("session.use_memory_mapped_ort_model", "1")
                 so.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
-                return _open_session(os.fspath(cached), so, providers, options, keep=cached)
+                try:
+                    return _open_session(os.fspath(cached), so, providers, options, keep=cached)
+                except BackendError as e:
+                    # An entry that matches its checksum but that onnxruntime refuses (written by a hand other
+                    # than the cache's): removed, and the executable opened as it is.
+                    log.warning("the executable cache entry %s cannot be opened (%s); removed, opening the "
+                                "executable without it", cached, e)
+                    cached.unlink(missing_ok=True)
         # Each weight is given as an initializer over the caller's memory, in the main graph
         # and in the If branches alike, so onnxruntime neither reads nor copies it: a branch
         # initializer read from the model is held twice or more.

@@ -199,9 +199,11 @@ def slow_compile_model() -> onnx.ModelProto:
     """Enough nodes that fusing and compiling take a few seconds: time for a Ctrl-C to land."""
     from onnx import TensorProto, helper
 
-    nodes = [helper.make_node("Relu", [f"v{i}"], [f"v{i + 1}"]) for i in range(3000)]
+    # A build of ~10 s, interrupted within its first: a loaded machine may be slow to deliver the signal.
+    depth = 30000
+    nodes = [helper.make_node("Relu", [f"v{i}"], [f"v{i + 1}"]) for i in range(depth)]
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("v0", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("v3000", TensorProto.FLOAT, [1, 4])])
+                              [helper.make_tensor_value_info(f"v{depth}", TensorProto.FLOAT, [1, 4])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
 
 

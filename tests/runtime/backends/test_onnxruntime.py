@@ -159,3 +159,44 @@ def test_a_cache_folder_that_cannot_be_written_is_said_once_and_the_artifact_sti
         runner = cached_runner(path, blocked / "cache")
     assert "the executable cache" in caplog.text and "cannot be used" in caplog.text
     np.testing.assert_allclose(runner.execute({"graph0/X": np.ones((1, 4), np.float32)})["graph0/O"], [[2, 3, 4, 5]])
+
+
+def test_an_entry_onnxruntime_refuses_is_removed_and_the_executable_opens_without_it(make_artifact, tmp_path,
+                                                                                       caplog):
+    from tests.models import scale_model
+
+    path = make_artifact([scale_model(2.0)])
+    cached_runner(path, tmp_path)
+    (entry,) = tmp_path.glob("*.ort")
+    entry.write_bytes(b"not an ORT model")  # with a checksum that matches: written by another hand
+    entry.with_suffix(".sha256").write_text(hashlib.sha256(entry.read_bytes()).hexdigest())
+    with caplog.at_level("WARNING"):
+        runner = cached_runner(path, tmp_path)
+    assert f"the executable cache entry {entry} cannot be opened" in caplog.text and not entry.exists()
+    np.testing.assert_allclose(runner.execute({"graph0/X": np.ones((1, 4), np.float32)})["graph0/O"], [[2, 3, 4, 5]])
+
+
+def test_an_artifact_rebuilt_in_place_never_runs_the_old_executable(make_artifact, tmp_path):
+    from tests.models import scale_model
+
+    path = make_artifact([scale_model(2.0)])
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_allclose(cached_runner(path, tmp_path).execute({"graph0/X": x})["graph0/O"], [[2, 3, 4, 5]])
+    rebuilt = make_artifact([scale_model(5.0)], name="rebuilt.popef")
+    rebuilt.replace(path)  # same path, other contents: another entry
+    np.testing.assert_allclose(cached_runner(path, tmp_path).execute({"graph0/X": x})["graph0/O"], [[5, 6, 7, 8]])
+    assert len(list(tmp_path.glob("*.ort"))) == 2
+
+
+def test_ppocr_through_the_cache_answers_bit_for_bit_as_without_it(ppocr_build, tmp_path):
+    from popfuse.benchmarks.models import ppocr
+
+    plain = cached_runner(ppocr_build.popef_path, None)
+    cached_runner(ppocr_build.popef_path, tmp_path)  # makes the entry
+    mapped = cached_runner(ppocr_build.popef_path, tmp_path)
+    for sub, name in zip(plain.subgraphs, ("det", "rec", "cls")):
+        feeds = {sub.anchor(k): v for k, v in ppocr(name).feeds.items()}
+        want, got = plain.execute(feeds), mapped.execute(feeds)
+        assert want.keys() == got.keys()
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
