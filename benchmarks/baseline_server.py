@@ -3,7 +3,7 @@
 Only the models differ from ``popfuse serve``: the data plane, batching and
 HTTP adapter are the same, so the comparison measures fusion and nothing else.
 
-    python -m popfuse.benchmarks.baseline_server --port 8001 NAME=model.onnx [NAME=model.onnx …]
+    python -m popfuse.benchmarks.baseline_server --port 8000 --grpc-port 8001 NAME=model.onnx [NAME=model.onnx …]
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import uvicorn
 
 from popfuse.runtime.backends import SessionOptions, resolve_target
 from popfuse.runtime.server.dataplane import DataPlane
-from popfuse.runtime.server.http import create_app
 from popfuse.runtime.server.model import TensorSpec
 from popfuse.runtime.server.repository import FixedRepository
+from popfuse.runtime.server.serve import run
 from popfuse.runtime.server.settings import BatchingConfig, ServerSettings
 
 
@@ -46,15 +45,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("models", nargs="+", help="NAME=path.onnx")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--grpc-port", type=int, default=None, help="also serve gRPC on this port")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-batch-size", type=int, default=0)
     parser.add_argument("--max-queue-delay-us", type=int, default=0)
     args = parser.parse_args(argv)
     models = [SessionModel(*spec.split("=", 1), args.threads) for spec in args.models]
-    settings = ServerSettings(port=args.port, intra_op_num_threads=args.threads,
+    settings = ServerSettings(port=args.port, grpc_port=args.grpc_port, intra_op_num_threads=args.threads,
                               default_batching=BatchingConfig(args.max_batch_size, args.max_queue_delay_us))
-    app = create_app(DataPlane(settings, lambda attach: FixedRepository(models, attach)))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    run(DataPlane(settings, lambda attach: FixedRepository(models, attach)), settings)
 
 
 if __name__ == "__main__":

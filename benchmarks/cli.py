@@ -7,13 +7,15 @@ import importlib
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 from popfuse.arguments import Parser
 
 # Each a module of ``suites`` with ``run(ctx) -> dict``, imported when it runs: the suites import
 # onnxruntime and the compiler, which building the parser (``popfuse --help``) must not.
-SUITES = ("dispatch", "switching", "coldstart", "scaling", "size", "serving", "scaleout")
+SUITES = ("dispatch", "switching", "coldstart", "scaling", "size", "serving", "precision", "robustness",
+          "tenancy", "scaleout")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -55,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
 
     names, output = args.only, args.output
     print(f"writing the report into {output}/", flush=True)
-    results: dict = {"machine": report.machine(), "threads": args.threads, "smoke": args.smoke}
+    command = f"popfuse bench --output {output}" + (" --smoke" if args.smoke else "") + (
+        f" --threads {args.threads}" if args.threads != 1 else "") + (
+        f" --only {','.join(names)}" if set(names) != set(SUITES) else "")
+    results: dict = {"machine": report.machine(), "threads": args.threads, "smoke": args.smoke,
+                     "measured": dict.fromkeys(names, f"{date.today().isoformat()} with `{command}`")}
     with tempfile.TemporaryDirectory(prefix="popfuse-bench-work-") as work:
         ctx = Context(Path(work), threads=args.threads, smoke=args.smoke)
         for name in names:
@@ -63,11 +69,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{name}] running…", flush=True)
             results[name] = importlib.import_module(f".suites.{name}", __package__).run(ctx)
             print(f"[{name}] done in {time.perf_counter() - start:.1f} s", flush=True)
-    command = f"popfuse bench --output {output}" + (" --smoke" if args.smoke else "") + (
-        f" --threads {args.threads}" if args.threads != 1 else "")
-    path = report.write(results, output, command)
+    path = report.write(report.carry_over(results, output), output)
     for key, (ok, figure) in report.verdicts(results).items():
-        print(f"{'met    ' if ok else 'MISSED '} {report.TARGETS[key]}: {figure}")
+        print(f"{report.VERDICT[ok]:<7} {report.TARGETS[key]}: {figure}")
     print(f"wrote {path}")
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,11 @@ class Context:
     workdir: Path
     threads: int = 1
     smoke: bool = False
+
+    def __post_init__(self) -> None:
+        # The runs' executable cache, for this process and the probes it starts: a benchmark starts from none,
+        # and never fills or reads the user's own.
+        os.environ["POPFUSE_CACHE_DIR"] = str(self.workdir / "executable-cache")
 
     def scale(self, full: int, smoke: int) -> int:
         """``full`` repetitions normally, ``smoke`` in a smoke run."""

@@ -140,3 +140,23 @@ def backbone_with_head(folder: Path, head_seed: int, width: int = 512, depth: in
     name = f"head{head_seed}"
     path = _save(backbone_model(head_seed, width, depth), folder / f"{name}.onnx")
     return Workload(name, path, {"X": np.random.default_rng(head_seed).random((1, width), dtype=np.float32)})
+
+
+def variant(name: str, number: int, folder: Path) -> Workload:
+    """PP-OCR model ``name`` with every float weight moved by a relative 1e-3 of its own (seeded by
+    ``number``), so that no two variants share a weight: a multi-tenant host's distinct models. Scalars are
+    kept: they are a layer norm's exponent and epsilon, not learned weights, and ``x ** 2.002`` is NaN for
+    every negative ``x``."""
+    from popfuse.fusion.passes.constants import fold_constants
+
+    path = folder / f"{name}{number}.onnx"
+    if not path.is_file():
+        model = fold_constants(onnx.load(ppocr_path(name))).model  # the exporter's Constant nodes become weights
+        rng = np.random.default_rng(number)
+        for tensor in model.graph.initializer:
+            if tensor.data_type == TensorProto.FLOAT and np.prod(tensor.dims) > 1:
+                value = numpy_helper.to_array(tensor)
+                moved = value * (1 + 1e-3 * rng.standard_normal(value.shape))
+                tensor.CopyFrom(numpy_helper.from_array(moved.astype(np.float32), tensor.name))
+        _save(model, path)
+    return Workload(f"{name}{number}", path, {"x": text_image(PPOCR[name][1], number)})

@@ -90,6 +90,19 @@ def in_fresh_process(module: str, args: Sequence[str], timeout: float = 900) -> 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def parallel_fresh_processes(module: str, args: Sequence[str], k: int, timeout: float = 900) -> list[dict]:
+    """``python -m MODULE ARGS`` in ``k`` new processes at once; the JSON line each printed last."""
+    processes = [subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE, text=True)
+                 for _ in range(k)]
+    out = []
+    for process in processes:
+        stdout, _ = process.communicate(timeout=timeout)
+        if process.returncode != 0:
+            raise subprocess.CalledProcessError(process.returncode, process.args, stdout)
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
+
+
 def main(argv: list[str]) -> None:
     modes = {"dispatch": dispatch, "switching": switching}
     print(json.dumps(modes[argv[0]](argv[1:])))

@@ -33,11 +33,12 @@ def fused_feeds(fused: Runner, index: int, feeds: dict[str, np.ndarray]) -> dict
     return {sub.anchor(k): v for k, v in feeds.items()}
 
 
-def session(path: Path | str, threads: int) -> ort.InferenceSession:
-    """A plain onnxruntime session, as a user without popfuse would make it."""
+def session(model: Path | str | bytes, threads: int) -> ort.InferenceSession:
+    """A plain onnxruntime session of a model file (or its bytes), as a user without popfuse would make it."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
 
 
 def runner(popef: Path | str, threads: int) -> Runner:

@@ -17,19 +17,21 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from popfuse.runtime import metadata as md
-from popfuse.runtime.artifact import Artifact, write_artifact
-from popfuse.runtime.atomic import write_atomic
+from popfuse.runtime.artifact import Artifact, encode_artifact
+from popfuse.runtime.atomic import Chunks, write_all
 from popfuse.runtime.backends import Backend, resolve_target
 from popfuse.runtime.display import human_size
 from popfuse.runtime.dtypes import popef_from_onnx
 from popfuse.runtime.errors import BackendError
+from popfuse.runtime.signing import signer
 
 from . import naming
-from .config import FusionConfig, ModelSpec, load_config, parse_config
+from .config import FusionConfig, load_config, parse_config
 from .dispatch import packed_graph
 from .dispatch.sharing import group_models
 from .errors import FusionError
 from .fuse import FusedModel, Progress, fuse_models
+from .loading import load_models
 from .passes.node_names import canonical_node_names
 from .passes.opset import used_opsets_only
 from .passes.weights import ExternalWeights, externalize_weights
@@ -51,18 +53,6 @@ class BuildResult:
     fusion_map: md.FusionMap
     source_bytes: int
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def load_model(spec: ModelSpec) -> onnx.ModelProto:
-    """Load one model file, with an error that names it when it is missing or not ONNX."""
-    try:
-        return onnx.load(spec.path)
-    except FileNotFoundError:
-        raise FusionError(f"model {spec.options.name!r}: file {str(spec.path)!r} not found") from None
-    except DecodeError as e:
-        raise FusionError(f"model {spec.options.name!r}: {str(spec.path)!r} is not an ONNX model: {e}") from e
-    except OSError as e:
-        raise FusionError(f"model {spec.options.name!r}: cannot read {str(spec.path)!r}: {e}") from e
 
 
 def compile_passes(backend: Backend, device: str) -> list[Pass]:
@@ -157,16 +147,24 @@ def _slots(values) -> dict[str, tuple[str, ...]]:
     return {t: tuple(names) for t, names in out.items()}
 
 
-def build(config: FusionConfig | Mapping | str | os.PathLike, progress: Progress | None = None) -> BuildResult:
+def build(
+    config: FusionConfig | Mapping | str | os.PathLike,
+    progress: Progress | None = None,
+    sign_key: str | os.PathLike | None = None,
+) -> BuildResult:
     """Run a whole build, as ``popfuse build CONFIG.yaml`` does.
 
     Args:
         config: A FusionConfig, a mapping with the YAML's keys (paths relative
             to the working folder), or the path of a YAML file.
         progress: Called with a line per stage and per model.
+        sign_key: An Ed25519 private key file (PEM or OpenSSH) to sign the
+            artifact with; None writes it unsigned.
 
     Raises:
         ConfigError, FusionError: naming the file, key, model or pass.
+        SignatureError: ``sign_key`` cannot be used.
+        OutputError: an output cannot be written; none was.
     """
     if isinstance(config, Mapping):
         config = parse_config(config)
@@ -174,9 +172,10 @@ def build(config: FusionConfig | Mapping | str | os.PathLike, progress: Progress
         config = load_config(config)
     say = progress or (lambda line: None)
     seconds: dict[str, float] = {}
+    sign = None if sign_key is None else signer(sign_key)  # a bad key fails before any work
 
     start = time.perf_counter()
-    models = [load_model(spec) for spec in config.models]
+    models = load_models(config.models)
     source_bytes = sum(spec.path.stat().st_size for spec in config.models)
     seconds["load"] = time.perf_counter() - start
     say(f"loaded {len(models)} models ({human_size(source_bytes)}) in {seconds['load']:.2f} s")
@@ -193,13 +192,17 @@ def build(config: FusionConfig | Mapping | str | os.PathLike, progress: Progress
         artifact = compile_artifact(fused, config.target, config.ipu_version, progress=say)
         seconds["compile"] = time.perf_counter() - start
         say(f"compiled in {seconds['compile']:.2f} s")
-    # Written only once everything is compiled, so a build that fails writes nothing.
-    write_atomic(config.fused_model_path, public)
+    # Written only once everything is compiled, and together: a build that fails or is interrupted leaves
+    # output_dir as it was.
+    files: list[tuple[Path, Chunks]] = [(config.fused_model_path, public)]
+    if artifact is not None:
+        files.append((config.popef_path, encode_artifact(artifact, sign)))
+    sizes = write_all(files)
     say(f"wrote {config.fused_model_path}")
     artifact_bytes = None
     if artifact is not None:
-        artifact_bytes = write_artifact(config.popef_path, artifact)
-        say(f"wrote {config.popef_path} ({human_size(artifact_bytes)})")
+        artifact_bytes = sizes[1]
+        say(f"wrote {config.popef_path} ({human_size(artifact_bytes)}{', signed' if sign else ''})")
     return BuildResult(
         fused_model_path=config.fused_model_path,
         fused_model_bytes=len(public),

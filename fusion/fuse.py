@@ -1,4 +1,5 @@
-"""``fuse``: N ONNX models in, one fused model out. Pure: no files, no backend.
+"""``fuse``: N ONNX models in, one fused model out. Pure: no files, and no backend but the one fp16
+measures with (``passes.precision``).
 
 Each model runs through its passes (``model_passes``), then the dispatch tree
 is built around them. ``fuse_models`` returns the typed ``FusedModel`` the
@@ -22,6 +23,7 @@ from popfuse.runtime.display import human_size
 from popfuse.runtime.dtypes import popef_from_onnx
 
 from . import naming
+from .calibration import as_calibration
 from .config import ModelOptions
 from .dispatch import public_graph
 from .errors import FusionError
@@ -29,7 +31,7 @@ from .graph import IR_VERSION, graph_inputs, initializer_bytes
 from .passes.constants import fold_constants
 from .passes.namespace import add_namespace
 from .passes.opset import DEFAULT_DOMAINS, convert_opset, default_opset, target_opset
-from .passes.precision import convert_precision
+from .passes.precision import PrecisionOptions, convert_precision, warn_outside_tolerance
 from .passes.shapes import drop_initializer_inputs, drop_negative_dims, fix_input_shapes, infer_shapes
 from .pipeline import Pass, PassResult, final_model, run_passes
 
@@ -89,13 +91,20 @@ class FusedModel:
 
 
 def model_passes(options: ModelOptions, index: int, opset: int) -> list[Pass]:
-    """The passes that prepare one model to become subgraph ``index``, in order."""
+    """The passes that prepare one model to become subgraph ``index``, in order.
+
+    Raises:
+        ConfigError: ``options.calibration`` is no calibration (naming the model).
+    """
+    calibration = as_calibration(options.calibration, f"model {options.name or f'model{index}'!r}: calibration")
     return [
         Pass("negative_dims", drop_negative_dims),
         Pass("initializer_inputs", drop_initializer_inputs),
         Pass("input_shape", partial(fix_input_shapes, shapes=options.input_shape)),
         Pass("fold_constants", partial(fold_constants, max_tensor_size=options.max_tensor_size)),
-        Pass("precision", partial(convert_precision, precision=options.precision)),
+        Pass("precision", partial(convert_precision, precision=options.precision, options=PrecisionOptions(
+            calibration=calibration, keep_io_types=options.keep_io_types, strict=options.precision_strict,
+        ))),
         Pass("opset", partial(convert_opset, opset=opset)),
         Pass("infer_shapes", infer_shapes),
         Pass("namespace", partial(add_namespace, prefix=naming.namespace(index))),
@@ -138,7 +147,8 @@ def fuse_models(
     Args:
         models: The source models; model i becomes subgraph i. They are not modified.
         options: One ModelOptions per model; None means defaults for all.
-        progress: Called with one line per prepared model.
+        progress: Called with one line per prepared model, and one more per fp16 model: what it kept in
+            float32 and the error measured (a PrecisionWarning also says when that passes the tolerance).
 
     Raises:
         FusionError: naming the model and the problem (a ``PassError`` names the pass too).
@@ -165,6 +175,10 @@ def fuse_models(
                 f"{len(p.model.graph.node)} nodes, {human_size(initializer_bytes([p.model.graph]))} weights "
                 f"({p.seconds:.2f} s)"
             )
+        report = p.results["precision"].details
+        if progress and report is not None:
+            progress(f"      {report.summary()}")
+        warn_outside_tolerance(report, f"model {p.name!r}")
     index_anchor = md.Anchor(naming.INDEX, md.TensorInfo((1,), "U32"), md.INPUT)
     return FusedModel(
         models=tuple(prepared),

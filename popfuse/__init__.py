@@ -25,7 +25,7 @@ _API = {
     ),
     **dict.fromkeys(
         ("Runner", "ModelRunner", "RuntimeConfig", "TensorDescriptor", "PopfuseError", "ArtifactError",
-         "BackendError", "ExecutionError"),
+         "BackendError", "ExecutionError", "OutputError", "SignatureError"),
         "popfuse.runtime",
     ),
     "run_check": "popfuse.check",
@@ -34,8 +34,8 @@ _MODULES = {"inference": "popfuse.runtime.inference"}
 
 __all__ = [
     "ArtifactError", "BackendError", "BuildResult", "ConfigError", "ExecutionError", "FusedModel", "FusionError",
-    "ModelOptions", "ModelRunner", "PassError", "PopfuseError", "Runner", "RuntimeConfig", "TensorDescriptor",
-    "build", "compile_artifact", "fuse", "fuse_models", "inference", "run_check",
+    "ModelOptions", "ModelRunner", "OutputError", "PassError", "PopfuseError", "Runner", "RuntimeConfig",
+    "SignatureError", "TensorDescriptor", "build", "compile_artifact", "fuse", "fuse_models", "inference", "run_check",
 ]
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
@@ -57,9 +57,11 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         BackendError,
         ExecutionError,
         ModelRunner,
+        OutputError,
         PopfuseError,
         Runner,
         RuntimeConfig,
+        SignatureError,
         TensorDescriptor,
         inference,
     )

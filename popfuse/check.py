@@ -14,9 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from popfuse.fusion import IR_VERSION, compile_artifact, fuse_models
 from popfuse.runtime import PopfuseError, Runner
-from popfuse.runtime.artifact import to_blobs
+from popfuse.runtime.artifact import encode_artifact
 from popfuse.runtime.backends import resolve_target, targets
-from popfuse.runtime.popef import iter_encoded
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def check_targets() -> list[CheckResult]:
             continue
         try:
             artifact = compile_artifact(fuse_models(_tiny_models()), target)
-            runner = Runner(b"".join(iter_encoded(to_blobs(artifact))))
+            runner = Runner(b"".join(encode_artifact(artifact)))
             got = []
             for sub in runner.subgraphs:
                 feeds = {runner.fusion_map.index_anchor: np.array([sub.index], np.uint32), sub.anchor("X"): x}

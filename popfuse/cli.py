@@ -18,6 +18,7 @@ import re
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,7 +59,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     from popfuse.fusion import build
 
     start = time.perf_counter()
-    result = build(args.config, progress=lambda line: print(line, flush=True))
+    with warnings.catch_warnings():
+        # A model's warning (fp16 past its tolerance) reads as the build's, beside its progress line.
+        warnings.showwarning = lambda message, *_: print(f"popfuse build: warning: {message}", file=sys.stderr)
+        result = build(args.config, progress=lambda line: print(line, flush=True), sign_key=args.sign_key)
     print()
     rows = [(s.index, s.name, s.precision, len(s.inputs), len(s.outputs), s.source)
             for s in result.fusion_map.subgraphs]
@@ -155,13 +159,22 @@ def _save_outputs(runner, outputs: dict[str, np.ndarray], target: Path) -> list[
     return written
 
 
+def _artifact(spec: str) -> Path | tuple[str, Path]:
+    """``PATH``, or ``NAME=PATH`` to name the artifact (a file whose own name has a '=' is taken as a path)."""
+    name, eq, path = spec.partition("=")
+    if not eq or not name or "/" in name or Path(spec).exists():
+        return Path(spec)
+    return name, Path(path)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     if args.ray is not None:
         return _serve_ray(args)
     if not args.artifacts:
         raise UsageError("name the artifacts to serve, or a catalog with --ray CATALOG.yaml")
     try:
-        from popfuse.runtime.server.http import serve
+        from popfuse.runtime.server.access import Restriction
+        from popfuse.runtime.server.serve import serve
     except ModuleNotFoundError as e:
         raise UsageError(f"popfuse serve needs the serve extra, which is not installed here (no module "
                          f"{e.name!r}): pip install 'popfuse[serve]'") from e
@@ -170,6 +183,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         host=args.host,
         port=args.port,
+        grpc_port=None if args.no_grpc else args.grpc_port,
         max_body_bytes=args.max_body_bytes,
         max_pending=args.max_pending,
         workers=args.workers or ServerSettings().workers,
@@ -177,15 +191,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         graceful_timeout_s=args.graceful_timeout,
         default_batching=BatchingConfig(args.max_batch_size, args.max_queue_delay_us),
         batching=load_model_config(args.model_config) if args.model_config else {},
+        http_restricted=tuple(Restriction.parse(spec) for spec in args.http_restricted_api),
+        grpc_restricted=tuple(Restriction.parse(spec) for spec in args.grpc_restricted_api),
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        max_connections=args.max_connections,
     )
     serve(args.artifacts, settings)
     return 0
 
 
-#: ``popfuse serve`` flags that a Ray catalog sets instead, and where.
+#: ``popfuse serve`` flags that a Ray catalog sets instead, and where (None: none applies; Ray Serve's proxies
+#: hold the connections).
 _CATALOG_SETS = {"max_batch_size": None, "max_queue_delay_us": None, "model_config": None,
                  "max_pending": "ingress.max_pending", "max_body_bytes": "ingress.max_body_bytes",
-                 "workers": "replicas.workers", "threads": "replicas.threads", "graceful_timeout": None}
+                 "workers": "replicas.workers", "threads": "replicas.threads", "graceful_timeout": None,
+                 "header_timeout": None, "body_timeout": None, "max_connections": None,
+                 "http_restricted_api": None, "grpc_restricted_api": None, "grpc_port": None, "no_grpc": None}
 
 
 def _serve_ray(args: argparse.Namespace) -> int:
@@ -241,6 +263,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = command("build", "fuse the models of a YAML config and compile the artifact", cmd_build)
     p.add_argument("config", type=Path, help="the YAML build file (PopRT's schema, see docs/fusion.md)")
+    p.add_argument("--sign-key", type=Path, default=None, metavar="KEY",
+                   help="sign the artifact with this Ed25519 private key (PEM or OpenSSH; needs popfuse[sign]) "
+                        "(default: unsigned)")
 
     p = command("dump", "show an artifact's blobs, metadata, anchors and fusion map", cmd_dump)
     p.add_argument("file", type=Path, help="an artifact, such as executable.popef")
@@ -261,13 +286,18 @@ def make_parser() -> argparse.ArgumentParser:
 
     command("check", "say which targets work here, running a tiny fused model on each", cmd_check)
 
-    p = command("serve", "serve artifacts over the KServe v2 / Triton HTTP protocol", cmd_serve)
-    p.add_argument("artifacts", nargs="*", type=Path, help="artifacts to serve; each subgraph is a model")
+    p = command("serve", "serve artifacts over the KServe v2 / Triton HTTP and gRPC protocols", cmd_serve)
+    p.add_argument("artifacts", nargs="*", type=_artifact, metavar="[NAME=]PATH",
+                   help="artifacts to serve, each subgraph a model; NAME=PATH names the artifact, else it is "
+                        "named after its file (executable.popef: executable)")
     p.add_argument("--ray", type=Path, default=None, metavar="CATALOG.yaml",
                    help="serve a catalog's artifacts on a Ray Serve cluster instead (RAY_ADDRESS's, `ray start`'s, "
                         "or one started here); see docs/scale-out.md")
-    p.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="the address to listen on, HTTP and gRPC (127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="the HTTP port")
+    p.add_argument("--grpc-port", type=int, default=8001, help="the gRPC port")
+    p.add_argument("--no-grpc", action="store_true", help="serve HTTP only")
     group = p.add_argument_group("batching")
     group.add_argument("--max-batch-size", type=int, default=0, help="rows per batched execution (0: off)")
     group.add_argument("--max-queue-delay-us", type=int, default=0,
@@ -283,6 +313,20 @@ def make_parser() -> argparse.ArgumentParser:
                        help="onnxruntime intra-op threads per execution (default: onnxruntime's choice)")
     group.add_argument("--graceful-timeout", type=float, default=30.0,
                        help="seconds in-flight requests may take to finish after SIGTERM")
+    group.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds a connection has to send a request's headers before it is closed")
+    group.add_argument("--body-timeout", type=float, default=60.0,
+                       help="seconds a request has to send its body before its connection is closed")
+    group.add_argument("--max-connections", type=int, default=4096,
+                       help="open HTTP connections before more are refused")
+    group = p.add_argument_group("access control (Triton's restricted APIs; default: every API open)")
+    groups = "health, metadata, inference, shared-memory, model-config, model-repository, statistics, trace, logging"
+    group.add_argument("--http-restricted-api", action="append", default=[], metavar="API[,API...]:KEY=VALUE",
+                       help=f"HTTP requests to these API groups need the header KEY: VALUE; repeatable. Groups: "
+                            f"{groups} (default: none restricted)")
+    group.add_argument("--grpc-restricted-api", action="append", default=[], metavar="API[,API...]:KEY=VALUE",
+                       help="gRPC calls to these API groups need the metadata KEY: VALUE; repeatable "
+                            "(default: none restricted)")
 
     from popfuse.benchmarks.cli import add_arguments
 

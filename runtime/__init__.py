@@ -10,7 +10,7 @@ if __name__ != "popfuse.runtime":  # imported by the name it had before popfuse 
     )
 
 from .config import RuntimeConfig
-from .errors import ArtifactError, BackendError, ExecutionError, PopfuseError
+from .errors import ArtifactError, BackendError, ExecutionError, OutputError, PopfuseError, SignatureError
 from .runner import ExecuteFuture, ModelRunner, Runner, TensorDescriptor
 
 __all__ = [
@@ -19,8 +19,10 @@ __all__ = [
     "ExecuteFuture",
     "ExecutionError",
     "ModelRunner",
+    "OutputError",
     "PopfuseError",
     "Runner",
     "RuntimeConfig",
+    "SignatureError",
     "TensorDescriptor",
 ]

@@ -1,22 +1,30 @@
 """An artifact is metadata + fusion map + executable (+ tensor data), as PopEF blobs.
 
-``write_artifact`` lays the blobs out; ``read_artifact`` checks that every blob
-the metadata promises is there, so a file cut at a blob boundary is caught too.
-``read_header`` reads the metadata and fusion map from the front of the file
-alone, which say what the artifact serves and how big it is before it loads.
+``write_artifact`` lays the blobs out, and signs them when given a key;
+``read_artifact`` checks the signature against the trusted keys before it
+parses any record, checks that every blob the metadata promises is there (so a
+file cut at a blob boundary is caught too), and checks the records against
+each other (``validation``) before anything uses them. ``read_header`` reads
+the metadata and fusion map from the front of the file alone, which say what
+the artifact serves and how big it is before it loads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import BinaryIO
 
 from . import metadata as md
+from .atomic import write_atomic
 from .display import source_label
 from .errors import ArtifactError
-from .popef import Blob, BlobType, blob_extent, read_blob_at, read_blobs, reading, write_blobs
+from .popef import Blob, BlobType, Signer, blob_extent, iter_encoded, read_blob_at, read_blobs, reading
+from .signing import Signature, signature_of, verify
+from .validation import check_records
 
 FUSION_MAP_BLOB = "fusion_map"
 _ZLIB = "zlib"
@@ -31,6 +39,12 @@ class Artifact:
     executable: bytes | memoryview
     tensors: dict[str, bytes | memoryview] = field(default_factory=dict)
     opaques: dict[str, bytes | memoryview] = field(default_factory=dict)
+    #: Who signed the file, when it was read from a signed one.
+    signature: Signature | None = None
+    #: Names what the executable computes: a SHA-256 over the executable's and the tensor blobs' contents (for
+    #: an artifact read from a file, over their headers, which hold the contents' SHA-256s). Empty when built
+    #: in memory.
+    content_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,23 +68,37 @@ def to_blobs(artifact: Artifact) -> list[Blob]:
     rest.append(Blob(BlobType.EXECUTABLE, artifact.metadata.executable, zlib.compress(artifact.executable, 9)))
     rest += [Blob(BlobType.TENSOR, k, v) for k, v in sorted(artifact.tensors.items())]
     refs = tuple(md.BlobRef(int(b.type), b.name, len(b.payload)) for b in rest)
-    meta = replace(artifact.metadata, blobs=refs, executable_encoding=_ZLIB)
+    meta = replace(artifact.metadata, blobs=refs, executable_encoding=_ZLIB, executable_size=len(artifact.executable))
     return [Blob(BlobType.METADATA, "metadata", md.dumps(meta)), *rest]
 
 
-def write_artifact(path: str | os.PathLike, artifact: Artifact) -> int:
-    """Write ``artifact`` to ``path`` atomically; returns the file size in bytes."""
-    return write_blobs(path, to_blobs(artifact))
+def encode_artifact(artifact: Artifact, sign: Signer | None = None) -> Iterator[bytes]:
+    """The file's bytes, chunk by chunk, signed by ``sign`` (``signing.signer(KEY)``) if given."""
+    return iter_encoded(to_blobs(artifact), sign)
 
 
-def read_artifact(source: str | os.PathLike | bytes | memoryview) -> Artifact:
+def write_artifact(path: str | os.PathLike, artifact: Artifact, sign: Signer | None = None) -> int:
+    """Write ``artifact`` to ``path`` atomically, signed by ``sign`` if given; returns the file size in bytes."""
+    return write_atomic(path, encode_artifact(artifact, sign))
+
+
+def read_artifact(source: str | os.PathLike | bytes | memoryview, trusted_keys: Sequence[bytes] = ()) -> Artifact:
     """Read and verify an artifact from a path or from bytes.
 
+    Args:
+        source: The file's path, or its bytes.
+        trusted_keys: Raw Ed25519 public keys (``signing.public_key``); when given, the file must be signed
+            by one of them, which is checked before any record is parsed.
+
     Raises:
-        ArtifactError: the file is missing, truncated, corrupt, or lacks a blob
-            that its metadata lists.
+        ArtifactError: the file is missing, truncated, corrupt, lacks a blob
+            that its metadata lists, or its records disagree.
+        SignatureError: with ``trusted_keys``, the file is unsigned, signed by another key, or changed since.
     """
-    return parse_blobs(read_blobs(source), source_label(source))
+    label = source_label(source)
+    blobs = read_blobs(source)
+    signature = verify(blobs, trusted_keys, label) if trusted_keys else None
+    return replace(parse_blobs(blobs, label), signature=signature)
 
 
 def read_header(source: str | os.PathLike | BinaryIO, label: str | None = None) -> ArtifactHeader:
@@ -98,6 +126,8 @@ def _read_header(stream: BinaryIO, label: str, actual_size: int | None) -> Artif
         raise ArtifactError(f"{label}: blob 1 is {second.name!r}, expected the fusion map; this file was not "
                             "written by popfuse")
     fusion_map: md.FusionMap = md.loads(md.FusionMap, second.payload, label)
+    # The tensor blobs are not read: their sizes are those the blob list promises, which a full read checks.
+    check_records(meta, fusion_map, {r.name: range(r.size) for r in meta.blobs if r.type == BlobType.TENSOR}, label)
     size = offset
     for ref in meta.blobs:
         size += blob_extent(ref.name, ref.size, size)
@@ -109,7 +139,10 @@ def _read_header(stream: BinaryIO, label: str, actual_size: int | None) -> Artif
 
 
 def parse_blobs(blobs: list[Blob], label: str) -> Artifact:
-    """Assemble an artifact from verified blobs; ``label`` names the file in errors."""
+    """Assemble an artifact from verified blobs and check its records; ``label`` names the file in errors.
+
+    ``signature`` is the signer as the file claims it (checked against the key in the file only).
+    """
     if blobs[0].type != BlobType.METADATA:
         raise ArtifactError(f"{label}: the first blob is type {blobs[0].type}, expected metadata")
     meta: md.Metadata = md.loads(md.Metadata, blobs[0].payload, label)
@@ -128,21 +161,42 @@ def parse_blobs(blobs: list[Blob], label: str) -> Artifact:
     executable = by_key.get((BlobType.EXECUTABLE, meta.executable))
     if executable is None:
         raise ArtifactError(f"{label}: the executable blob {meta.executable!r} is missing")
+    fusion_map = md.loads(md.FusionMap, opaques.pop(FUSION_MAP_BLOB), label)
+    tensors = {b.name: b.payload for b in blobs if b.type == BlobType.TENSOR}
+    check_records(meta, fusion_map, tensors, label)
     return Artifact(
         metadata=meta,
-        fusion_map=md.loads(md.FusionMap, opaques.pop(FUSION_MAP_BLOB), label),
-        executable=_decode(executable.payload, meta.executable_encoding, label),
-        tensors={b.name: b.payload for b in blobs if b.type == BlobType.TENSOR},
+        fusion_map=fusion_map,
+        executable=_decode(executable.payload, meta, label),
+        tensors=tensors,
         opaques=opaques,
+        signature=signature_of(blobs, label),
+        content_id=content_id([executable, *(b for b in blobs if b.type == BlobType.TENSOR)]),
     )
 
 
-def _decode(payload: bytes | memoryview, encoding: str, label: str) -> bytes | memoryview:
-    if encoding == "none":
+def content_id(blobs: list[Blob]) -> str:
+    """A SHA-256 naming these blobs' contents: from their headers' SHA-256s when read from a file (nothing is
+    hashed again), else from their payloads."""
+    digest = hashlib.sha256()
+    for blob in blobs:
+        digest.update(blob.name.encode() + b"\0")
+        digest.update(blob.header if blob.header else hashlib.sha256(blob.payload).digest())
+    return digest.hexdigest()
+
+
+def _decode(payload: bytes | memoryview, meta: md.Metadata, label: str) -> bytes | memoryview:
+    if meta.executable_encoding == "none":
         return payload
-    if encoding != _ZLIB:
-        raise ArtifactError(f"{label}: the executable is stored as {encoding!r}; this popfuse reads 'zlib' or 'none'")
+    # Inflate no more than the metadata promises, so a forged blob cannot make the reader allocate more.
+    inflate = zlib.decompressobj()
     try:
-        return zlib.decompress(payload)
+        data = inflate.decompress(payload, meta.executable_size + 1)
     except zlib.error as e:
         raise ArtifactError(f"{label}: the compressed executable is corrupt: {e}") from e
+    if len(data) != meta.executable_size or not inflate.eof or inflate.unused_data:
+        raise ArtifactError(
+            f"{label}: the compressed executable does not inflate to the {meta.executable_size} bytes the metadata "
+            "says; the file is corrupt"
+        )
+    return data

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -29,6 +32,17 @@ class RuntimeConfig:
             stored; it does not act (there are no device rings here).
         intra_op_num_threads: popfuse's own: the backend's intra-op thread
             count; None means the backend's default.
+        trusted_keys: popfuse's own: Ed25519 public keys (paths of PEM or
+            OpenSSH ``.pub`` files, or their bytes). When any is given, only an
+            artifact signed by one of them loads (``popfuse build --sign-key``);
+            the signature is checked before any record of the file is parsed.
+        executable_cache: popfuse's own: the folder where the backend keeps each
+            executable in the form it opens fastest and holds in least memory
+            (onnxruntime's ORT format, mapped from the file), made on an
+            artifact's first load and named by its contents; several processes
+            share it. By default ``$POPFUSE_CACHE_DIR``, else
+            ``$XDG_CACHE_HOME/popfuse/executables`` (``~/.cache`` when unset);
+            None opens every artifact without a cache.
     """
 
     validate_io_params: bool = True
@@ -38,3 +52,12 @@ class RuntimeConfig:
     check_package_hash: bool = True
     ring_buffer_size_multiplier: int = 2
     intra_op_num_threads: int | None = None
+    trusted_keys: Sequence[str | os.PathLike | bytes] = ()
+    executable_cache: str | os.PathLike | None = field(default_factory=lambda: default_executable_cache())
+
+
+def default_executable_cache() -> Path:
+    """Where executables are cached unless RuntimeConfig says otherwise."""
+    if os.environ.get("POPFUSE_CACHE_DIR"):
+        return Path(os.environ["POPFUSE_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "popfuse" / "executables"

@@ -6,6 +6,7 @@ output (``index`` included), the Opaques section the fusion map.
 
 from __future__ import annotations
 
+import base64
 import os
 from typing import Any
 
@@ -13,6 +14,7 @@ from . import metadata as md
 from .artifact import FUSION_MAP_BLOB, parse_blobs
 from .display import human_size, show_shape, source_label, table
 from .popef import FORMAT_VERSION, BlobType, read_blobs
+from .signing import SCHEME
 
 
 def describe(source: str | os.PathLike) -> dict[str, Any]:
@@ -22,6 +24,7 @@ def describe(source: str | os.PathLike) -> dict[str, Any]:
     owner = artifact.fusion_map.anchors()
     anchors = [{**md.to_json(a), "subgraph": owner.get(a.name)} for a in artifact.metadata.anchors]
     fusion_map = {**md.to_json(artifact.fusion_map), "anchors": owner}
+    signature = artifact.signature
     return {
         "file": source_label(source),
         "formatVersion": FORMAT_VERSION,
@@ -33,13 +36,19 @@ def describe(source: str | os.PathLike) -> dict[str, Any]:
         "metadata": {k: v for k, v in md.to_json(artifact.metadata).items() if k not in ("anchors", "blobs")},
         "anchors": anchors,
         "opaques": {FUSION_MAP_BLOB: fusion_map, **{k: len(v) for k, v in artifact.opaques.items()}},
+        "signature": None if signature is None else {
+            "scheme": SCHEME,
+            "signer": signature.fingerprint,
+            "publicKey": base64.b64encode(signature.public_key).decode(),
+            "verified": signature.verified,
+        },
     }
 
 
 def render(info: dict[str, Any]) -> str:
     """``describe``'s result as text, section by section."""
     lines = [f"PopEF-structured artifact {info['file']} (format version {info['formatVersion']}, "
-             f"{human_size(info['size'])})", "", "Blobs:"]
+             f"{human_size(info['size'])})", "", f"Signature: {_signature_line(info['signature'])}", "", "Blobs:"]
     lines += table(("", "type", "name", "size"),
                    [(f"[{i}]", b["type"], b["name"], human_size(b["size"])) for i, b in enumerate(info["blobs"])])
     meta = info["metadata"]
@@ -78,6 +87,17 @@ def render(info: dict[str, Any]) -> str:
         if name != FUSION_MAP_BLOB:
             lines.append(f"  {name}: {human_size(size)}")
     return "\n".join(lines)
+
+
+def _signature_line(signature: dict[str, Any] | None) -> str:
+    if signature is None:
+        return "none (unsigned)"
+    verified = {
+        True: "the signature matches the file; trust the key with RuntimeConfig(trusted_keys=...)",
+        False: "INVALID: the file was changed after it was signed",
+        None: "not checked: install popfuse[sign] to check it",
+    }[signature["verified"]]
+    return f"{signature['scheme']}, signed by key {signature['signer']} ({verified})"
 
 
 def _type_name(blob_type: int) -> str:

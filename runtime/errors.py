@@ -22,3 +22,12 @@ class BackendError(PopfuseError):
 class ExecutionError(PopfuseError):
     """A request to a runner is malformed, or the model rejects its inputs: the caller's to fix
     (a server answers 4xx)."""
+
+
+class SignatureError(ArtifactError):
+    """An artifact's signature is missing where trusted keys are required, is by an untrusted key, or does not
+    match the file; or a signing or trusted key cannot be read."""
+
+
+class OutputError(PopfuseError):
+    """A file cannot be written (disk full, no permission, read-only file system …): the message names it."""

@@ -4,30 +4,35 @@ Pure Python (no onnx, no onnxruntime), so the compiler can write artifacts and
 tools can read them anywhere. The byte layout is documented in
 ``docs/popef-format.md``; it follows PopEF's structure, not its bytes.
 
-Each blob is a 32-byte little-endian header, then a UTF-8 name, then the payload.
+Each blob is a 60-byte little-endian header, then a UTF-8 name, then the payload.
 Payloads are aligned, so tensor data can be used in place from a mapped file::
 
-    0  4s magic          b"PFEF"
-    4  H  format version (FORMAT_VERSION)
-    6  H  blob type      (BlobType; unknown types are skipped by readers)
-    8  I  header size    (32, plus zero padding that starts the payload on a
-                          64-byte boundary of the file; readers skip the rest)
-    12 I  name size
-    16 Q  total size     (header + name + payload)
-    24 I  CRC-32 of name + payload
-    28 I  CRC-32 of header bytes 0..27
+    0  4s  magic          b"PFEF"
+    4  H   format version (FORMAT_VERSION)
+    6  H   blob type      (BlobType; unknown types are skipped by readers)
+    8  I   header size    (60, plus zero padding that starts the payload on a
+                           64-byte boundary of the file; readers skip the rest)
+    12 I   name size
+    16 Q   total size     (header + name + payload)
+    24 32s SHA-256 of name + payload
+    56 I   CRC-32 of header bytes 0..55
+
+A file may end with one signature blob (``BlobType.SIGNATURE``) over the exact
+bytes of every header (with its padding and name) before it (``signed_statement``):
+each header holds its blob's SHA-256, so the signature covers every byte of the file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import hashlib
 import mmap
 import os
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,9 +41,10 @@ from .display import source_label
 from .errors import ArtifactError
 
 MAGIC = b"PFEF"
-FORMAT_VERSION = 1
-_HEADER = struct.Struct("<4sHHIIQI")
+FORMAT_VERSION = 2
+_HEADER = struct.Struct("<4sHHIIQ32s")
 _HEADER_CRC = struct.Struct("<I")
+_VERSION = struct.Struct("<H")
 HEADER_SIZE = _HEADER.size + _HEADER_CRC.size
 PAYLOAD_ALIGN = 64
 
@@ -50,6 +56,12 @@ class BlobType(enum.IntEnum):
     EXECUTABLE = 2
     TENSOR = 3
     OPAQUE = 4
+    #: popfuse's own: a signature over every blob before it; the last blob of a signed file.
+    SIGNATURE = 5
+
+
+#: What a signature signs begins with these bytes, so that it can never be taken for a signature of anything else.
+SIGNING_DOMAIN = b"popfuse-artifact-signature-v1\n"
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,13 @@ class Blob:
     type: int
     name: str
     payload: bytes | memoryview
+    #: The bytes before the payload as read from a file: header, padding and name (empty for a blob not read
+    #: from one); what a signature signs of the blob, as ``encode_header`` writes it.
+    header: bytes = field(default=b"", repr=False, compare=False)
+
+
+#: Signs a statement: its bytes in, the signature blob out.
+Signer = Callable[[bytes], Blob]
 
 
 def _header_size(name_size: int, offset: int) -> int:
@@ -79,25 +98,42 @@ def encode_header(blob: Blob, offset: int = 0) -> bytes:
     name = blob.name.encode("utf-8")
     header_size = _header_size(len(name), offset)
     total = header_size + len(name) + len(blob.payload)
-    crc = zlib.crc32(blob.payload, zlib.crc32(name))
-    head = _HEADER.pack(MAGIC, FORMAT_VERSION, int(blob.type), header_size, len(name), total, crc)
+    digest = hashlib.sha256(name)
+    digest.update(blob.payload)
+    head = _HEADER.pack(MAGIC, FORMAT_VERSION, int(blob.type), header_size, len(name), total, digest.digest())
     padding = b"\0" * (header_size - HEADER_SIZE)
     return head + _HEADER_CRC.pack(zlib.crc32(head)) + padding + name
 
 
-def iter_encoded(blobs: Iterable[Blob]) -> Iterator[bytes]:
-    """The file's bytes, chunk by chunk, without joining large payloads."""
+def iter_encoded(blobs: Iterable[Blob], sign: Signer | None = None) -> Iterator[bytes]:
+    """The file's bytes, chunk by chunk, without joining large payloads.
+
+    ``sign`` (the statement's bytes -> a signature blob) appends that blob, signing every header before it.
+    """
     offset = 0
+    headers = []
     for blob in blobs:
         header = encode_header(blob, offset)
+        headers.append(header)
         yield header
         yield blob.payload
         offset += len(header) + len(blob.payload)
+    if sign is not None:
+        signature = sign(SIGNING_DOMAIN + b"".join(headers))
+        yield encode_header(signature, offset)
+        yield signature.payload
 
 
-def write_blobs(path: str | os.PathLike, blobs: Iterable[Blob]) -> int:
-    """Write ``blobs`` to ``path`` atomically; returns the file size."""
-    return write_atomic(path, iter_encoded(blobs))
+def write_blobs(path: str | os.PathLike, blobs: Iterable[Blob], sign: Signer | None = None) -> int:
+    """Write ``blobs`` (signed by ``sign``, if given) to ``path`` atomically; returns the file size."""
+    return write_atomic(path, iter_encoded(blobs, sign))
+
+
+def signed_statement(blobs: list[Blob]) -> tuple[bytes, Blob] | None:
+    """What the signature of a file read by ``read_blobs`` signs, and its signature blob; None if unsigned."""
+    if not blobs or blobs[-1].type != BlobType.SIGNATURE:
+        return None
+    return SIGNING_DOMAIN + b"".join(b.header for b in blobs[:-1]), blobs[-1]
 
 
 def read_blobs(source: str | os.PathLike | bytes | memoryview) -> list[Blob]:
@@ -114,6 +150,11 @@ def read_blobs(source: str | os.PathLike | bytes | memoryview) -> list[Blob]:
     if size == 0:
         raise ArtifactError(f"{label}: the file is empty; expected a popfuse artifact")
     while offset < size:
+        if blobs and blobs[-1].type == BlobType.SIGNATURE:
+            raise ArtifactError(
+                f"{label}: blob {len(blobs)} at byte {offset} follows the signature; a signature is the last blob, "
+                "so this file was changed after it was signed"
+            )
         blobs.append(_read_one(label, data, offset, len(blobs)))
         offset += _total_size(data, offset)
     return blobs
@@ -132,9 +173,7 @@ def read_blob_at(stream: BinaryIO, offset: int, number: int, label: str,
     try:
         stream.seek(offset)
         head = stream.read(HEADER_SIZE)
-        if len(head) < HEADER_SIZE:
-            raise ArtifactError(f"{where}: truncated; {len(head)} bytes left, a header needs {HEADER_SIZE}")
-        btype, header_size, name_size, total, crc = _check_header(where, head, offset)
+        btype, header_size, name_size, total, digest = _check_header(where, head, offset)
         if expect is not None and btype != expect:
             raise ArtifactError(f"{where}: a blob of type {btype}, expected {expect.name.lower()} here")
         rest = stream.read(total - HEADER_SIZE)
@@ -142,7 +181,7 @@ def read_blob_at(stream: BinaryIO, offset: int, number: int, label: str,
         raise ArtifactError(f"{where}: cannot read: {e.strerror or e}") from e
     if len(rest) < total - HEADER_SIZE:
         raise ArtifactError(f"{where}: truncated; the blob declares {total} bytes but {HEADER_SIZE + len(rest)} remain")
-    blob = _check_body(where, memoryview(head + rest), btype, header_size, name_size, crc)
+    blob = _check_body(where, memoryview(head + rest), btype, header_size, name_size, digest)
     return blob, total
 
 
@@ -194,42 +233,50 @@ def _total_size(data: memoryview, offset: int) -> int:
 def _read_one(label: str, data: memoryview, offset: int, number: int) -> Blob:
     where = f"{label}: blob {number} at byte {offset}"
     remaining = len(data) - offset
-    if remaining < HEADER_SIZE:
-        raise ArtifactError(f"{where}: truncated; {remaining} bytes left, a header needs {HEADER_SIZE}")
-    btype, header_size, name_size, total, crc = _check_header(where, data[offset : offset + HEADER_SIZE], offset)
+    btype, header_size, name_size, total, digest = _check_header(where, data[offset : offset + HEADER_SIZE], offset)
     if total > remaining:
         raise ArtifactError(f"{where}: truncated; the blob declares {total} bytes but {remaining} remain")
-    return _check_body(where, data[offset : offset + total], btype, header_size, name_size, crc)
+    return _check_body(where, data[offset : offset + total], btype, header_size, name_size, digest)
 
 
-def _check_header(where: str, head: bytes | memoryview, offset: int) -> tuple[int, int, int, int, int]:
-    """The type, header size, name size, total size and CRC of a blob's verified fixed header."""
-    magic, version, btype, header_size, name_size, total, crc = _HEADER.unpack_from(head)
-    if magic != MAGIC:
+def _check_header(where: str, head: bytes | memoryview, offset: int) -> tuple[int, int, int, int, bytes]:
+    """The type, header size, name size, total size and SHA-256 of a blob's verified fixed header.
+
+    ``head`` is the first ``HEADER_SIZE`` bytes of the blob, or what is left of the file when that is less.
+    """
+    if bytes(head[: len(MAGIC)]) != MAGIC[: len(head)]:
         hint = " (this is not a popfuse artifact)" if offset == 0 else ""
-        raise ArtifactError(f"{where}: bad magic {bytes(magic)!r}, expected {MAGIC!r}{hint}")
+        raise ArtifactError(f"{where}: bad magic {bytes(head[: len(MAGIC)])!r}, expected {MAGIC!r}{hint}")
+    # The version first: an older format's header has another size, so its checksum cannot be checked here.
+    if len(head) >= _VERSION.size + len(MAGIC):
+        (version,) = _VERSION.unpack_from(head, len(MAGIC))
+        if version != FORMAT_VERSION:
+            newer = version > FORMAT_VERSION
+            fix = "upgrade popfuse" if newer else "rebuild it with `popfuse build CONFIG.yaml`"
+            raise ArtifactError(
+                f"{where}: format version {version} is {'newer' if newer else 'older'} than this popfuse reads "
+                f"({FORMAT_VERSION}); {fix}"
+            )
+    if len(head) < HEADER_SIZE:
+        raise ArtifactError(f"{where}: truncated; {len(head)} bytes left, a header needs {HEADER_SIZE}")
+    _, _, btype, header_size, name_size, total, digest = _HEADER.unpack_from(head)
     (header_crc,) = _HEADER_CRC.unpack_from(head, _HEADER.size)
     if zlib.crc32(head[: _HEADER.size]) != header_crc:
         raise ArtifactError(f"{where}: the header is corrupt (checksum mismatch)")
-    if version > FORMAT_VERSION:
-        raise ArtifactError(
-            f"{where}: format version {version} is newer than this popfuse reads ({FORMAT_VERSION}); "
-            "upgrade popfuse"
-        )
     if header_size < HEADER_SIZE or total < header_size + name_size:
         raise ArtifactError(f"{where}: inconsistent sizes (header {header_size}, name {name_size}, total {total})")
-    return btype, header_size, name_size, total, crc
+    return btype, header_size, name_size, total, digest
 
 
-def _check_body(where: str, blob: memoryview, btype: int, header_size: int, name_size: int, crc: int) -> Blob:
-    """The blob whose ``total`` bytes (header included) are ``blob``, after checking its padding and CRC."""
+def _check_body(where: str, blob: memoryview, btype: int, header_size: int, name_size: int, digest: bytes) -> Blob:
+    """The blob whose ``total`` bytes (header included) are ``blob``, after checking its padding and SHA-256."""
     if any(blob[HEADER_SIZE:header_size]):
         raise ArtifactError(f"{where}: the header padding is corrupt (not zeros)")
     body = blob[header_size:]
-    if zlib.crc32(body) != crc:
-        raise ArtifactError(f"{where}: the contents are corrupt (checksum mismatch)")
+    if hashlib.sha256(body).digest() != digest:
+        raise ArtifactError(f"{where}: the contents are corrupt or were changed (SHA-256 mismatch)")
     try:
         name = bytes(body[:name_size]).decode("utf-8")
     except UnicodeDecodeError as e:
         raise ArtifactError(f"{where}: the blob name is not UTF-8") from e
-    return Blob(type=btype, name=name, payload=body[name_size:])
+    return Blob(type=btype, name=name, payload=body[name_size:], header=bytes(blob[: header_size + name_size]))

@@ -25,6 +25,7 @@ from .display import source_label
 from .dtypes import numpy_from_popef
 from .errors import ArtifactError, BackendError, ExecutionError
 from .popef import release_pages
+from .signing import public_key
 from .tensors import mismatch
 
 log = logging.getLogger(__name__)
@@ -53,27 +54,16 @@ class TensorDescriptor:
         return numpy_from_popef(self.data_type)
 
 
-def weights(artifact: Artifact, source: object) -> list[Weight]:
-    """The weights the metadata lists, as arrays over the artifact's tensor blobs (no copy).
-
-    Raises:
-        ArtifactError: a weight lies outside its blob, or its size disagrees with its shape.
-    """
-    label = source_label(source)
+def weights(artifact: Artifact) -> list[Weight]:
+    """The weights the metadata lists, as arrays over the artifact's tensor blobs (no copy); the reader has
+    checked that each lies inside its blob and that its shape fits its size."""
     out = []
     for ref in artifact.metadata.tensor_data:
-        blob = artifact.tensors.get(ref.blob)
         dtype = numpy_from_popef(ref.tensor_info.data_type)
         count = math.prod(ref.tensor_info.shape)
-        if blob is None or ref.offset < 0 or ref.offset + ref.size > len(blob) or count * dtype.itemsize != ref.size:
-            where = "no such blob" if blob is None else f"blob of {len(blob)} bytes"
-            raise ArtifactError(
-                f"{label}: weight {ref.name!r} ({ref.size} bytes at {ref.offset} of tensor blob {ref.blob!r}, "
-                f"shape {list(ref.tensor_info.shape)} {ref.tensor_info.data_type}) does not fit: {where}"
-            )
-        data = np.frombuffer(blob, dtype, count, ref.offset).reshape(ref.tensor_info.shape)
+        data = np.frombuffer(artifact.tensors[ref.blob], dtype, count, ref.offset).reshape(ref.tensor_info.shape)
         # The writer aligns tensor blobs; an array that is not aligned anyway is copied rather than refused.
-        out.append(Weight(ref.name, ref.blob, np.require(data, requirements="A")))
+        out.append(Weight(ref.name, ref.blob, np.require(data, requirements="A"), ref.offset))
     return out
 
 
@@ -97,11 +87,11 @@ def check_artifact(source: str | os.PathLike | bytes, config: RuntimeConfig | No
     features it was compiled for), without opening it: what can be refused before memory is spent on it.
 
     Raises:
-        ArtifactError: as ``Runner``.
+        ArtifactError: as ``Runner`` (``SignatureError`` when ``config.trusted_keys`` are set and none signed it).
         BackendError: the artifact's target has no backend here.
     """
     config = config or RuntimeConfig()
-    artifact = read_artifact(source)
+    artifact = read_artifact(source, [public_key(key) for key in config.trusted_keys])
     backend, device = resolve_target(artifact.metadata.target)
     built = artifact.metadata.backend
     name, version, features = backend.name, backend.version(), backend.features(device)
@@ -127,12 +117,14 @@ class Runner:
     Args:
         source: Path to an ``executable.popef``, or its bytes.
         config: Runtime settings; None means ``RuntimeConfig()``.
-        checked: ``source``'s contents as ``check_artifact`` returned them, so that they are not read
-            and checked again; None reads them.
+        checked: ``source``'s contents as ``check_artifact`` returned them under the same ``config``, so
+            that they are not read and checked again; None reads them.
 
     Raises:
-        ArtifactError: the artifact is unreadable, or was compiled by another
-            backend version while ``check_package_hash`` is set.
+        ArtifactError: the artifact is unreadable, its records disagree, it was
+            compiled by another backend version while ``check_package_hash`` is
+            set, or (``SignatureError``) it is not signed by one of
+            ``trusted_keys`` when they are set.
         BackendError: the backend cannot load the executable here.
     """
 
@@ -140,13 +132,16 @@ class Runner:
                  checked: Artifact | None = None):
         self.config = config or RuntimeConfig()
         artifact = checked or check_artifact(source, self.config)
+        #: Who signed the artifact (verified against ``trusted_keys`` when they are set), or None.
+        self.signature = artifact.signature
         self.metadata: md.Metadata = artifact.metadata
         self.fusion_map: md.FusionMap = artifact.fusion_map
         backend, device = resolve_target(artifact.metadata.target)
         # The weights are views of the artifact's mapping, used in place for the session's life.
-        self._session = backend.open(
-            artifact.executable, weights(artifact, source), device, SessionOptions(self.config.intra_op_num_threads)
-        )
+        cache = self.config.executable_cache
+        options = SessionOptions(self.config.intra_op_num_threads, cache_key=artifact.content_id or None,
+                                 cache_dir=None if cache is None else os.fspath(cache))
+        self._session = backend.open(artifact.executable, weights(artifact), device, options)
         release_pages(*artifact.tensors.values())
         self._anchors = {a.name: a for a in self.metadata.anchors}
         self._owner = self.fusion_map.anchors()
@@ -169,15 +164,14 @@ class Runner:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _slot_names(self, anchors: tuple[str, ...], slots: dict[str, tuple[str, ...]]) -> list[str]:
-        """The slot of each anchor: its type's k-th slot for the k-th anchor of that type."""
+        """The slot of each anchor: its type's k-th slot for the k-th anchor of that type (the reader has
+        checked that there are enough)."""
         seen: dict[str, int] = {}
         out = []
         for name in anchors:
             t = self._anchors[name].tensor_info.data_type
             k = seen.get(t, 0)
             seen[t] = k + 1
-            if k >= len(slots.get(t, ())):
-                raise ArtifactError(f"the executable has no slot for {name!r} ({t} number {k}); rebuild the artifact")
             out.append(slots[t][k])
         return out
 
@@ -197,7 +191,7 @@ class Runner:
     def _describe(self, anchor: md.Anchor) -> TensorDescriptor:
         shape = anchor.tensor_info.shape
         dtype = numpy_from_popef(anchor.tensor_info.data_type)
-        size = -1 if any(d < 0 for d in shape) else int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        size = -1 if any(d < 0 for d in shape) else math.prod(shape) * dtype.itemsize
         return TensorDescriptor(
             name=anchor.name,
             shape=shape,

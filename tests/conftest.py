@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
+from popfuse.benchmarks import ocr
 from popfuse.fusion import BuildResult, ModelOptions, build, compile_artifact, fuse_models
 from popfuse.runtime.artifact import write_artifact
 from tests.models import PPOCR, ppocr_path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def executable_cache(tmp_path_factory) -> Path:
+    """The executable cache of every Runner the suite opens, in this process and in those it starts: a folder
+    of the session's own, never the user's."""
+    folder = tmp_path_factory.mktemp("executable-cache")
+    os.environ["POPFUSE_CACHE_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture
@@ -43,3 +56,31 @@ def ppocr_config(output_dir: Path) -> dict:
 def ppocr_build(tmp_path_factory) -> BuildResult:
     """The PP-OCR fusion, built once for the whole session (read it, never write to it)."""
     return build(ppocr_config(tmp_path_factory.mktemp("ppocr")))
+
+
+@pytest.fixture(scope="session")
+def ppocr_fp16_build(tmp_path_factory) -> tuple[BuildResult, list[str]]:
+    """The PP-OCR fusion with ``precision: fp16``, built once for the whole session, and its progress lines.
+
+    The detector is calibrated on a rendered page (a ``calibration`` .npz) that the tests never evaluate
+    on; the recogniser and the classifier use the generated request.
+    """
+    folder = tmp_path_factory.mktemp("ppocr_fp16")
+    np.savez(folder / "det.npz", x=ocr.det_page(128, 320, lines=("Calibration page", "other words 42")))
+    config = ppocr_config(folder)
+    config["precision"] = "fp16"
+    config["model_fusion"][0]["calibration"] = str(folder / "det.npz")
+    lines: list[str] = []
+    return build(config, progress=lines.append), lines
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KB tmpfs: a real ENOSPC (needs root, as the CI machine runs)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)

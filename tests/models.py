@@ -116,3 +116,78 @@ def batch_model() -> onnx.ModelProto:
         }
         """
     )
+
+
+def affine_grid_expanded() -> onnx.ModelProto:
+    """ONNX's own function-expanded AffineGrid test model (opset 20), as onnx's backend test suite builds it:
+    its If branches read values of its main graph, and one branch reads its own outputs."""
+    from onnx.backend.test.case.node import function_testcase_helper
+
+    node = helper.make_node("AffineGrid", ["theta", "size"], ["grid"], align_corners=0)
+    types = [helper.make_tensor_type_proto(TensorProto.FLOAT, [2, 2, 3]),
+             helper.make_tensor_type_proto(TensorProto.INT64, [4])]
+    ((nodes, opsets), *_), _ = function_testcase_helper(node, types, "affine_grid")
+    graph = helper.make_graph(
+        nodes, "affine_grid_expanded",
+        [helper.make_tensor_value_info("theta", TensorProto.FLOAT, [2, 2, 3]),
+         helper.make_tensor_value_info("size", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("grid", TensorProto.FLOAT, ["N", "H", "W", 2])],
+    )
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION)
+    onnx.checker.check_model(model)
+    return model
+
+
+def local_function_model(opset: int = 20) -> onnx.ModelProto:
+    """O = twice(X) through a model-local function (as torch.onnx's dynamo exporter writes them)."""
+    model = onnx.parser.parse_model(
+        f"""
+        <ir_version: {IR_VERSION}, opset_import: ["" : {opset}, "local" : 1]>
+        agraph (float[1, 4] X) => (float[1, 4] O)
+        {{
+            O = local.twice(X)
+        }}
+        <domain: "local", opset_import: ["" : {opset}]>
+        twice (x) => (y) {{
+            y = Add(x, x)
+        }}
+        """
+    )
+    onnx.checker.check_model(model)
+    return model
+
+
+def lstm_in_if_model() -> onnx.ModelProto:
+    """A voice-activity-style model: X [1, T] is cut into 64-sample frames for an LSTM inside an If on the sample
+    rate. Its Squeeze drops every dimension of size 1, so T = 64 gives the LSTM a rank-2 input, which only shows
+    once T is fixed (as Silero VAD's If branches do at a wrong input size)."""
+    hidden, width = 4, 64
+    rng = np.random.default_rng(0)
+    weights = [
+        numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, width)).astype(np.float32) * 0.1, "W"),
+        numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32) * 0.1, "R"),
+        numpy_helper.from_array(np.array([1, -1, width], np.int64), "frames"),
+        numpy_helper.from_array(np.array([0], np.int64), "axes"),
+        numpy_helper.from_array(np.array(16000, np.int64), "rate16k"),
+        numpy_helper.from_array(np.zeros((1, 1, hidden), np.float32), "silence"),
+    ]
+    then = helper.make_graph([
+        helper.make_node("Reshape", ["X", "frames"], ["r"]),
+        helper.make_node("Squeeze", ["r"], ["s"]),
+        helper.make_node("Unsqueeze", ["s", "axes"], ["u"]),
+        helper.make_node("LSTM", ["u", "W", "R"], ["", "h"], hidden_size=hidden, name="lstm"),
+    ], "then", [], [helper.make_tensor_value_info("h", TensorProto.FLOAT, None)])
+    other = helper.make_graph([helper.make_node("Identity", ["silence"], ["z"])], "else", [],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
+    graph = helper.make_graph(
+        [helper.make_node("Equal", ["sr", "rate16k"], ["c"]),
+         helper.make_node("If", ["c"], ["O"], then_branch=then, else_branch=other, name="rate")],
+        "vad",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, "T"]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("O", TensorProto.FLOAT, [1, "B", hidden])],
+        initializer=weights,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
+    onnx.checker.check_model(model)
+    return model

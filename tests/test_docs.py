@@ -77,6 +77,8 @@ def environment() -> dict[str, str]:
 
 def run_block(block: Block, cwd: Path) -> None:
     where = f"line {block.line}"
+    # An editable install run here would point the suite's own environment at this temporary copy.
+    assert "pip install -e" not in block.code, f"{where}: put the install in a block of its own, skipped"
     if block.language in ("sh", "bash", "console"):
         ran = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", block.code], cwd=cwd, env=environment(),
                              capture_output=True, text=True, timeout=300)

@@ -1,11 +1,14 @@
-"""Serving: throughput and p99 at concurrency 1, 8 and 32 on mixed PP-OCR traffic.
+"""Serving: throughput and p99 at concurrency 1, 8 and 32 on mixed PP-OCR traffic, over HTTP and gRPC.
 
 The fused server (``popfuse serve`` on the det/rec/cls artifact) against the
-baseline (one onnxruntime session per model behind the same HTTP stack), each
-in its own process, loaded by client threads that keep their connections
-open and send binary tensors. Targets: fused throughput at least 0.95x the
-baseline; dynamic batching on, against off, at least 2x the throughput of
-batch-1 classifier requests.
+baseline (one onnxruntime session per model behind the same HTTP and gRPC
+stack), each in its own process, loaded by client threads that keep their
+connections open and send binary tensors (raw contents over gRPC). Also:
+Triton's perf_analyzer against the fused server over both protocols, and the
+server's overhead at concurrency 1 over an in-process ``Runner.execute`` of
+the same request. Targets: fused throughput at least 0.95x the baseline; gRPC
+at least 1.0x HTTP at concurrency 1 and 8; dynamic batching on, against off,
+at least 2x the throughput of batch-1 classifier requests.
 """
 
 from __future__ import annotations
@@ -14,23 +17,29 @@ import contextlib
 import http.client
 import json
 import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
+import grpc
 import numpy as np
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from popfuse.runtime import Runner
+from popfuse.runtime.server.heap import keep_freed_memory
 
+from .. import perf_analyzer
 from ..context import Context
 from ..models import Workload, ppocr
+from ..server_process import ServerProcess
 from ..setups import build_fused, fused_feeds, runner
 from ..timing import interleaved
 
 CONCURRENCY = (1, 8, 32)
 BATCH = ["--max-batch-size", "8", "--max-queue-delay-us", "2000"]
+#: perf_analyzer's concurrency levels, on the classifier.
+PERF_CONCURRENCY = (1, 2, 4, 8)
 
 
 def run(ctx: Context) -> dict:
@@ -41,61 +50,125 @@ def run(ctx: Context) -> dict:
     fused_cmd = [sys.executable, "-m", "popfuse", "serve", str(artifact), "--threads", threads]
     baseline_cmd = [sys.executable, "-m", "popfuse.benchmarks.baseline_server", "--threads", threads,
                     *(f"{w.name}={w.path}" for w in models)]
-    bodies = {w.name: _body(w.feeds["x"]) for w in models}
+    requests = {w.name: _Request(w.name, w.feeds["x"]) for w in models}
     # Requests per load: about a second and a half of work at each concurrency on the benchmark machine.
     mixed_total = {1: ctx.scale(96, 8), 8: ctx.scale(192, 16), 32: ctx.scale(224, 32)}
     pairs, rounds = ctx.scale(6, 1), ctx.scale(2, 1)
     levels = CONCURRENCY[:2] if ctx.smoke else CONCURRENCY
-    mixed: dict[int, dict[str, list[dict]]] = {c: {"fused": [], "baseline": []} for c in levels}
+    labels = ("fused", "baseline", "fused_grpc", "baseline_grpc")
+    mixed: dict[int, dict[str, list[dict]]] = {c: {label: [] for label in labels} for c in levels}
     single: dict[str, list[dict]] = {"on": [], "off": []}
-    cls_body = {"cls": bodies["cls"]}
-    # Both servers of a pair stay up and take turns: the machine drifts, and each round's ratio compares two
+    cls_request = {"cls": requests["cls"]}
+    overhead: dict[str, dict[str, list[float]]] = {}
+    perf: list[dict] = []
+    # Both servers of a pair stay up and take turns: the machine drifts, and each round's ratio compares
     # contenders that saw the same moment. A server process also runs a few per cent faster or slower for its
     # whole life depending on where its memory landed, so several pairs are started, in alternating order.
     for p in range(pairs):
-        with _pair({"fused": fused_cmd, "baseline": baseline_cmd}, p) as ports:
+        with _pair({"fused": fused_cmd, "baseline": baseline_cmd}, p) as servers:
+            targets = {label: (servers[label.split("_")[0]], "grpc" if label.endswith("grpc") else "http")
+                       for label in labels}
             for concurrency in levels:
-                _turns(ports, bodies, concurrency, mixed_total[concurrency], rounds, mixed[concurrency])
-        with _pair({"on": fused_cmd + BATCH, "off": fused_cmd}, p) as ports:
-            _turns(ports, cls_body, 32 if not ctx.smoke else 8, ctx.scale(1024, 32), rounds, single)
-    rows = []
+                _turns(targets, requests, concurrency, mixed_total[concurrency], rounds, mixed[concurrency])
+            if p == 0:
+                overhead = _overhead(servers["fused"], artifact, requests, ctx)
+                perf = _perf_analyzer(servers["fused"], ctx)
+        with _pair({"on": fused_cmd + BATCH, "off": fused_cmd}, p) as servers:
+            targets = {label: (servers[label], "http") for label in ("on", "off")}
+            _turns(targets, cls_request, 32 if not ctx.smoke else 8, ctx.scale(1024, 32), rounds, single)
+    rows, grpc_rows = [], []
     for concurrency, results in mixed.items():
-        summary = _summary(results)
+        summary = _summary(results, "fused", "baseline")
         rows.append({"concurrency": concurrency, **summary, "throughput_ratio": summary["ratio"]})
-    batching = _summary(single)
-    return {"rows": rows, "batching": batching, "batching_ratio": batching["ratio"], "batch_size": int(BATCH[1]),
-            "server_pairs": pairs,
+        over_baseline = _summary(results, "fused_grpc", "baseline_grpc")
+        over_http = _summary(results, "fused_grpc", "fused")
+        grpc_rows.append({"concurrency": concurrency, **over_baseline, "throughput_ratio": over_baseline["ratio"],
+                          "grpc_over_http": over_http["ratio"], "grpc_over_http_ratios": over_http["ratios"]})
+    batching = _summary(single, "on", "off")
+    return {"rows": rows, "grpc_rows": grpc_rows, "batching": batching, "batching_ratio": batching["ratio"],
+            "batch_size": int(BATCH[1]), "server_pairs": pairs, "overhead": overhead, "perf_analyzer": perf,
             "compute_bound": _compute_bound(runner(artifact, ctx.threads), 2, models[2], int(BATCH[1]), ctx)}
 
 
+def _overhead(server: ServerProcess, artifact, requests: dict[str, _Request], ctx: Context) -> list[dict]:
+    """Each model's p50 latency at concurrency 1 through the server (HTTP and gRPC) and in this process
+    (``Runner.execute`` of the same request), in interleaved blocks. This process keeps freed heap for reuse
+    as the server does (``heap.py``), so both sides allocate their outputs alike."""
+    keep_freed_memory()
+    fused = runner(artifact, ctx.threads)
+    rows = []
+    for index, (name, request) in enumerate(requests.items()):
+        feeds = fused_feeds(fused, index, {"x": request.x})
+        per_block = ctx.scale({"det": 40, "rec": 12, "cls": 80}.get(name, 20), 2)
+        samples: dict[str, list[float]] = {"runner": [], "http": [], "grpc": []}
+        for _ in range(ctx.scale(5, 1)):
+            for _ in range(per_block):
+                start = time.perf_counter()
+                fused.execute(feeds)
+                samples["runner"].append(time.perf_counter() - start)
+            for protocol in ("http", "grpc"):
+                samples[protocol] += list(_load((server, protocol), {name: request}, 1, per_block)["latencies"])
+        p50 = {k: float(np.percentile(v, 50)) * 1e3 for k, v in samples.items()}
+        rows.append({"model": name, "runner_p50_ms": p50["runner"], "http_p50_ms": p50["http"],
+                     "grpc_p50_ms": p50["grpc"], "http_overhead_ms": p50["http"] - p50["runner"],
+                     "grpc_overhead_ms": p50["grpc"] - p50["runner"],
+                     "http_ratio": p50["http"] / p50["runner"], "grpc_ratio": p50["grpc"] / p50["runner"]})
+    return rows
+
+
+def _perf_analyzer(server: ServerProcess, ctx: Context) -> list[dict]:
+    """Triton's perf_analyzer on the classifier, over HTTP and gRPC, with binary data: each concurrency over
+    both protocols in turn, in rounds that alternate which goes first; the median of the rounds. It is set up
+    first when it is not there (a smoke run uses it only when it is)."""
+    analyzer = perf_analyzer.find() if ctx.smoke else perf_analyzer.install()
+    if analyzer is None:
+        return []
+    shape = {"x": list(ppocr("cls").feeds["x"].shape)}
+    levels = PERF_CONCURRENCY[:2] if ctx.smoke else PERF_CONCURRENCY
+    ports = {"http": server.port, "grpc": server.grpc_port}
+    runs: dict[tuple[str, int], list] = {}
+    for r in range(ctx.scale(3, 1)):
+        for level in levels:
+            for protocol in ("http", "grpc") if r % 2 == 0 else ("grpc", "http"):
+                (m,) = analyzer.measure(f"127.0.0.1:{ports[protocol]}", protocol, "cls", shape, [level],
+                                        window_ms=ctx.scale(2000, 300), trials=ctx.scale(10, 6))
+                runs.setdefault((protocol, level), []).append(m)
+    return [{"protocol": protocol, "concurrency": level,
+             **{field: float(np.median([getattr(m, field) for m in ms]))
+                for field in ("throughput", "p50_us", "p99_us", "server_queue_us", "server_compute_us")}}
+            for (protocol, level), ms in sorted(runs.items())]
+
+
 @contextlib.contextmanager
-def _pair(commands: dict[str, list[str]], turn: int) -> Iterator[dict[str, int]]:
-    """Both servers up (started in the order ``turn`` picks); yields their ports by label."""
+def _pair(commands: dict[str, list[str]], turn: int) -> Iterator[dict[str, ServerProcess]]:
+    """Both servers up (started in the order ``turn`` picks); yields them by label."""
     labels = list(commands) if turn % 2 == 0 else list(commands)[::-1]
     with contextlib.ExitStack() as stack:
-        yield {label: stack.enter_context(_Server(commands[label])) for label in labels}
+        yield {label: stack.enter_context(ServerProcess(commands[label])) for label in labels}
 
 
-def _turns(ports: dict[str, int], bodies, concurrency: int, total: int, rounds: int,
-           into: dict[str, list[dict]]) -> None:
-    """Load each server in turn, ``rounds`` times, adding each load's result to ``into``."""
+def _turns(targets: dict[str, tuple[ServerProcess, str]], requests: dict[str, _Request], concurrency: int, total: int,
+           rounds: int, into: dict[str, list[dict]]) -> None:
+    """Load each target (a server and a protocol) in turn, ``rounds`` times, adding each load's result to
+    ``into``; the order alternates between rounds."""
     for r in range(rounds):
         for label in list(into) if r % 2 == 0 else list(into)[::-1]:
-            into[label].append(_load(ports[label], bodies, concurrency, total))
+            into[label].append(_load(targets[label], requests, concurrency, total))
 
 
-def _summary(results: dict[str, list[dict]]) -> dict:
-    """The ratio of the first label's throughput over the second's (median of the rounds'), and each one's
-    median throughput, pooled latency percentiles and failures."""
-    a, b = results
+def _summary(results: dict[str, list[dict]], a: str, b: str) -> dict:
+    """The ratio of ``a``'s throughput over ``b``'s (median of the rounds'), and each one's median throughput,
+    pooled latency percentiles and failures."""
     ratios = [x["rps"] / y["rps"] for x, y in zip(results[a], results[b])]
     out: dict = {"ratio": float(np.median(ratios)), "ratios": ratios}
-    for label, runs in results.items():
+    for label in (a, b):
+        runs = results[label]
         latencies = np.concatenate([x["latencies"] for x in runs])
-        out[f"{label}_rps"] = float(np.median([x["rps"] for x in runs]))
-        out[f"{label}_p50_ms"] = float(np.percentile(latencies, 50) * 1e3)
-        out[f"{label}_p99_ms"] = float(np.percentile(latencies, 99) * 1e3)
-        out[f"{label}_failures"] = int(sum(x["failures"] for x in runs))
+        key = label.removesuffix("_grpc")
+        out[f"{key}_rps"] = float(np.median([x["rps"] for x in runs]))
+        out[f"{key}_p50_ms"] = float(np.percentile(latencies, 50) * 1e3)
+        out[f"{key}_p99_ms"] = float(np.percentile(latencies, 99) * 1e3)
+        out[f"{key}_failures"] = int(sum(x["failures"] for x in runs))
     return out
 
 
@@ -110,75 +183,80 @@ def _compute_bound(fused: Runner, index: int, workload: Workload, batch: int, ct
     return {"batch1_ms": lat["one"].p50 * 1e3, "per_item_ms": per_item * 1e3, "ratio": lat["one"].p50 / per_item}
 
 
-def _body(x: np.ndarray) -> tuple[bytes, dict]:
-    header = json.dumps({
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
-                    "parameters": {"binary_data_size": x.nbytes}}],
-        "parameters": {"binary_data_output": True},
-    }).encode()
-    return header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header)),
-                                  "Content-Type": "application/octet-stream"}
+class _Request:
+    """One model's request, as each protocol sends it: binary tensors over HTTP, raw contents over gRPC."""
+
+    def __init__(self, model: str, x: np.ndarray):
+        self.model, self.x = model, x
+        header = json.dumps({
+            "inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
+                        "parameters": {"binary_data_size": x.nbytes}}],
+            "parameters": {"binary_data_output": True},
+        }).encode()
+        self.http_body = header + x.tobytes()
+        self.http_headers = {"Inference-Header-Content-Length": str(len(header)),
+                             "Content-Type": "application/octet-stream"}
+        self.grpc_message = service_pb2.ModelInferRequest(model_name=model)
+        self.grpc_message.inputs.add(name="x", datatype="FP32", shape=x.shape)
+        self.grpc_message.raw_input_contents.append(x.tobytes())
 
 
-class _Server:
-    """A server process on a free loopback port, up and ready inside the ``with``."""
+class _HttpClient:
+    def __init__(self, port: int):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        self.conn.connect()
+        # http.client sends a request's headers and body in two writes: without TCP_NODELAY, Nagle's algorithm
+        # holds the body's last segment until the server's delayed ACK (up to 40 ms). Triton's clients, curl
+        # and perf_analyzer set it, and gRPC does.
+        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def __init__(self, command: Sequence[str]):
-        self.command = list(command)
+    def send(self, request: _Request) -> bool:
+        self.conn.request("POST", f"/v2/models/{request.model}/infer", body=request.http_body,
+                          headers=request.http_headers)
+        response = self.conn.getresponse()
+        response.read()
+        return response.status == 200
 
-    def __enter__(self) -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc = subprocess.Popen([*self.command, "--port", str(self.port)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/v2/health/ready")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return self.port
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {self.proc.stderr.read().decode()[-2000:]}")
-            time.sleep(0.1)
+    def close(self) -> None:
+        self.conn.close()
 
-    def __exit__(self, *exc) -> None:
-        self.proc.terminate()
+
+class _GrpcClient:
+    def __init__(self, port: int):
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+
+    def send(self, request: _Request) -> bool:
         try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.stub.ModelInfer(request.grpc_message, timeout=120)
+            return True
+        except grpc.RpcError:
+            return False
+
+    def close(self) -> None:
+        self.channel.close()
 
 
-def _load(port: int, bodies: dict[str, tuple[bytes, dict]], concurrency: int, total: int) -> dict:
+def _load(target: tuple[ServerProcess, str], requests: dict[str, _Request], concurrency: int, total: int) -> dict:
     """Closed-loop load: ``concurrency`` clients, each sending its next request when the last returns, until
     ``total`` requests are answered. Client k always sends the same sequence of models (seeded by k), so two
     servers given the same load do exactly the same work, and only their speed sets the throughput."""
-    names = list(bodies)
+    server, protocol = target
+    names = list(requests)
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     failures = [0] * concurrency
     start_gate = threading.Barrier(concurrency + 1)
     each = -(-total // concurrency)
 
     def client(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn = _HttpClient(server.port) if protocol == "http" else _GrpcClient(server.grpc_port)
         rng = np.random.default_rng(k)
-        warm_body, warm_headers = bodies[names[0]]
-        conn.request("POST", f"/v2/models/{names[0]}/infer", body=warm_body, headers=warm_headers)
-        conn.getresponse().read()
+        conn.send(requests[names[0]])  # the connection is up before the clock starts
         start_gate.wait()
         for _ in range(each):
-            name = names[int(rng.integers(len(names)))]
-            body, headers = bodies[name]
+            request = requests[names[int(rng.integers(len(names)))]]
             t = time.perf_counter()
-            conn.request("POST", f"/v2/models/{name}/infer", body=body, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            if response.status == 200:
+            if conn.send(request):
                 latencies[k].append(time.perf_counter() - t)
             else:
                 failures[k] += 1

@@ -2,6 +2,12 @@
 
 Real exporters (paddle2onnx among them) keep weights as ``Constant`` nodes.
 Turning them into initializers lets the fusion store identical weights once.
+
+An ``If`` whose condition folds to a constant is kept, not replaced by the
+branch taken: onnx-graphsurgeon's flattening pairs the branch's outputs with
+the ``If``'s wrongly once it has renamed the branch's values, and leaves nodes
+reading values nothing produces (ONNX's function-expanded AffineGrid, whose
+branches read their own outputs, is one such model).
 """
 
 from __future__ import annotations
@@ -24,7 +30,9 @@ def fold_constants(model: onnx.ModelProto, max_tensor_size: int = -1) -> PassRes
     gs_logger = gs.logger.G_LOGGER
     severity, gs_logger.severity = gs_logger.severity, gs_logger.ERROR
     try:
-        graph.fold_constants(size_threshold=None if max_tensor_size < 0 else max_tensor_size)
+        graph.fold_constants(
+            size_threshold=None if max_tensor_size < 0 else max_tensor_size, flatten_subgraphs=False
+        )
     finally:
         gs_logger.severity = severity
     graph.cleanup(remove_unused_graph_inputs=False).toposort()

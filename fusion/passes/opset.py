@@ -36,8 +36,12 @@ def target_opset(models: Sequence[onnx.ModelProto]) -> int:
 def convert_opset(model: onnx.ModelProto, opset: int) -> PassResult[None]:
     """Convert ``model`` to ``opset`` of the default domain.
 
+    onnx's version converter runs first; where it fails, or drops the model's
+    local functions (it does not convert them), onnxscript's converter, which
+    inlines them, is tried.
+
     Raises:
-        FusionError: naming the op that has no conversion.
+        FusionError: naming the op that neither converter can convert, and what to do.
     """
     have = default_opset(model)
     if have == opset:
@@ -46,15 +50,35 @@ def convert_opset(model: onnx.ModelProto, opset: int) -> PassResult[None]:
         raise FusionError(f"cannot lower the model from opset {have} to {opset}")
     try:
         converted = version_converter.convert_version(model, opset)
+        if model.functions and len(converted.functions) < len(model.functions):
+            raise ValueError("it drops the model's local functions")
     except Exception as e:  # the converter raises bare RuntimeError/IndexError from C++
-        ops = _unconvertible_ops(model, have, opset)
-        which = f"op(s) {', '.join(ops)}" if ops else "an op"
-        raise FusionError(
-            f"cannot convert from opset {have} to {opset}: {which} cannot be converted ({e}). "
-            "Hint: re-export the model at a higher opset"
-        ) from e
+        converted = _onnxscript_convert(model, opset)
+        if converted is None:
+            ops = _unconvertible_ops(model, have, opset)
+            which = f"op(s) {', '.join(ops)}" if ops else "an op"
+            raise FusionError(
+                f"cannot convert from opset {have} to {opset}: {which} cannot be converted by onnx's version "
+                f"converter ({e}) nor by onnxscript's. Hint: re-export the model at opset {opset}, or fuse it "
+                f"only with models of opset {have}"
+            ) from e
     converted.ir_version = model.ir_version
     return PassResult(converted, True)
+
+
+def _onnxscript_convert(model: onnx.ModelProto, opset: int) -> onnx.ModelProto | None:
+    """``model`` converted by onnxscript's version converter and checked, or None where it fails."""
+    import onnx_ir as ir
+    from onnxscript import version_converter as onnxscript_converter
+
+    try:
+        converted = ir.from_proto(model)
+        onnxscript_converter.convert_version(converted, opset)
+        out = ir.to_proto(converted)
+        onnx.checker.check_model(out)
+    except Exception:  # noqa: BLE001  (any failure: the caller reports both converters')
+        return None
+    return out if default_opset(out) == opset else None
 
 
 def _unconvertible_ops(model: onnx.ModelProto, have: int, opset: int) -> list[str]:

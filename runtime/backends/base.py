@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -60,12 +60,13 @@ class Session(Protocol):
 
 @dataclass(frozen=True)
 class Weight:
-    """A weight the executable keeps outside itself: its name, the location the
-    executable gives for it (a tensor blob's name), and its data."""
+    """A weight the executable keeps outside itself: its name, the location and offset the
+    executable gives for it (a tensor blob's name, the byte it starts at there), and its data."""
 
     name: str
     location: str
     data: np.ndarray
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,20 +77,33 @@ class SessionOptions:
         intra_op_num_threads: Threads one run may use.
         optimize: Optimise the graph when opening it. An executable was optimised
             when it was compiled; a plain model (the Paddle API's) may want it.
+        optimization_level: How far ``optimize`` goes: ``basic`` (semantics-preserving rewrites),
+            ``extended`` (fusions too) or ``all`` (layout rewrites too).
         optimized_model_path: Where to write the graph as optimised (Paddle's ir_debug).
         disabled_optimizers: Optimisations by name to leave out (Paddle's custom patterns set to false).
         custom_op_libraries: Shared libraries that implement custom ops.
         memory_limit_bytes: Bound on the engine's memory arena (Paddle's ipu_available_memory_proportion).
         device_id: Which device of the target's kind.
+        log_severity_level: The least severe engine message logged: 0 verbose, 1 info, 2 warning, 3 error.
+        cache_dir: A folder where the backend may keep what it opens in a form it opens faster, in less
+            memory; None keeps nothing. Entries are named by ``cache_key`` and the backend's version and machine.
+        cache_key: Names the model's content (an artifact's ``content_id``); None keeps nothing.
+        profile_prefix: Write a per-operator profile of the session's runs to ``<prefix>_<time>.json``
+            when the session closes.
     """
 
     intra_op_num_threads: int | None = None
     optimize: bool = False
+    optimization_level: Literal["basic", "extended", "all"] = "all"
     optimized_model_path: str | None = None
     disabled_optimizers: tuple[str, ...] = ()
     custom_op_libraries: tuple[str, ...] = ()
     memory_limit_bytes: int | None = None
     device_id: int = 0
+    log_severity_level: int | None = None
+    profile_prefix: str | None = None
+    cache_dir: str | None = None
+    cache_key: str | None = None
 
 
 class Backend(ABC):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import platform
@@ -15,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from ..atomic import write_atomic
 from ..dtypes import numpy_from_type_string
 from ..errors import BackendError, ExecutionError
 from .base import ENGINE_LOGS, Backend, Port, Session, SessionOptions, Weight
@@ -109,71 +111,181 @@ class OnnxRuntimeBackend(Backend):
     ) -> Session:
         providers = self._providers(device, options.device_id)
         so = ort.SessionOptions()
-        so.log_severity_level = _log_severity()
-        levels = ort.GraphOptimizationLevel
-        so.graph_optimization_level = levels.ORT_ENABLE_ALL if options.optimize else levels.ORT_DISABLE_ALL
+        so.log_severity_level = _log_severity(options.log_severity_level)
+        so.graph_optimization_level = _LEVELS[options.optimization_level] if options.optimize else _LEVELS[None]
         if options.intra_op_num_threads is not None:
             so.intra_op_num_threads = options.intra_op_num_threads
         if options.optimized_model_path is not None:
             so.optimized_model_filepath = options.optimized_model_path
         for library in options.custom_op_libraries:
             so.register_custom_ops_library(library)
+        if options.profile_prefix is not None:
+            so.enable_profiling = True
+            so.profile_file_prefix = options.profile_prefix
         if options.memory_limit_bytes is not None:
             _bound_arena(options.memory_limit_bytes)
             so.add_session_config_entry("session.use_env_allocators", "1")
+        if options.cache_dir and options.cache_key and device == "cpu":
+            cached = _cached_executable(model, weights, options, self.features(device))
+            if cached is not None:
+                # onnxruntime maps the file, and its weights stay there, used in place: processes that open the
+                # same entry share its pages.
+                # (Both entries concern ORT-format models only: should the entry fail, the ONNX model opened
+                # below ignores them.)
+                so.add_session_config_entry("session.use_memory_mapped_ort_model", "1")
+                so.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
+                try:
+                    return _open_session(os.fspath(cached), so, providers, options, keep=cached)
+                except BackendError as e:
+                    # An entry that matches its checksum but that onnxruntime refuses (written by a hand other
+                    # than the cache's): removed, and the executable opened as it is.
+                    log.warning("the executable cache entry %s cannot be opened (%s); removed, opening the "
+                                "executable without it", cached, e)
+                    cached.unlink(missing_ok=True)
         # Each weight is given as an initializer over the caller's memory, in the main graph
         # and in the If branches alike, so onnxruntime neither reads nor copies it: a branch
         # initializer read from the model is held twice or more.
         values = [ort.OrtValue.ortvalue_from_numpy(w.data) for w in weights]
         for weight, value in zip(weights, values):
             so.add_initializer(weight.name, value)
+        with tempfile.TemporaryDirectory(prefix="popfuse-open-") as folder:
+            # onnxruntime checks that the file each external tensor names exists, though
+            # every one is supplied above and none is read: empty stand-ins satisfy the check
+            # (were one read, it would fail loudly: it holds no data).
+            for location in {w.location for w in weights}:
+                _placeholder(Path(folder), location)
+            so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+            return _open_session(bytes(model), so, providers, options, keep=(weights, values))
+
+
+def _open_session(model: bytes | str, so: ort.SessionOptions, providers: list, options: SessionOptions,
+                  keep: object) -> _Session:
+    """A session of ``model`` (its bytes, or the path of an ORT-format file), as popfuse opens every one."""
+    try:
+        # No fallback: on a failure onnxruntime would print "EP Error" banners to stdout and load the
+        # same model again with the same providers (the only ones we ask for).
+        session = ort.InferenceSession(
+            model, so, providers=providers, disabled_optimizers=list(options.disabled_optimizers), enable_fallback=0
+        )
+    except (*_LOAD_ERRORS, RuntimeError, ValueError) as e:
+        # onnxruntime also raises a bare RuntimeError, and a UnicodeDecodeError for a message quoting
+        # a graph's undecodable bytes: a model it cannot load, whatever the class.
+        raise BackendError(f"onnxruntime could not load the model: {e}") from e
+    return _Session(session, keep)
+
+
+# The executable cache: an executable in onnxruntime's own ORT format, which it maps from the file and
+# reads its weights from in place (docs/runtime.md, "The executable cache"). Bump when what is cached changes.
+_CACHE_FORMAT = "1"
+
+
+def _cached_executable(model: bytes | memoryview, weights: Sequence[Weight], options: SessionOptions,
+                       features: str) -> Path | None:
+    """The cache entry of ``model``, made first if it is missing or does not match its checksum; None when
+    the cache folder cannot be used (the caller opens the model as it is)."""
+    entry = cache_entry(options.cache_dir, options.cache_key, ort.__version__, features)
+    checksum = entry.with_suffix(".sha256")
+    try:
+        if entry.is_file() and checksum.is_file() and checksum.read_text().strip() == _file_sha256(entry):
+            return entry
+        _write_ort_format(model, weights, entry, checksum)
+        return entry
+    except OSError as e:
+        log.warning("the executable cache %s cannot be used (%s); opening the executable without it",
+                    options.cache_dir, e.strerror or e)
+        return None
+
+
+def cache_entry(cache_dir: str, cache_key: str, version: str, features: str) -> Path:
+    """Where the cache keeps an executable: named by its contents, onnxruntime's version and the machine's
+    features, so that an entry another version or machine wrote is never opened."""
+    key = hashlib.sha256("\0".join((_CACHE_FORMAT, cache_key, version, features)).encode())
+    return Path(cache_dir) / f"{key.hexdigest()}.ort"
+
+
+def _write_ort_format(model: bytes | memoryview, weights: Sequence[Weight], entry: Path, checksum: Path) -> None:
+    """Save ``model`` in the ORT format, its weights inside, at ``entry`` (atomically), and its SHA-256."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = max(_log_severity(), _ERROR)
+    so.add_session_config_entry("session.save_model_format", "ORT")
+    with tempfile.TemporaryDirectory(prefix="popfuse-cache-", dir=entry.parent) as folder:
+        # Saving reads every external weight from its file: write each one at its offset there.
+        for location in {w.location for w in weights}:
+            _placeholder(Path(folder), location)
+        for w in weights:
+            with open(Path(folder) / w.location, "r+b") as f:
+                f.seek(w.offset)
+                f.write(memoryview(w.data).cast("B"))
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+        written = Path(folder) / "executable.ort"
+        so.optimized_model_filepath = os.fspath(written)
         try:
-            with tempfile.TemporaryDirectory(prefix="popfuse-open-") as folder:
-                # onnxruntime checks that the file each external tensor names exists, though
-                # every one is supplied above and none is read: empty stand-ins satisfy the check
-                # (were one read, it would fail loudly: it holds no data).
-                for location in {w.location for w in weights}:
-                    _placeholder(Path(folder), location)
-                so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
-                session = ort.InferenceSession(
-                    bytes(model), so, providers=providers, disabled_optimizers=list(options.disabled_optimizers)
-                )
-        except _LOAD_ERRORS as e:
-            raise BackendError(f"onnxruntime could not load the model: {e}") from e
-        return _Session(session, (weights, values))
+            ort.InferenceSession(bytes(model), so, providers=["CPUExecutionProvider"], enable_fallback=0)
+        except (*_LOAD_ERRORS, RuntimeError, ValueError) as e:
+            raise BackendError(f"onnxruntime could not prepare the executable cache: {e}") from e
+        digest = _file_sha256(written)
+        os.replace(written, entry)
+    write_atomic(checksum, digest.encode())
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # onnxruntime's log severities.
 _WARNING, _ERROR, _FATAL = 2, 3, 4
 
 
-def _log_severity() -> int:
-    """Warnings and errors when engine logs are shown; otherwise only what precedes a crash."""
-    severity = _WARNING if ENGINE_LOGS.shown else _FATAL
+def _log_severity(asked: int | None = None) -> int:
+    """What a session asked for; else warnings and errors when engine logs are shown, otherwise only what
+    precedes a crash."""
+    severity = asked if asked is not None else _WARNING if ENGINE_LOGS.shown else _FATAL
     ort.set_default_logger_severity(severity)  # the process-wide logger, which some messages bypass sessions for
     return severity
 
 
+
+_LEVELS = {
+    None: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
 # What onnxruntime raises when it cannot create a session.
 _LOAD_ERRORS = (
     ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.InvalidGraph,
     ort_state.NotImplemented, ort_state.InvalidProtobuf, ort_state.NoSuchFile, ort_state.EPFail, ort_state.EngineError,
 )
-# A node that fails on the data it is given ("... while running Conv node. Name:'…' Status Message: …"):
-# the request's values or sizes, not the engine, are at fault.
-_NODE_FAILURE = re.compile(r"while running (\w+) node\. Name:'[^']*' Status Message: (.*)", re.S)
+# A node that fails on the data it is given ("... while running Conv node. Name:'…' Status Message: …"),
+# nested once per If around it: the request's values or sizes, not the engine, are at fault.
+_NODE_FAILURE = re.compile(r"while running (\w+) node\. Name:'[^']*' Status Message: ")
+# The source location and function an onnxruntime check names before saying what failed.
+_SOURCE_PREFIX = re.compile(r"^/\S+:\d+ .*? was false\. ", re.S)
 
 
 def _run_error(e: Exception) -> Exception:
     """onnxruntime's error from a run as ExecutionError (the request's inputs are refused) or BackendError."""
     text = str(e)
-    if isinstance(e, ort_state.InvalidArgument):
+    failures = list(_NODE_FAILURE.finditer(text))
+    refused = isinstance(e, ort_state.InvalidArgument) or (
+        failures and isinstance(e, (ort_state.Fail, ort_state.RuntimeException)) and "allocate" not in text.lower())
+    if not refused:
+        return BackendError(text)
+    if not failures:
         return ExecutionError(text.split(" : ", 3)[-1])
-    failed = _NODE_FAILURE.search(text)
-    if failed and isinstance(e, (ort_state.Fail, ort_state.RuntimeException)) and "allocate" not in text:
-        # The node's name is the compiler's, not the user's: say which operator refused, and why.
-        return ExecutionError(f"a {failed.group(1)} operator cannot run on these inputs: {failed.group(2).strip()}")
-    return BackendError(text)
+    # Node names are the compiler's, not the user's (the dispatch If around every model among them): say
+    # which operator refused, innermost first, and why, without onnxruntime's source location.
+    innermost = failures[-1]
+    reason = _SOURCE_PREFIX.sub("", text[innermost.end():].strip())
+    operator = innermost.group(1)
+    article = "an" if operator[0] in "AEIOU" else "a"
+    return ExecutionError(f"{article} {operator} operator cannot run on these inputs: {reason}")
 
 
 class _Session:
@@ -185,20 +297,30 @@ class _Session:
         self._run = session._sess.run
         self._session = session
         self._keep = keep
+        self._quiet = _quiet_run_options()
         self.inputs = tuple(_port(a) for a in session.get_inputs())
         self.outputs = tuple(_port(a) for a in session.get_outputs())
 
     def run(
         self, output_names: Sequence[str], feeds: Mapping[str, np.ndarray], shrink_memory: bool = False
     ) -> list[np.ndarray]:
-        options = None
+        options = self._quiet
         if shrink_memory:
-            options = ort.RunOptions()
+            options = _quiet_run_options()
             options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         try:
             return self._run(output_names, feeds, options)
         except _LOAD_ERRORS as e:
             raise _run_error(e) from e
+
+
+def _quiet_run_options() -> ort.RunOptions:
+    """Run options under which a failed run raises and prints nothing unless the engine's logs are shown:
+    onnxruntime would otherwise log each failing node (every If around it too) in red on stderr, which a
+    server's refused requests would fill."""
+    options = ort.RunOptions()
+    options.log_severity_level = _WARNING if ENGINE_LOGS.shown else _FATAL
+    return options
 
 
 def _port(arg: ort.NodeArg) -> Port:

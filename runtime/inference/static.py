@@ -22,7 +22,9 @@ from popfuse.fusion.graph import IR_VERSION
 
 from ..backends import SessionOptions
 from ..errors import PopfuseError
+from .config import Fp16Switches
 from .custom_ops import custom_op_libraries, map_custom_ops
+from .paddle_models import Conversion
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +113,8 @@ def default_main_program() -> Program:
     return _MAIN
 
 
-class IpuStrategy:
-    """Paddle's IPU build options: typed, checked as Paddle checks them."""
+class IpuStrategy(Fp16Switches):
+    """Paddle's IPU build options: typed, checked as Paddle checks them; fp16's switches as ``Config``'s."""
 
     _DEFAULTS: dict[str, Any] = {
         "num_ipus": 1,
@@ -125,6 +127,7 @@ class IpuStrategy:
         "accumulation_factor": 1,
         "enable_fp16": False,
         "available_memory_proportion": 1.0,
+        "enable_model_runtime_executor": False,
     }
 
     def __init__(self):
@@ -183,16 +186,20 @@ class IpuStrategy:
 class CompiledProgram:
     """What ``IpuCompiledProgram.compile`` returns: the transformed model, ready to run."""
 
-    def __init__(self, model: onnx.ModelProto, strategy: IpuStrategy):
-        from .predictor import open_sessions
+    def __init__(self, model: onnx.ModelProto, strategy: IpuStrategy, conversion: Conversion | None = None):
+        from .predictor import RuntimeSession, open_sessions
 
         self.model = model
+        self._conversion = conversion
         options = SessionOptions(
             optimize=True,
             disabled_optimizers=tuple(name for name, on in strategy.patterns.items() if not on),
             custom_op_libraries=custom_op_libraries(strategy.custom_ops),
         )
-        (self._session,) = open_sessions(model.SerializeToString(), options, "cpu")
+        if strategy.get_option("enable_model_runtime_executor"):
+            self._session = RuntimeSession(model.SerializeToString(), options, "cpu")
+        else:
+            (self._session,) = open_sessions(model.SerializeToString(), options, "cpu")
         self._steps = strategy.get_option("batches_per_step") if strategy.get_option("enable_pipelining") else 1
         self.feed_names = [p.name for p in self._session.inputs]
         self.fetch_names = [p.name for p in self._session.outputs]
@@ -206,9 +213,12 @@ class CompiledProgram:
         from .predictor import run_steps
 
         try:
-            return run_steps(self._session, self.fetch_names, feed, self._steps)
+            results = run_steps(self._session, self.fetch_names, feed, self._steps)
         except PopfuseError as e:
             raise RuntimeError(str(e)) from e
+        if self._conversion is not None:
+            self._conversion.keep()  # it loaded and ran: worth converting only once
+        return results
 
 
 class IpuCompiledProgram:
@@ -227,11 +237,10 @@ class IpuCompiledProgram:
         Raises:
             RuntimeError: the program trains (it has gradient or optimizer ops); this backend is for inference.
         """
-        from popfuse.fusion.passes.precision import convert_precision
         from popfuse.fusion.passes.scale_ops import remove_useless_scale_ops
         from popfuse.fusion.passes.shapes import set_batch_size
 
-        model, feed_list, fetch_list = self._model(feed_list, fetch_list)
+        model, feed_list, fetch_list, conversion = self._model(feed_list, fetch_list)
         training = sorted({n.op_type for n in model.graph.node
                            if n.op_type in _TRAINING_OPS or n.op_type.endswith("_grad")})
         if training:
@@ -249,24 +258,30 @@ class IpuCompiledProgram:
             log.info("removed %d useless scale op(s)", scale_ops.details)
         model = scale_ops.model
         if self.strategy.get_option("enable_fp16"):
-            model = convert_precision(model, "fp16").model
-        model.ir_version = IR_VERSION
-        return CompiledProgram(model, self.strategy)
+            from .predictor import to_fp16
 
-    def _model(self, feed_list: Sequence[Any], fetch_list: Sequence[Any]) -> tuple[onnx.ModelProto, list, list]:
-        """The program as ONNX, with the names of its feeds and fetches there."""
+            model = to_fp16(model, self.strategy.fp16_settings(), custom_op_libraries(self.strategy.custom_ops),
+                            "the program")
+        model.ir_version = IR_VERSION
+        return CompiledProgram(model, self.strategy, conversion)
+
+    def _model(self, feed_list: Sequence[Any], fetch_list: Sequence[Any]
+               ) -> tuple[onnx.ModelProto, list, list, Conversion | None]:
+        """The program as ONNX, with the names of its feeds and fetches there, and its conversion if it was
+        a Paddle program."""
         if isinstance(self.program, Program):
-            return self.program.to_onnx(), list(feed_list), list(fetch_list)
+            return self.program.to_onnx(), list(feed_list), list(fetch_list), None
         if isinstance(self.program, onnx.ModelProto):
-            return self.program, list(feed_list), list(fetch_list)
+            return self.program, list(feed_list), list(fetch_list), None
         if isinstance(self.program, (str, os.PathLike)):
-            return onnx.load(self.program), list(feed_list), list(fetch_list)
+            return onnx.load(self.program), list(feed_list), list(fetch_list), None
         if type(self.program).__module__.startswith("paddle"):
             from .paddle_models import onnx_from_program
 
             # Saving prunes the program to exactly these feeds and fetches; their ONNX names are its I/O.
-            model = onnx.load_from_string(onnx_from_program(self.program, feed_list, fetch_list, self.scope))
-            return model, [i.name for i in model.graph.input], [o.name for o in model.graph.output]
+            conversion = onnx_from_program(self.program, feed_list, fetch_list, self.scope)
+            model = onnx.load_from_string(conversion.data)
+            return model, [i.name for i in model.graph.input], [o.name for o in model.graph.output], conversion
         raise TypeError(
             f"IpuCompiledProgram takes a static Program, an onnx.ModelProto or a model path, received "
             f"{type(self.program).__name__}; a paddle.static.Program needs the paddle extra"

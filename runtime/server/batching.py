@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .model import BlockingModel, Served
+from .settings import BatchingConfig
 from .stats import ModelStats
 
 #: Starts a task the caller keeps until it ends (the data plane's ``spawn``).
@@ -54,6 +55,7 @@ class Batched(Served):
         super().__init__(model, stats)
         self.max_batch_size = max_batch_size
         self.max_queue_delay = max_queue_delay
+        self.batching = BatchingConfig(max_batch_size, round(max_queue_delay * 1e6))
         self._executor = executor
         self._spawn = spawn
         self._concurrency = concurrency
@@ -136,18 +138,24 @@ class Batched(Served):
         start = time.perf_counter_ns()
         queue_ns = sum(start - item.queued for item in batch)
         if len(batch) == 1:
+            gathered = start
             results = [self.model.predict(batch[0].inputs)]
+            ran = time.perf_counter_ns()
         else:
             stacked = {name: np.concatenate([i.inputs[name] for i in batch]) for name in batch[0].inputs}
+            gathered = time.perf_counter_ns()
             merged = self.model.predict(stacked)
+            ran = time.perf_counter_ns()
             total = sum(i.rows for i in batch)
             if any(a.shape[:1] != (total,) for a in merged.values()):
                 # Outputs not stacked on dimension 0 after all: run the requests one by one.
                 results = [self.model.predict(i.inputs) for i in batch]
+                gathered, ran = start, time.perf_counter_ns()
             else:
                 bounds = np.cumsum([i.rows for i in batch])[:-1]
                 parts = {name: np.split(a, bounds) for name, a in merged.items()}
                 results = [{name: parts[name][k] for name in merged} for k in range(len(batch))]
-        compute_ns = time.perf_counter_ns() - start
-        self.stats.execution(len(batch), sum(i.rows for i in batch), queue_ns, compute_ns)
+        end = time.perf_counter_ns()
+        self.stats.execution(len(batch), sum(i.rows for i in batch), queue_ns, gathered - start, ran - gathered,
+                             end - ran)
         return results

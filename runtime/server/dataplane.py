@@ -13,16 +13,27 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from ..errors import BackendError, ExecutionError
 from .batching import Batched
-from .errors import BadRequestError, OverloadedError, UnavailableError
+from .errors import BadRequestError, ModelNotFoundError, OverloadedError, UnavailableError
 from .model import BlockingModel, Forwarded, Model, RemoteModel, Threaded, batchable
-from .protocol import InferRequest, InferResponse
+from .model_config import model_config
+from .protocol import InferRequest, InferResponse, brief
 from .settings import ServerSettings
 from .stats import ModelStats
 
 SERVER_NAME = "popfuse"
 SERVER_VERSION = "0.1.0"
-EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "metrics"]
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics", "metrics"]
+
+def _failure(error: Exception) -> str:
+    """Triton's reason for a failed request (the ``reason`` label of ``nv_inference_request_failure``)."""
+    if isinstance(error, OverloadedError):
+        return "REJECTED"
+    if isinstance(error, (ExecutionError, BackendError)):
+        return "BACKEND"
+    return "OTHER"
+
 
 #: How a repository turns a model it loads into the model the data plane serves (``DataPlane.attach``).
 Attach = Callable[[BlockingModel | RemoteModel], Model]
@@ -102,28 +113,42 @@ class DataPlane:
     def server_metadata(self) -> dict:
         return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
 
-    def model_metadata(self, name: str) -> dict:
-        return self.repository.get(name).metadata()
+    def model(self, name: str, version: str = "") -> Model:
+        """Model ``name``, at ``version`` ("" for the latest; every model has one version, "1").
 
-    def model_ready(self, name: str) -> bool:
-        self.repository.get(name)
+        Raises:
+            ModelNotFoundError: no such model, or no such version of it.
+        """
+        model = self.repository.get(name)
+        if version not in ("", "1"):
+            raise ModelNotFoundError(f"model {name!r} has no version {brief(version)}; its only version is 1")
+        return model
+
+    def model_metadata(self, name: str, version: str = "") -> dict:
+        return self.model(name, version).metadata()
+
+    def model_config(self, name: str, version: str = "") -> dict:
+        """The model's configuration in Triton's schema."""
+        return model_config(self.model(name, version))
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        self.model(name, version)
         return not self._closing
 
-    def statistics(self, name: str | None = None) -> dict:
-        if name is not None:
-            self.repository.get(name)
-            names = [name]
+    def statistics(self, name: str | None = None, version: str = "") -> dict:
+        if name:
+            names = [self.model(name, version).name]
         else:
             names = [m.name for m in self.repository.models()]
         return {"model_stats": [self._stats_for(n).to_json() for n in names]}
 
     # -- inference --------------------------------------------------------------------------
 
-    async def infer(self, name: str, request: InferRequest) -> InferResponse:
+    async def infer(self, name: str, request: InferRequest, version: str = "") -> InferResponse:
         """Run one request on model ``name``."""
         if self._closing:
             raise UnavailableError("the server is shutting down")
-        model = self.repository.get(name)
+        model = self.model(name, version)
         stats = self._stats_for(name)
         start = time.perf_counter_ns()
         try:
@@ -135,14 +160,19 @@ class DataPlane:
                     "retry later"
                 )
             self._pending += 1
+            stats.pending += 1
             try:
                 outputs = await model.infer(request.inputs)
             finally:
                 self._pending -= 1
-        except Exception:
-            stats.request(False, time.perf_counter_ns() - start)
+                stats.pending -= 1
+        except asyncio.CancelledError:
+            stats.request(time.perf_counter_ns() - start, "CANCELED")
             raise
-        stats.request(True, time.perf_counter_ns() - start)
+        except Exception as e:
+            stats.request(time.perf_counter_ns() - start, _failure(e))
+            raise
+        stats.request(time.perf_counter_ns() - start)
         return InferResponse(model_name=name, outputs={n: outputs[n] for n in wanted}, id=request.id)
 
     def _outputs(self, model: Model, request: InferRequest) -> list[str]:

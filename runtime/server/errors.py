@@ -1,4 +1,7 @@
-"""The server's domain errors. HTTP status codes for them live in ``http.py`` only."""
+"""The server's domain errors. Status codes for them live in the adapters only: ``http.py`` and ``grpc.py``,
+one table each."""
+
+from __future__ import annotations
 
 from ..errors import PopfuseError
 
@@ -17,6 +20,18 @@ class ModelNotFoundError(ServerError):
 
 class PayloadTooLargeError(ServerError):
     """The request body is over the configured limit."""
+
+
+class ForbiddenError(ServerError):
+    """The request belongs to a restricted API group and lacks the header (or metadata) that opens it."""
+
+
+class UnsupportedError(ServerError):
+    """The protocol has the call, but this server does not offer it (shared memory, tracing)."""
+
+    @classmethod
+    def feature(cls, what: str) -> UnsupportedError:
+        return cls(f"{what} is not supported by this server; send tensors in the request itself")
 
 
 class OverloadedError(ServerError):

@@ -19,7 +19,7 @@ import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from ..runner import Runner
 from ..tensors import mismatch
 from .errors import BadRequestError
 from .stats import ModelStats
+
+if TYPE_CHECKING:
+    from .settings import BatchingConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +84,11 @@ class Model(Protocol):
 
     name: str
     artifact: str
+    platform: str
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
+    #: How its requests are batched, or None when each runs alone.
+    batching: BatchingConfig | None
 
     def metadata(self) -> dict:
         """KServe v2 model metadata."""
@@ -116,10 +122,20 @@ class SubgraphModel:
         self._index_feed = {runner.fusion_map.index_anchor: np.array([index], np.uint32)}
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run the subgraph (blocking); inputs and outputs by client name."""
+        """Run the subgraph (blocking); inputs and outputs by client name.
+
+        Raises:
+            ExecutionError: the model refused the inputs; the message names tensors as the client does.
+        """
         feeds = {anchor: inputs[name] for name, anchor in self._feeds}
         feeds.update(self._index_feed)
-        results = self.runner.execute(feeds)
+        try:
+            results = self.runner.execute(feeds)
+        except ExecutionError as e:
+            message = str(e)
+            for name, anchor in (*self._feeds, *self._fetches):
+                message = message.replace(anchor, name)
+            raise ExecutionError(message) from e
         return {name: results[anchor] for name, anchor in self._fetches}
 
 
@@ -143,13 +159,29 @@ def check_inputs(model: BlockingModel, inputs: dict[str, np.ndarray]) -> None:
         raise BadRequestError(f"model {model.name!r} needs input(s) {', '.join(missing)}")
 
 
-def warm(model: BlockingModel) -> None:
-    """Run once on zeros (dynamic dimensions 1), so the first request pays no first-run costs."""
-    zeros = {s.name: np.zeros([d if d >= 0 else 1 for d in s.shape], s.dtype) for s in model.inputs}
-    try:
-        model.predict(zeros)
-    except ExecutionError as e:
-        log.warning("model %r was not warmed: it rejects zeros of its input shapes (%s)", model.name, e)
+#: Sizes tried, in turn, for every dynamic dimension when a model is warmed: 1, then one past the
+#: kernel and window sizes of common vision and audio models, which refuse a length of 1.
+WARM_SIZES = (1, 64)
+
+
+def warm(model: BlockingModel) -> bool:
+    """Run once on zeros, so the first request pays no first-run costs; returns whether a run succeeded.
+
+    Dynamic dimensions take each of ``WARM_SIZES`` in turn. A model that refuses every one (it needs
+    particular values, not zeros) is left cold, and one log line says why.
+    """
+    sizes = WARM_SIZES if any(d < 0 for s in model.inputs for d in s.shape) else WARM_SIZES[:1]
+    for size in sizes:
+        zeros = {s.name: np.zeros([d if d >= 0 else size for d in s.shape], s.dtype) for s in model.inputs}
+        try:
+            model.predict(zeros)
+            return True
+        except ExecutionError as e:
+            problem = " ".join(str(e).split())
+    tried = " or ".join(map(str, sizes))
+    log.warning("model %r was not warmed (its first request pays the first-run costs): it rejects zeros with "
+                "dynamic dimensions %s: %s", model.name, tried, problem)
+    return False
 
 
 class Served:
@@ -157,14 +189,15 @@ class Served:
 
     def __init__(self, model: BlockingModel, stats: ModelStats):
         self.model, self.stats = model, stats
-        self.name, self.artifact = model.name, model.artifact
+        self.name, self.artifact, self.platform = model.name, model.artifact, model.platform
         self.inputs, self.outputs = model.inputs, model.outputs
+        self.batching: BatchingConfig | None = None
 
     def metadata(self) -> dict:
         return {
             "name": self.name,
             "versions": ["1"],
-            "platform": self.model.platform,
+            "platform": self.platform,
             "inputs": [s.metadata() for s in self.inputs],
             "outputs": [s.metadata() for s in self.outputs],
         }
@@ -191,7 +224,8 @@ class Threaded(Served):
             start = time.perf_counter_ns()
             outputs = self.model.predict(inputs)
             rows = next(iter(inputs.values())).shape[0] if self._rows else 1
-            self.stats.execution(1, rows, start - queued, time.perf_counter_ns() - start)
+            # One request per run: its inputs go to the model and its outputs come back as they are.
+            self.stats.execution(1, rows, start - queued, 0, time.perf_counter_ns() - start, 0)
             return outputs
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, execute)
@@ -250,5 +284,6 @@ class Forwarded(Served):
     async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         execution = await self.model.run(inputs)
         rows = next(iter(inputs.values())).shape[0] if self._rows else 1
-        self.stats.execution(1, rows, execution.queue_ns, execution.compute_ns)
+        # One request per run, as ``Threaded``'s: the remote compute is the model's run.
+        self.stats.execution(1, rows, execution.queue_ns, 0, execution.compute_ns, 0)
         return execution.outputs

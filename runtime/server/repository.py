@@ -11,17 +11,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import RuntimeConfig
 from ..errors import PopfuseError
 from ..runner import Runner
-from .errors import BadRequestError, ModelNotFoundError, UnavailableError
+from .errors import BadRequestError, ModelNotFoundError, ServerConfigError, UnavailableError
 from .model import BlockingModel, Model, SubgraphModel, warm
 
 log = logging.getLogger(__name__)
+
+#: Artifact files by name, or a sequence of paths (named after their stems) and (name, path) pairs.
+Artifacts = Mapping[str, "str | os.PathLike"] | Sequence["str | os.PathLike | tuple[str, str | os.PathLike]"]
 
 
 @dataclass
@@ -36,29 +39,35 @@ class ArtifactEntry:
 
 
 class Repository:
-    """Artifacts by name (the file's stem), and the models of those loaded.
+    """Artifacts by name, and the models of those loaded.
 
     Args:
-        artifacts: The artifact files it may load.
+        artifacts: The artifact files it may load: by name, as (name, path) pairs, or as paths named after
+            their files' stems.
         config: How each artifact's runner is opened.
         attach: Turns a loaded subgraph into the model served (``DataPlane.attach``).
+
+    Raises:
+        ServerConfigError: two artifacts with one name.
     """
 
-    def __init__(self, artifacts: list[str | os.PathLike], config: RuntimeConfig,
-                 attach: Callable[[BlockingModel], Model]):
+    def __init__(self, artifacts: Artifacts, config: RuntimeConfig, attach: Callable[[BlockingModel], Model]):
         self._config = config
         self._attach = attach
         self._lock = threading.Lock()
         self._loading = threading.Lock()  # one load at a time; serving goes on meanwhile
         self._models: dict[str, Model] = {}
         self._artifacts: dict[str, ArtifactEntry] = {}
-        for path in artifacts:
+        named = artifacts.items() if isinstance(artifacts, Mapping) else (
+            item if isinstance(item, tuple) else (Path(item).stem, item) for item in artifacts)
+        for name, path in named:
             path = Path(path)
-            if path.stem in self._artifacts:
-                raise BadRequestError(
-                    f"two artifacts are named {path.stem!r}: {self._artifacts[path.stem].path} and {path}"
+            if name in self._artifacts:
+                raise ServerConfigError(
+                    f"two artifacts are named {name!r}: {self._artifacts[name].path} and {path}; name them: "
+                    f"popfuse serve a={self._artifacts[name].path} b={path}"
                 )
-            self._artifacts[path.stem] = ArtifactEntry(path.stem, path)
+            self._artifacts[name] = ArtifactEntry(name, path)
 
     def load(self, name: str) -> list[str]:
         """Load (or reload) artifact ``name``; returns the names of its models.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from .access import Restriction
 from .errors import ServerConfigError
 
 
@@ -33,19 +34,26 @@ class ServerSettings:
     """How the server runs. Field docs are the ``popfuse serve`` flags' help.
 
     Attributes:
-        host: Address to listen on.
-        port: Port to listen on.
-        max_body_bytes: Larger request bodies get 413.
+        host: Address to listen on, for HTTP and gRPC (loopback unless told otherwise).
+        port: HTTP port (Triton's default, 8000).
+        grpc_port: gRPC port (Triton's default, 8001); None: no gRPC.
+        max_body_bytes: Larger request bodies (gRPC messages) are refused: 413 (RESOURCE_EXHAUSTED).
         max_pending: Requests queued or running at once, across models; more get 503.
         workers: Threads that run models.
         intra_op_num_threads: onnxruntime intra-op threads per execution; None: its default.
         graceful_timeout_s: On SIGTERM, how long in-flight requests may take to finish.
         default_batching: Batching for models the config file does not name.
         batching: Batching per model name.
+        http_restricted: API groups that HTTP requests reach only with a given header.
+        grpc_restricted: API groups that gRPC calls reach only with given metadata.
+        header_timeout_s: Seconds a connection has to send a request's headers; then it is closed.
+        body_timeout_s: Seconds a request has to send its body once its headers are in; then it is closed.
+        max_connections: Open HTTP connections at once; more are refused.
     """
 
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = 8001
     max_body_bytes: int = 64 * 1024 * 1024
     max_pending: int = 256
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)
@@ -53,6 +61,11 @@ class ServerSettings:
     graceful_timeout_s: float = 30.0
     default_batching: BatchingConfig = BatchingConfig()
     batching: dict[str, BatchingConfig] = field(default_factory=dict)
+    http_restricted: tuple[Restriction, ...] = ()
+    grpc_restricted: tuple[Restriction, ...] = ()
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    max_connections: int = 4096
 
     def batching_for(self, model: str) -> BatchingConfig:
         return self.batching.get(model, self.default_batching)

@@ -31,15 +31,21 @@ def test_benchmark_smoke_run_writes_the_report(tmp_path):
     tmp_path = tmp_path / "popfuse-bench"
     report = (tmp_path / "benchmarks.md").read_text()
     for section in ("## Targets", "Dispatch overhead", "Model switching", "Cold start and memory", "Scaling in N",
-                    "Artifact size", "Serving"):
+                    "Artifact size", "Serving", "### gRPC", "Server overhead at concurrency 1", "## 8. fp16",
+                    "Robustness"):
         assert section in report
     results = json.loads((tmp_path / "benchmarks" / "results.json").read_text())
-    assert {"dispatch", "switching", "coldstart", "scaling", "size", "serving", "machine"} <= set(results)
+    assert {"dispatch", "switching", "coldstart", "scaling", "size", "serving", "precision", "robustness",
+            "machine"} <= set(results)
     serving = results["serving"]
     assert serving["batching"]["on_failures"] == serving["batching"]["off_failures"] == 0
-    assert all(r["fused_failures"] == r["baseline_failures"] == 0 for r in serving["rows"])
+    assert all(r["fused_failures"] == r["baseline_failures"] == 0 for r in serving["rows"] + serving["grpc_rows"])
+    assert all(r["runner_p50_ms"] > 0 for r in serving["overhead"])
+    robustness = results["robustness"]
+    assert robustness["malformed"]["server_errors"] == 0 and robustness["slowloris"]["served_failures"] == 0
     assert serving["compute_bound"]["per_item_ms"] > 0
-    for plot in ("dispatch", "switching", "coldstart", "scaling", "serving"):
+    assert all(r["met"] for r in results["precision"]["rows"])
+    for plot in ("dispatch", "switching", "coldstart", "scaling", "serving", "precision"):
         assert (tmp_path / "benchmarks" / f"{plot}.png").stat().st_size > 1000
 
 
@@ -73,5 +79,5 @@ def test_the_scaleout_suite_runs_on_a_local_ray_cluster(tmp_path):
     assert popfuse_row["failures"] == baseline_row["failures"] == 0
     assert popfuse_row["loads_per_1000"] > 0 and baseline_row["loads_per_1000"] > 0  # each side's own metrics
     assert results["overhead"]["ray_p50_ms"] > 0 and results["overhead"]["serve_p50_ms"] > 0
-    assert "## 8. Scale-out on Ray Serve" in (tmp_path / "out" / "benchmarks.md").read_text()
+    assert "## 11. Scale-out on Ray Serve" in (tmp_path / "out" / "benchmarks.md").read_text()
     assert (tmp_path / "out" / "benchmarks" / "scaleout.png").stat().st_size > 1000

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
+import time
+from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -69,7 +73,8 @@ def test_unknown_key_lists_the_valid_keys(models_dir):
         load_config(path)
     message = str(e.value)
     assert "'precison'" in message and "did you mean 'precision'" in message
-    assert "valid keys: input_model, name, input_shape, precision, max_tensor_size" in message
+    assert ("valid keys: input_model, name, calibration, input_shape, precision, max_tensor_size, keep_io_types, "
+            "precision_strict") in message
     assert str(path) in message
 
 
@@ -146,3 +151,100 @@ def test_duplicate_names_suggest_a_name_key(models_dir):
         parse_config({"model_fusion": [entry, entry]}, models_dir)
     config = parse_config({"model_fusion": [entry, {**entry, "name": "again"}]}, models_dir)
     assert [m.options.name for m in config.models] == ["model0", "again"]
+
+
+def test_fp16_keys_calibration_io_and_strictness(models_dir):
+    np.savez(models_dir / "a.npz", X=np.ones((1, 4), np.float32))
+    np.savez(models_dir / "b.npz", X=np.zeros((1, 4), np.float32))
+    path = write_yaml(
+        models_dir,
+        """
+        precision: fp16
+        keep_io_types: true
+        model_fusion:
+          - input_model: model0.onnx
+            calibration: a.npz
+            precision_strict: true
+          - input_model: model1.onnx
+            calibration: [a.npz, b.npz]
+            keep_io_types: false
+        """,
+    )
+    first, second = (m.options for m in load_config(path).models)
+    assert first.calibration.source == "a.npz" and first.keep_io_types and first.precision_strict
+    assert len(second.calibration.requests) == 2 and not second.keep_io_types and not second.precision_strict
+
+
+@pytest.mark.parametrize(
+    ("entry", "match"),
+    [
+        ("calibration: missing.npz\n    precision: fp16",
+         "model_fusion\\[0\\]: key 'calibration': calibration file .*missing.npz.* not found"),
+        ("calibration: []\n    precision: fp16",
+         "key 'calibration': expected a path to an .npz file or a list of them"),
+        ("calibration: {x: 1}\n    precision: fp16", "key 'calibration': expected a path"),
+        ("calibration: a.npz",
+         "key 'calibration' gives fp16 its representative inputs, but this model's precision is 'fp32'"),
+        ("keep_io_types: yes please", "key 'keep_io_types' must be bool"),
+        ("precision_strict: 1", "key 'precision_strict' must be bool"),
+    ],
+)
+def test_bad_fp16_keys_name_the_key(models_dir, entry, match):
+    np.savez(models_dir / "a.npz", X=np.ones((1, 4), np.float32))
+    path = write_yaml(models_dir, f"model_fusion:\n  - input_model: model0.onnx\n    {entry}\n")
+    with pytest.raises(ConfigError, match=match):
+        load_config(path)
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A YAML "billion laughs": each anchor repeats the one before nine times; output_dir names the last."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]")
+    return "\n".join(lines) + f"\noutput_dir: *a{levels - 1}\nmodel_fusion: [{{input_model: model0.onnx}}]\n"
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (alias_bomb(), r"more than 100000 values once its aliases are expanded at line 6"),
+        ("model_fusion: " + "[" * 5000 + "]" * 5000, r"nested more than 32 levels deep at line 1"),
+        ("model_fusion:\n" + "- " * 5000 + "x\n", r"nested more than 32 levels deep"),
+        ("output_dir: '" + "x" * (1 << 20) + "'\n", r"the config file is over 1024 KB"),
+    ],
+    ids=["alias bomb", "5,000 deep flow", "5,000 deep block", "over 1 MB"],
+)
+def test_yaml_is_bounded_before_it_is_expanded(models_dir, text, match):
+    path = models_dir / "config.yaml"
+    path.write_text(text)
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=match):
+        load_config(path)
+    assert time.monotonic() - start < 1.0
+
+
+def test_anchors_and_aliases_within_bounds_still_work(models_dir):
+    text = "input_shape: &s ['X=1,4']\nmodel_fusion:\n  - {input_model: model0.onnx, input_shape: *s}\n"
+    assert load_config(write_yaml(models_dir, text)).models[0].options.input_shape == {"X": (1, 4)}
+
+
+def test_a_long_value_is_shown_shortened(models_dir):
+    path = write_yaml(models_dir, f"output_dir: [{', '.join(['x' * 50] * 1000)}]\nmodel_fusion: []\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "device"])
+def test_a_model_path_that_is_not_a_regular_file_says_what_it_is(models_dir, kind):
+    if kind == "folder":
+        (models_dir / "m.onnx").mkdir()
+        target, what = models_dir / "m.onnx", "a folder"
+    elif kind == "fifo":
+        os.mkfifo(models_dir / "m.onnx")
+        target, what = models_dir / "m.onnx", "a FIFO"
+    else:
+        target, what = Path("/dev/zero"), "a device"
+    path = write_yaml(models_dir, f"model_fusion:\n  - input_model: {target}\n")
+    with pytest.raises(ConfigError, match=f"'{target}' is {what}, not a regular file; expected an .onnx file"):
+        load_config(path)

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from popfuse.fusion import FusionError, ModelOptions, fuse
+from popfuse.fusion import ConfigError, FusionError, ModelOptions, fuse, fuse_models
 from popfuse.runtime import Runner, RuntimeConfig
 from tests.models import if_model, parse, scale_model
 
@@ -86,3 +86,12 @@ def test_outputs_that_cannot_be_anchors_are_refused():
     echo.graph.node.pop()
     with pytest.raises(FusionError, match="model 'model0': output 'X' is also an input"):
         fuse([echo])
+
+
+def test_fp16_calibration_given_in_memory():
+    zeros = {"X": np.zeros((1, 4), np.float32)}
+    fused = fuse_models([scale_model(2.0)], [ModelOptions(name="m", precision="fp16", calibration=zeros)])
+    report = fused.models[0].results["precision"].details
+    assert report.calibration == "memory" and report.requests == 1
+    with pytest.raises(ConfigError, match="model 'm': calibration: expected an .npz path, a mapping"):
+        fuse_models([scale_model(2.0)], [ModelOptions(name="m", precision="fp16", calibration=42)])

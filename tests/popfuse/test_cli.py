@@ -45,6 +45,22 @@ def popfuse(*args, cwd):
     return subprocess.run([exe, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+def test_build_prints_each_fp16_models_report_and_warns_past_the_tolerance(project):
+    onnx.save(scale_model(1e6), project / "big.onnx")  # its float16 output overflows
+    (project / "fp16.yaml").write_text(
+        "output_dir: out16\nprecision: fp16\nmodel_fusion:\n  - input_model: a.onnx\n  - input_model: big.onnx\n"
+    )
+    built = popfuse("build", "fp16.yaml", cwd=project)
+    assert built.returncode == 0, built.stderr
+    reports = [line.strip() for line in built.stdout.splitlines() if line.strip().startswith("fp16:")]
+    assert len(reports) == 2 and reports[0].startswith("fp16: 0 of 2 nodes kept float32; error ")
+    assert built.stderr.startswith("popfuse build: warning: model 'big': fp16 error inf passes the tolerance 1e-02")
+    (project / "strict.yaml").write_text((project / "fp16.yaml").read_text() + "precision_strict: true\n")
+    refused = popfuse("build", "strict.yaml", cwd=project)
+    assert refused.returncode == 1
+    assert "popfuse build: error: model 'big': pass 'precision'" in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_build_dump_run_from_the_shell(project):
     built = popfuse("build", "config.yaml", cwd=project)
     assert built.returncode == 0, built.stderr
@@ -199,9 +215,11 @@ def slow_compile_model() -> onnx.ModelProto:
     """Enough nodes that fusing and compiling take a few seconds: time for a Ctrl-C to land."""
     from onnx import TensorProto, helper
 
-    nodes = [helper.make_node("Relu", [f"v{i}"], [f"v{i + 1}"]) for i in range(3000)]
+    # A build of ~10 s, interrupted within its first: a loaded machine may be slow to deliver the signal.
+    depth = 30000
+    nodes = [helper.make_node("Relu", [f"v{i}"], [f"v{i + 1}"]) for i in range(depth)]
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("v0", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("v3000", TensorProto.FLOAT, [1, 4])])
+                              [helper.make_tensor_value_info(f"v{depth}", TensorProto.FLOAT, [1, 4])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
 
 
@@ -236,3 +254,24 @@ def test_bash_completion_completes_commands_and_flags(tmp_path):
              f"COMP_WORDS=(popfuse run --it); COMP_CWORD=2; _shtab_popfuse; echo ${{COMPREPLY[@]}}")
     completed = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60)
     assert completed.stdout.splitlines() == ["build", "--iterations"], completed.stderr
+
+
+def test_serve_names_artifacts_that_share_a_file_name(make_artifact, tmp_path):
+    from popfuse.cli import make_parser
+    from popfuse.fusion import ModelOptions
+    from popfuse.runtime.server.errors import ServerConfigError
+    from popfuse.runtime.server.serve import build
+    from popfuse.runtime.server.settings import ServerSettings
+
+    one = make_artifact([scale_model(2.0)], [ModelOptions(name="two")], name="executable.popef")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "executable.popef").write_bytes(make_artifact([scale_model(3.0)], [ModelOptions(name="three")],
+                                                           name="b.popef").read_bytes())
+    args = make_parser().parse_args(["serve", f"first={one}", f"second={other / 'executable.popef'}"])
+    dataplane = build(args.artifacts, ServerSettings())
+    names = {e["name"]: e.get("models") for e in dataplane.repository.index() if "models" in e}
+    assert names == {"first": ["two"], "second": ["three"]}
+    plain = make_parser().parse_args(["serve", str(one), str(other / "executable.popef")])
+    with pytest.raises(ServerConfigError, match=r"two artifacts are named 'executable'.*name them: popfuse serve a="):
+        build(plain.artifacts, ServerSettings())

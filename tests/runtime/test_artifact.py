@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -67,6 +68,29 @@ def test_a_file_without_the_fusion_map_second_is_refused_before_reading_on(make_
     write_blobs(path, [meta, Blob(BlobType.OPAQUE, "notes", b"{}"), fusion_map, *rest])
     with pytest.raises(ArtifactError, match="blob 1 is 'notes', expected the fusion map"):
         read_header(path)
+
+
+def test_the_header_records_are_checked_against_each_other(make_artifact, tmp_path):
+    # A consistent file (every SHA-256 right) whose fusion map names a subgraph index that is not its position:
+    # refused from the header alone, as a full read refuses it.
+    artifact = read_artifact(make_artifact([scale_model(2.0), scale_model(3.0)]))
+    first, second = artifact.fusion_map.subgraphs
+    edited = replace(artifact, fusion_map=replace(artifact.fusion_map, subgraphs=(first, replace(second, index=5))))
+    path = tmp_path / "edited.popef"
+    write_blobs(path, to_blobs(edited))
+    message = r"edited.popef: the records disagree: FusionMap.subgraphs\[1\].index: is 5"
+    with pytest.raises(ArtifactError, match=message):
+        read_artifact(path)
+    with pytest.raises(ArtifactError, match=message):
+        read_header(path)
+
+
+def test_an_older_format_is_refused_before_its_checksum(make_artifact):
+    data = bytearray(make_artifact([scale_model()]).read_bytes())
+    struct.pack_into("<H", data, 4, 1)  # format 1's header has another size: its checksum means nothing here
+    with pytest.raises(ArtifactError, match=r"old: blob 0 at byte 0: format version 1 is older than this popfuse "
+                                            r"reads \(2\); rebuild it with `popfuse build CONFIG.yaml`"):
+        read_header(io.BytesIO(bytes(data)), "old")
 
 
 @pytest.mark.parametrize("name, message", [

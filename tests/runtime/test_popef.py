@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -11,7 +12,7 @@ import onnx
 import pytest
 
 from popfuse.runtime.artifact import read_artifact, to_blobs
-from popfuse.runtime.errors import ArtifactError
+from popfuse.runtime.errors import ArtifactError, OutputError
 from popfuse.runtime.popef import HEADER_SIZE, Blob, BlobType, encode_header, read_blobs, release_pages, write_blobs
 from tests.models import scale_model
 
@@ -40,9 +41,10 @@ def test_unknown_blob_types_are_skipped_by_the_artifact_reader(make_artifact, tm
 def test_header_records_version_type_and_total_size():
     blob = Blob(BlobType.OPAQUE, "n", b"abc")
     head = encode_header(blob)
-    magic, version, btype, header_size, name_size, total, _crc = struct.unpack_from("<4sHHIIQI", head)
-    # 31 bytes of padding put the payload at byte 64.
-    assert (magic, version, btype, header_size, name_size, total) == (b"PFEF", 1, 4, 63, 1, 63 + 1 + 3)
+    magic, version, btype, header_size, name_size, total, digest, crc = struct.unpack_from("<4sHHIIQ32sI", head)
+    # 3 bytes of padding put the payload at byte 64.
+    assert (magic, version, btype, header_size, name_size, total) == (b"PFEF", 2, 4, 63, 1, 63 + 1 + 3)
+    assert digest == hashlib.sha256(b"nabc").digest() and crc == zlib.crc32(head[:56])
     assert len(head) == 64
 
 
@@ -119,7 +121,7 @@ def test_failed_write_leaves_no_file_behind(tmp_path):
         raise OSError("disk full")
 
     path = tmp_path / "out.popef"
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="out.popef: cannot write: disk full"):
         write_blobs(path, blobs())
     assert os.listdir(tmp_path) == []
 
@@ -132,7 +134,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
         yield Blob(BlobType.OPAQUE, "new", b"2")
         raise OSError("interrupted")
 
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError):
         write_blobs(path, blobs())
     assert [b.name for b in read_blobs(path)] == ["old"]
     assert os.listdir(tmp_path) == ["out.popef"]
@@ -150,7 +152,7 @@ def test_the_executable_is_stored_compressed_and_read_back_whole(make_artifact):
 
 @pytest.mark.parametrize(
     "encoding, payload, match",
-    [("zlib", b"not deflate", "compressed executable is corrupt"), ("lz4", b"x", "stored as 'lz4'")],
+    [("zlib", b"not deflate", "compressed executable is corrupt"), ("lz4", b"x", "executableEncoding: must be one of")],
 )
 def test_a_bad_executable_encoding_is_an_artifact_error(make_artifact, tmp_path, encoding, payload, match):
     artifact = read_artifact(make_artifact([scale_model()]))
@@ -191,3 +193,14 @@ def resident_kb(path) -> int:
             elif parts[0] == "Rss:" and current == str(path):
                 total += int(parts[1])
     return total
+
+
+def test_an_artifact_of_the_previous_format_is_refused_with_the_rebuild_hint(tmp_path):
+    # Format 1's 32-byte header (CRC-32s where format 2 has a SHA-256): its own checksum cannot be read as
+    # format 2's, so the version decides first.
+
+    head = struct.pack("<4sHHIIQI", b"PFEF", 1, 1, 64, 8, 64 + 8 + 2, 0)
+    old = head + struct.pack("<I", zlib.crc32(head)) + b"\0" * 32 + b"metadata" + b"{}"
+    (tmp_path / "old.popef").write_bytes(old)
+    with pytest.raises(ArtifactError, match=r"format version 1 is older than this popfuse reads \(2\); rebuild it"):
+        read_artifact(tmp_path / "old.popef")

@@ -10,7 +10,8 @@ import onnx
 import onnxruntime as ort
 
 from popfuse.fusion.passes.constants import fold_constants
-from tests.models import parse, ppocr_input, ppocr_path
+from popfuse.runtime import Runner
+from tests.models import affine_grid_expanded, parse, ppocr_input, ppocr_path, scale_model
 
 
 def folding_model():
@@ -50,3 +51,16 @@ def test_a_real_exporters_constant_weights_become_initializers_and_results_stay(
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     got = ort.InferenceSession(folded.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     np.testing.assert_allclose(got[0], want[0], atol=1e-6)
+
+
+def test_if_branches_that_read_their_own_outputs_survive_folding(make_artifact):
+    # ONNX's function-expanded AffineGrid: onnx-graphsurgeon's flattening of its constant If left a Div
+    # reading a value nothing produced, which made the fused graph invalid.
+    model = affine_grid_expanded()
+    theta = np.random.default_rng(0).random((2, 2, 3), dtype=np.float32)
+    size = np.array([2, 3, 4, 5], np.int64)
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"theta": theta, "size": size})[0]
+    onnx.checker.check_model(fold_constants(model).model, full_check=True)
+    runner = Runner(make_artifact([scale_model(opset=22), model]))
+    got = runner.execute({"index": np.array([1], np.uint32), "graph1/theta": theta, "graph1/size": size})
+    np.testing.assert_allclose(got["graph1/grid"], expected, rtol=1e-6)

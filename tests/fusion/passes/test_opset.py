@@ -9,7 +9,7 @@ import pytest
 from popfuse.fusion import FusionError, ModelOptions, fuse
 from popfuse.fusion.passes.opset import convert_opset, default_opset, used_opsets_only
 from popfuse.runtime import Runner, RuntimeConfig
-from tests.models import parse, scale_model
+from tests.models import local_function_model, parse, scale_model
 
 LENIENT = RuntimeConfig(validate_io_params=False)
 
@@ -46,3 +46,12 @@ def test_a_model_imports_only_the_domains_its_nodes_use():
     assert result.modified and [o.domain for o in result.model.opset_import] == [""]
     assert convert_opset(scale_model(opset=13), 13).modified is False
     assert default_opset(convert_opset(scale_model(opset=13), 17).model) == 17
+
+
+def test_a_model_onnx_cannot_convert_is_converted_by_onnxscript(make_artifact):
+    # onnx's converter drops model-local functions (the fused graph then calls an unknown op); onnxscript's
+    # converter inlines them. Opset 20 beside opset 22.
+    runner = Runner(make_artifact([scale_model(opset=22), local_function_model(20)]), LENIENT)
+    assert [s.opset for s in runner.subgraphs] == [22, 20]
+    x = np.arange(4, dtype=np.float32)[None]
+    np.testing.assert_array_equal(runner.execute({"graph1/X": x})["graph1/O"], 2 * x)

@@ -7,7 +7,7 @@ import pytest
 
 from popfuse.fusion import ModelOptions, PassError, fuse, fuse_models
 from popfuse.fusion.passes.shapes import drop_initializer_inputs, drop_negative_dims, set_batch_size
-from tests.models import dynamic_model, ppocr_path, scale_model
+from tests.models import dynamic_model, lstm_in_if_model, ppocr_path, scale_model
 
 
 def test_input_shape_fixes_dynamic_dimensions():
@@ -60,3 +60,11 @@ def test_input_shape_on_a_real_model_reaches_its_output():
     shapes = {a.name: a.tensor_info.shape for a in fused.anchors}
     assert shapes["graph0/x"] == (1, 3, 64, 96)
     assert shapes[fused.fusion_map.subgraphs[0].outputs[0]] == (1, 1, 64, 96)
+
+
+def test_an_input_shape_a_node_of_an_if_branch_cannot_take_is_refused_at_once_naming_both():
+    with pytest.raises(PassError, match=r"model 'vad': pass 'input_shape' .*input_shape X=1,64: node 'lstm' \(LSTM\) "
+                                        r"inside If 'rate' cannot take it: First input tensor must have rank 3\. Hint"):
+        fuse([lstm_in_if_model()], [ModelOptions(name="vad", input_shape={"X": (1, 64)})])
+    fused = fuse_models([lstm_in_if_model()], [ModelOptions(name="vad", input_shape={"X": (1, 128)})])
+    assert {a.name: a.tensor_info.shape for a in fused.anchors}["graph0/X"] == (1, 128)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 
 from popfuse.runtime.backends import SessionOptions, resolve_target, show_engine_logs, targets
-from popfuse.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from popfuse.runtime.backends.onnxruntime import OnnxRuntimeBackend, cache_entry
 from popfuse.runtime.errors import BackendError, ExecutionError
-from tests.models import dynamic_model, parse, ppocr_input, ppocr_path
+from tests.models import dynamic_model, parse, ppocr_input, ppocr_path, scale_model
 
 
 def open_plain(model: onnx.ModelProto, **options):
@@ -87,3 +90,113 @@ def test_the_engines_log_lines_show_only_when_asked(capfd):
     finally:
         show_engine_logs(False)
     assert "onnxruntime" in capfd.readouterr().err
+
+
+def test_a_graph_whose_error_message_is_not_utf8_is_a_backend_error():
+    # onnxruntime quotes the unknown op in its message; bytes that are not UTF-8 made it a UnicodeDecodeError.
+    model = scale_model()
+    model.graph.node[0].op_type = "Mulx"
+    data = model.SerializeToString().replace(b"Mulx", b"Mu\xff\xfe")
+    with pytest.raises(BackendError, match="onnxruntime could not load the model: 'utf-8' codec can't decode"):
+        OnnxRuntimeBackend().open(data, [], "cpu", SessionOptions())
+
+
+# -- the executable cache ---------------------------------------------------------------------------------------
+
+def cached_runner(path, cache):
+    from popfuse.runtime import Runner, RuntimeConfig
+
+    return Runner(path, RuntimeConfig(validate_io_params=False, executable_cache=cache))
+
+
+def test_the_first_load_makes_the_cache_entry_and_the_next_one_maps_it(make_artifact, tmp_path):
+    from tests.models import scale_model
+
+    path = make_artifact([scale_model(2.0, n=4096), scale_model(3.0, n=4096)])
+    x = np.ones((1, 4096), np.float32)
+    want = cached_runner(path, None).execute({"graph1/X": x})["graph1/O"]
+    first = cached_runner(path, tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").glob("*.ort")
+    assert entry.with_suffix(".sha256").read_text() == hashlib.sha256(entry.read_bytes()).hexdigest()
+    made = entry.stat().st_mtime_ns
+    second = cached_runner(path, tmp_path / "cache")
+    assert entry.stat().st_mtime_ns == made and len(list((tmp_path / "cache").iterdir())) == 2
+    for runner in (first, second):
+        np.testing.assert_array_equal(runner.execute({"graph1/X": x})["graph1/O"], want)
+
+
+def test_an_entry_that_does_not_match_its_checksum_is_made_again(make_artifact, tmp_path):
+    from tests.models import scale_model
+
+    path = make_artifact([scale_model(2.0, n=4096)])
+    cached_runner(path, tmp_path)
+    (entry,) = tmp_path.glob("*.ort")
+    data = bytearray(entry.read_bytes())
+    data[-100] ^= 0xFF  # inside a weight: onnxruntime would open it and answer wrong
+    entry.write_bytes(data)
+    runner = cached_runner(path, tmp_path)
+    np.testing.assert_allclose(runner.execute({"graph0/X": np.ones((1, 4096), np.float32)})["graph0/O"],
+                               2 + np.arange(4096)[None])
+    assert entry.with_suffix(".sha256").read_text() == hashlib.sha256(entry.read_bytes()).hexdigest()
+
+
+def test_entries_are_named_by_contents_version_and_machine():
+    base = cache_entry("/c", "key", "1.31.1", "cpu x86_64 avx2")
+    assert base.parent == Path("/c") and base.suffix == ".ort"
+    assert len({base, cache_entry("/c", "other", "1.31.1", "cpu x86_64 avx2"),
+                cache_entry("/c", "key", "1.32.0", "cpu x86_64 avx2"),
+                cache_entry("/c", "key", "1.31.1", "cpu x86_64 avx512f")}) == 4
+
+
+def test_a_cache_folder_that_cannot_be_written_is_said_once_and_the_artifact_still_opens(make_artifact, tmp_path,
+                                                                                           caplog):
+    from tests.models import scale_model
+
+    path = make_artifact([scale_model(2.0)])
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would be")
+    with caplog.at_level("WARNING"):
+        runner = cached_runner(path, blocked / "cache")
+    assert "the executable cache" in caplog.text and "cannot be used" in caplog.text
+    np.testing.assert_allclose(runner.execute({"graph0/X": np.ones((1, 4), np.float32)})["graph0/O"], [[2, 3, 4, 5]])
+
+
+def test_an_entry_onnxruntime_refuses_is_removed_and_the_executable_opens_without_it(make_artifact, tmp_path,
+                                                                                       caplog):
+    from tests.models import scale_model
+
+    path = make_artifact([scale_model(2.0)])
+    cached_runner(path, tmp_path)
+    (entry,) = tmp_path.glob("*.ort")
+    entry.write_bytes(b"not an ORT model")  # with a checksum that matches: written by another hand
+    entry.with_suffix(".sha256").write_text(hashlib.sha256(entry.read_bytes()).hexdigest())
+    with caplog.at_level("WARNING"):
+        runner = cached_runner(path, tmp_path)
+    assert f"the executable cache entry {entry} cannot be opened" in caplog.text and not entry.exists()
+    np.testing.assert_allclose(runner.execute({"graph0/X": np.ones((1, 4), np.float32)})["graph0/O"], [[2, 3, 4, 5]])
+
+
+def test_an_artifact_rebuilt_in_place_never_runs_the_old_executable(make_artifact, tmp_path):
+    from tests.models import scale_model
+
+    path = make_artifact([scale_model(2.0)])
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_allclose(cached_runner(path, tmp_path).execute({"graph0/X": x})["graph0/O"], [[2, 3, 4, 5]])
+    rebuilt = make_artifact([scale_model(5.0)], name="rebuilt.popef")
+    rebuilt.replace(path)  # same path, other contents: another entry
+    np.testing.assert_allclose(cached_runner(path, tmp_path).execute({"graph0/X": x})["graph0/O"], [[5, 6, 7, 8]])
+    assert len(list(tmp_path.glob("*.ort"))) == 2
+
+
+def test_ppocr_through_the_cache_answers_bit_for_bit_as_without_it(ppocr_build, tmp_path):
+    from popfuse.benchmarks.models import ppocr
+
+    plain = cached_runner(ppocr_build.popef_path, None)
+    cached_runner(ppocr_build.popef_path, tmp_path)  # makes the entry
+    mapped = cached_runner(ppocr_build.popef_path, tmp_path)
+    for sub, name in zip(plain.subgraphs, ("det", "rec", "cls")):
+        feeds = {sub.anchor(k): v for k, v in ppocr(name).feeds.items()}
+        want, got = plain.execute(feeds), mapped.execute(feeds)
+        assert want.keys() == got.keys()
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])

@@ -6,11 +6,13 @@ import logging
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
+from popfuse.benchmarks import ocr
 from popfuse.runtime.inference import static as static_module
 from popfuse.runtime.inference.static import IpuCompiledProgram, IpuStrategy, Program
-from tests.models import parse, scale_model
+from tests.models import parse, ppocr_path, scale_model
 
 
 @pytest.fixture(autouse=True)
@@ -87,9 +89,14 @@ def test_compile_extracts_fixes_batch_cleans_scale_ops_and_applies_fp16():
     assert [n.op_type for n in graph.node if n.op_type != "Cast"] == ["Mul"]  # the forward graph, cleaned
     assert [i.name for i in graph.input] == ["X"] and [o.name for o in graph.output] == ["O"]
     assert graph.input[0].type.tensor_type.shape.dim[0].dim_value == 3
-    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # Paddle feeds float32
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    (out,) = program.run({"X": np.full((3, 4), 1.5, np.float32)})
+    np.testing.assert_allclose(out, np.full((3, 4), 3.0))
+    strategy.enable_low_precision_io()
+    program = IpuCompiledProgram(model, ipu_strategy=strategy).compile(["X"], ["O"])
     (out,) = program.run({"X": np.full((3, 4), 1.5, np.float16)})
-    np.testing.assert_allclose(out.astype(np.float32), np.full((3, 4), 3.0))
+    assert out.dtype == np.float16
 
 
 def test_pipelining_runs_batches_per_step_and_patterns_reach_the_session():
@@ -134,3 +141,29 @@ def _custom_relu_model() -> onnx.ModelProto:
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("paddle", 1)],
                              ir_version=10)
+
+
+def test_fp16_program_keeps_the_detectors_answer():
+    strategy = IpuStrategy()
+    strategy.set_graph_config(is_training=False, micro_batch_size=1)
+    strategy.set_precision_config(enable_fp16=True)
+    strategy.set_fp16_calibration({"x": ocr.det_page(96, 320, lines=("calibrate", "on this"))})
+    program = IpuCompiledProgram(str(ppocr_path("det")), ipu_strategy=strategy).compile(["x"], ["sigmoid_0.tmp_0"])
+    x = ocr.det_page(160, 480)
+    (got,) = program.run({"x": x})
+    (want,) = ort.InferenceSession(str(ppocr_path("det")), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    judged = ocr.agreement("det", want, got)
+    assert judged.met, judged
+
+
+def test_the_model_runtime_executor_option_runs_the_program_as_an_artifact():
+    from popfuse.runtime.inference.predictor import RuntimeSession
+
+    strategy = IpuStrategy()
+    strategy.set_graph_config(is_training=False)
+    strategy.set_options({"enable_model_runtime_executor": True})
+    assert strategy.get_option("enable_model_runtime_executor") is True
+    program = IpuCompiledProgram(scale_model(3.0), ipu_strategy=strategy).compile(["X"], ["O"])
+    assert isinstance(program._session, RuntimeSession)
+    (out,) = program.run({"X": np.ones((1, 4), np.float32)})
+    np.testing.assert_allclose(out, [[3, 4, 5, 6]])

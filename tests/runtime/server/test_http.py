@@ -14,16 +14,17 @@ import time
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from popfuse.runtime import Runner, RuntimeConfig
 from popfuse.runtime.server.dataplane import DataPlane
 from popfuse.runtime.server.repository import FixedRepository
-from popfuse.runtime.server.settings import ServerSettings
 from tests.concurrency import run_in_threads
 from tests.models import PPOCR, batch_model, dynamic_model, ppocr_input, scale_model, slow_model
 from tests.runtime.server.toys import ErrorModel
 
-from .conftest import RunningServer, free_port, named
+from .conftest import RunningServer, free_port, named, server_settings
 
 
 def post(url: str, path: str, body: bytes | str, headers: dict | None = None) -> tuple[int, dict]:
@@ -134,13 +135,15 @@ def test_bad_requests_get_4xx_and_other_models_keep_serving(serve):
 
 
 def test_the_models_refusal_is_a_400_and_an_engine_failure_a_500():
-    settings = ServerSettings(port=free_port())
+    settings = server_settings()
     server = RunningServer([], settings, DataPlane(settings, lambda attach: FixedRepository([ErrorModel()], attach)))
     try:
         status, body = infer_json(server.url, "error", "X", np.array([[-1, 0, 0, 0]], np.float32))
         assert status == 400 and "out of this model's domain" in body["error"]
-        status, body = infer_json(server.url, "error", "X", np.array([[np.nan, 0, 0, 0]], np.float32))
-        assert status == 500 and body == {"error": "the engine lost its device"}
+        client = triton.InferenceServerClient(server.url)
+        with pytest.raises(triton.InferenceServerException, match="the engine lost its device") as failed:
+            triton_infer(client, "error", {"X": np.array([[np.nan, 0, 0, 0]], np.float32)}, ["O"])
+        assert failed.value.status() == "500"
         assert infer_json(server.url, "error", "X", np.array([[1, 0, 0, 0]], np.float32))[0] == 200
     finally:
         server.stop()
@@ -227,19 +230,23 @@ def test_statistics_and_metrics(serve):
     status, text = get(server.url, "/metrics")
     text = text.decode()
     assert status == 200
-    assert 'nv_inference_request_success_total{model="m",version="1"} 3.0' in text
-    assert 'nv_inference_request_failure_total{model="m",version="1"} 1.0' in text
-    assert 'nv_inference_exec_count_total{model="m",version="1"} 3.0' in text
-    for family in ("nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us",
-                   "nv_inference_request_duration_us"):
-        assert family in text
+    assert 'nv_inference_request_success{model="m",version="1"} 3' in text
+    assert 'nv_inference_request_failure{model="m",reason="OTHER",version="1"} 1' in text
+    assert 'nv_inference_exec_count{model="m",version="1"} 3' in text
+    assert "_total" not in text
+    for family in ("nv_inference_request_duration_us", "nv_inference_queue_duration_us",
+                   "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
+                   "nv_inference_compute_output_duration_us"):
+        assert f"# TYPE {family} counter" in text and f'{family}{{model="m",version="1"}} ' in text
+    assert {"compute_input", "compute_output"} <= set(stats["inference_stats"])
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits(make_artifact, tmp_path):
     artifact = make_artifact([slow_model(steps=60)], named("slow"), name="slow.popef")
     port = free_port()
     exe = os.path.join(os.path.dirname(sys.executable), "popfuse")
-    proc = subprocess.Popen([exe, "serve", str(artifact), "--port", str(port), "--workers", "2"],
+    proc = subprocess.Popen([exe, "serve", str(artifact), "--port", str(port), "--grpc-port", str(free_port()),
+                             "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"127.0.0.1:{port}"
     try:
@@ -290,3 +297,158 @@ def test_a_failed_load_is_reported_and_makes_the_server_not_ready(serve):
     path.write_bytes(good)
     assert post(server.url, "/v2/repository/models/fragile/load", b"")[0] == 200
     assert get(server.url, "/v2/health/ready")[0] == 200
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One server for the module's read-only tests: model a (scale 2) and b (batched double)."""
+    from popfuse.fusion import compile_artifact, fuse_models
+    from popfuse.runtime.artifact import write_artifact
+    from popfuse.runtime.server.access import Restriction
+
+    path = tmp_path_factory.mktemp("http") / "pair.popef"
+    write_artifact(path, compile_artifact(fuse_models([scale_model(2.0), batch_model()], named("a", "b")),
+                                          "onnxruntime-cpu"))
+    settings = server_settings(batching={"b": _batching(4, 1000)},
+                               http_restricted=(Restriction.parse("model-repository:admin-key=s3cret"),))
+    server = RunningServer([path], settings)
+    yield server
+    server.stop()
+
+
+def request(url: str, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, dict]:
+    host, port = url.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, json.loads(data) if data else {}
+
+
+def test_the_requests_that_got_a_500_get_a_4xx_with_a_json_error(shared):
+    deep = "[" * 50_000 + "]" * 50_000
+    x = '{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": %s}'
+    cases = [
+        (x % "[1e400, 0, 0, 0]", {}),  # a number too large for a float
+        (x % "[%d, 0, 0, 0]" % 10**400, {}),  # an integer too large for one
+        ('{"inputs": %s}' % deep, {}),
+        (x % deep, {}),
+        ('{"inputs": [%s], "parameters": %s}' % (x % "[1, 2, 3, 4]", '{"a": ' * 50_000 + "1" + "}" * 50_000), {}),
+        (x % "[1, 2, 3, 4]", {"Inference-Header-Content-Length": "²"}),
+        (x % "[1, 2, 3, 4]", {"Inference-Header-Content-Length": "9" * 5000}),
+    ]
+    for body, headers in cases:
+        status, answer = request(shared.url, "POST", "/v2/models/a/infer", ('{"inputs": [%s]}' % body
+                                 if not body.startswith('{"inputs"') else body).encode(), headers)
+        assert status == 400 and answer["error"], (status, answer, body[:60], headers)
+    assert infer_json(shared.url, "a", "X", np.ones((1, 4), np.float32))[0] == 200
+
+
+def test_model_config_versions_and_unknown_routes(shared):
+    client = triton.InferenceServerClient(shared.url)
+    config = client.get_model_config("b")
+    assert config["max_batch_size"] == 4 and config["dynamic_batching"] == {"max_queue_delay_microseconds": 1000}
+    assert config["input"][0]["data_type"] == "TYPE_FP32" and config["input"][0]["dims"] == [4]
+    assert client.get_model_config("a")["max_batch_size"] == 0
+    assert client.get_model_config("a")["input"][0]["dims"] == [1, 4]
+    for path in ("/v2/models/a/versions/7", "/v2/models/a/versions/-1", "/v2/models/a/versions/7/config",
+                 "/v2/models/a/versions/0/ready"):
+        status, body = request(shared.url, "GET", path)
+        assert status == 404 and "has no version" in body["error"], (path, status, body)
+    assert request(shared.url, "GET", "/v2/models/a/versions/1")[0] == 200
+    status, body = request(shared.url, "GET", "/v2/nowhere")
+    assert status == 404 and body == {"error": "no such endpoint: GET /v2/nowhere"}
+    status, body = request(shared.url, "DELETE", "/v2/models/a/infer")
+    assert status == 405 and "does not take DELETE" in body["error"]
+    status, body = request(shared.url, "POST", "/v2/systemsharedmemory/status")
+    assert status == 400 and "not supported" in body["error"]
+    assert client.get_inference_statistics()["model_stats"]  # /v2/models/stats is every model's, not a model's
+
+
+def test_a_restricted_repository_refuses_an_unload_without_the_key(shared):
+    for headers in ({}, {"admin-key": "wrong"}):
+        status, body = request(shared.url, "POST", "/v2/repository/models/pair/unload", headers=headers)
+        assert status == 403 and "model-repository API is restricted" in body["error"]
+    assert request(shared.url, "GET", "/v2/models/a/ready")[0] == 200  # nothing changed
+    assert request(shared.url, "POST", "/v2/repository/index", headers={"Admin-Key": "s3cret"})[0] == 200
+    assert request(shared.url, "GET", "/v2/models/a")[0] == 200  # other groups stay open
+
+
+def test_nan_and_infinity_travel_as_triton_sends_them(shared):
+    body = '{"inputs": [{"name": "X", "datatype": "FP32", "shape": [1, 4], "data": [NaN, Infinity, -Infinity, 1]}]}'
+    host, port = shared.url.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request("POST", "/v2/models/a/infer", body=body)
+    text = conn.getresponse().read().decode()
+    conn.close()
+    assert '"data":[NaN,Infinity,-Infinity,5.0]' in text  # bare, as Triton writes them
+    client = triton.InferenceServerClient(shared.url)
+    out = triton_infer(client, "a", {"X": np.array([[np.nan, np.inf, -np.inf, 1]], np.float32)}, ["O"], binary=False)
+    np.testing.assert_array_equal(out["O"], [[np.nan, np.inf, -np.inf, 5.0]])
+
+
+def test_a_client_that_disconnects_mid_body_is_one_log_line(shared, caplog):
+    import logging
+    import socket
+
+    with caplog.at_level(logging.INFO):
+        sock = socket.create_connection(tuple(shared.url.split(":")[:1]) + (int(shared.url.split(":")[1]),))
+        sock.sendall(b"POST /v2/models/a/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"inputs\"")
+        time.sleep(0.3)
+        sock.close()
+        deadline = time.monotonic() + 10
+        while "disconnected" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    lines = [r for r in caplog.records if r.name.startswith("popfuse")]
+    assert len(lines) == 1 and "disconnected before sending the whole request" in lines[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_refusal_names_the_clients_tensor_never_an_internal_node(serve, ppocr_build):
+    server = serve({"ppocr": ppocr_build.popef_path})
+    client = triton.InferenceServerClient(server.url)
+    with pytest.raises(triton.InferenceServerException) as failed:
+        triton_infer(client, "det", {"x": np.zeros((1, 3, 2, 700), np.float32)}, ["sigmoid_0.tmp_0"])
+    message = str(failed.value)
+    assert failed.value.status() == "400" and "cannot run on these inputs" in message
+    assert "dispatch/" not in message and "graph0/" not in message and "Name:'" not in message
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=20,
+)
+_inputs = st.fixed_dictionaries(
+    {"name": st.sampled_from(["X", "x", "", 5]), "datatype": st.sampled_from(["FP32", "INT64", "BOOL", "BYTES", 3]),
+     "shape": st.one_of(st.lists(st.integers(-1, 5), max_size=3), _json_values)},
+    optional={"data": _json_values, "parameters": st.one_of(
+        st.fixed_dictionaries({"binary_data_size": st.one_of(st.integers(-4, 64), _json_values)}), _json_values)},
+)
+_documents = st.one_of(
+    _json_values,
+    st.fixed_dictionaries({"inputs": st.lists(_inputs, max_size=3)},
+                          optional={"outputs": _json_values, "parameters": _json_values, "id": _json_values}),
+)
+_headers = st.one_of(st.none(), st.sampled_from(["²", "9" * 5000, "-1", "0", "12", " 3", "1e3"]),
+                    st.text(st.characters(blacklist_characters="\r\n"), max_size=5))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(document=_documents, tail=st.binary(max_size=32), header=_headers)
+def test_fuzz_http_requests_get_an_answer_or_a_4xx_never_a_5xx(shared, document, tail, header):
+    body = json.dumps(document).encode() + tail
+    headers = {} if header is None else {"Inference-Header-Content-Length": header.encode("utf-8").decode("latin-1")}
+    status, answer = request(shared.url, "POST", "/v2/models/a/infer", body, headers)
+    assert status == 200 or (400 <= status < 500 and answer.get("error")), (status, answer)
+
+
+def test_malformed_requests_leak_no_descriptor_and_others_keep_serving(shared):
+    before = len(os.listdir("/proc/self/fd"))
+    for k in range(300):
+        body = [b"{", b'{"inputs": 5}', b"[" * 3000, b'{"inputs": [{"name": "X"}]}'][k % 4]
+        assert request(shared.url, "POST", "/v2/models/a/infer", body)[0] == 400
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+    assert infer_json(shared.url, "a", "X", np.ones((1, 4), np.float32))[0] == 200

@@ -9,6 +9,7 @@ import pytest
 
 from popfuse.fusion import ModelOptions
 from popfuse.runtime import Runner, RuntimeConfig
+from popfuse.runtime.errors import ExecutionError
 from popfuse.runtime.server.errors import BadRequestError
 from popfuse.runtime.server.model import SubgraphModel, batchable, check_inputs, warm
 from tests.models import PPOCR, dynamic_model, multi_output_model, parse, ppocr_input, scale_model
@@ -49,5 +50,38 @@ def test_warm_up_says_in_one_line_when_a_model_rejects_zeros(make_artifact, capl
     )
     model = SubgraphModel("x", Runner(make_artifact([picky], [ModelOptions(name="picky")]), RuntimeConfig()), 0)
     with caplog.at_level(logging.WARNING):
-        warm(model)
-    assert "model 'picky' was not warmed" in caplog.text
+        assert not warm(model)
+    (record,) = caplog.records
+    assert "model 'picky' was not warmed" in record.getMessage() and "\n" not in record.getMessage()
+
+
+def _conv():
+    """A 1-D convolution of width 3 over any length: a length of 1 is too short for it."""
+    return parse(
+        """
+        agraph (float[1, 1, N] X) => (float[1, 1, M] O)
+        <float[1, 1, 3] W = {1.0, 1.0, 1.0}>
+        {
+            O = Conv(X, W)
+        }
+        """
+    )
+
+
+def test_warm_up_finds_a_length_the_model_accepts_and_prints_nothing(make_artifact, capfd, caplog):
+    model = SubgraphModel("x", Runner(make_artifact([_conv()], [ModelOptions(name="conv")]), RuntimeConfig()), 0)
+    with caplog.at_level(logging.WARNING):
+        assert warm(model)
+    out, err = capfd.readouterr()
+    assert out == "" and err == "" and caplog.text == ""  # onnxruntime's refusal of length 1 is silent
+
+
+def test_a_refusal_names_the_models_tensors_not_the_artifacts(make_artifact, capfd):
+    path = make_artifact([scale_model(), _conv()], [ModelOptions(name="a"), ModelOptions(name="conv")])
+    model = SubgraphModel("x", Runner(path, RuntimeConfig(validate_io_params=False)), 1)
+    with pytest.raises(ExecutionError) as refused:
+        model.predict({"X": np.ones((1, 1, 2), np.float32)})
+    message = str(refused.value)
+    assert "a Conv operator cannot run on these inputs" in message
+    assert "dispatch" not in message and "graph1/" not in message and "Name:'" not in message
+    assert capfd.readouterr().err == ""

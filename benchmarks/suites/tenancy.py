@@ -1,0 +1,102 @@
+"""The multi-tenant scale: dozens of distinct real models in one artifact, against one plain session each.
+
+Each tenant is a PP-OCR model with its weights moved apart (``models.variant``): nothing deduplicates. For
+N = 8, 32 and 128 classifiers (and 8 recognisers), in fresh processes that alternate fused and plain:
+the time from loading to the first result of every model, and the RSS after running every model, against
+creating N sessions and running each once; the build time per model; the artifact's size against the
+sources; one model's p50 against its plain session. The executable cache is made by one load first
+(``first_load_s``), as a host's first start makes it; the trials measure the loads after it.
+
+Several worker processes: K processes each serving the PP-OCR artifact, against K processes each holding
+plain sessions of the three models; every process's private memory (pages no other process maps) once all
+K have run every model. The first process holds what the others share; the figure is per extra worker.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..context import Context
+from ..models import ppocr, variant
+from ..paired import in_fresh_process, parallel_fresh_processes
+from ..setups import build_fused
+
+
+def run(ctx: Context) -> dict:
+    folder = ctx.workdir / "tenancy"
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = [("cls", 2), ("cls", 4)] if ctx.smoke else [("cls", 8), ("cls", 32), ("cls", 128), ("rec", 8)]
+    rows = [_case(ctx, folder, name, n) for name, n in cases]
+    return {"rows": rows, "workers": _workers(ctx, folder)}
+
+
+def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
+    sub = folder / f"{name}{n}"
+    sub.mkdir(exist_ok=True)
+    workloads = [variant(name, i, folder) for i in range(n)]
+    start = time.perf_counter()
+    built = build_fused(workloads, sub)
+    build_s = time.perf_counter() - start
+    requests = sub / "requests.npz"
+    np.savez(requests, **{f"{i}/{k}": v for i, w in enumerate(workloads) for k, v in w.feeds.items()})
+    fused_args = ["fused", str(built.popef_path), str(requests), str(ctx.threads)]
+    plain_args = ["sources", str(requests), str(ctx.threads), *(str(w.path) for w in workloads)]
+    first = in_fresh_process("popfuse.benchmarks.probe", fused_args, timeout=1800)  # makes the cache entry
+    fused, plain = [], []
+    for trial in range(ctx.scale(3, 1)):  # alternating, so that both see the same machine
+        for args, into in ((fused_args, fused), (plain_args, plain))[:: 1 if trial % 2 == 0 else -1]:
+            into.append(in_fresh_process("popfuse.benchmarks.probe", args, timeout=1800))
+    index = n - 1
+    dispatch = in_fresh_process("popfuse.benchmarks.paired", [
+        "dispatch", str(built.popef_path), str(index), str(workloads[index].path), str(_one(sub, workloads[index])),
+        str(ctx.threads), "direct", str(ctx.scale(10, 2)), str(ctx.scale(20, 3))], timeout=1800)
+    fused_s, plain_s = _median(fused, "seconds"), _median(plain, "seconds")
+    fused_mb, plain_mb = _median(fused, "rss_run", "rss_base") / 1e6, _median(plain, "rss_run", "rss_base") / 1e6
+    return {
+        "model": name, "n": n,
+        "build_s": build_s, "build_per_model_s": build_s / n,
+        "first_load_s": first["seconds"],
+        "fused_first_results_s": fused_s, "sessions_first_results_s": plain_s, "time_ratio": fused_s / plain_s,
+        "load_per_model_ms": 1e3 * _median(fused, "loaded_s") / n,
+        "fused_rss_mb": fused_mb, "sessions_rss_mb": plain_mb, "rss_ratio": fused_mb / plain_mb,
+        "p50_ratio": float(np.median(dispatch["ratios"])),
+        # Where the RSS of the last trials went, by what it maps.
+        "fused_resident_mb": {k: v / 1e6 for k, v in fused[-1]["resident_by_kind"].items()},
+        "sessions_resident_mb": {k: v / 1e6 for k, v in plain[-1]["resident_by_kind"].items()},
+        "artifact_bytes": built.artifact_bytes, "sources_bytes": built.source_bytes,
+        "size_ratio": built.artifact_bytes / built.source_bytes,
+    }
+
+
+def _one(folder: Path, workload) -> Path:
+    path = folder / f"request-{workload.name}.npz"
+    np.savez(path, **{f"0/{k}": v for k, v in workload.feeds.items()})
+    return path
+
+
+def _median(trials: list[dict], key: str, base: str | None = None) -> float:
+    return statistics.median(t[key] - (t[base] if base else 0) for t in trials)
+
+
+def _workers(ctx: Context, folder: Path) -> dict:
+    workloads = [ppocr(n) for n in (("cls",) if ctx.smoke else ("det", "rec", "cls"))]
+    sub = folder / "workers"
+    built = build_fused(workloads, sub)
+    requests = sub / "requests.npz"
+    np.savez(requests, **{f"{i}/{k}": v for i, w in enumerate(workloads) for k, v in w.feeds.items()})
+    in_fresh_process("popfuse.benchmarks.probe", ["fused", str(built.popef_path), str(requests), "1"])  # the cache
+    k = ctx.scale(3, 2)
+    out = {"workers": k}
+    for label, args in (("fused", ["fused", str(built.popef_path), str(requests), str(ctx.threads)]),
+                        ("sessions", ["sources", str(requests), str(ctx.threads), *(str(w.path) for w in workloads)])):
+        held = parallel_fresh_processes("popfuse.benchmarks.probe", ["hold", str(k), str(sub / f"{label}-barrier"),
+                                                                      *args], k)
+        private = sorted(p["private"] for p in held)
+        out[f"{label}_private_mb"] = [p / 1e6 for p in private]
+        out[f"{label}_extra_private_mb"] = statistics.median(private[1:]) / 1e6
+    out["extra_ratio"] = out["fused_extra_private_mb"] / out["sessions_extra_private_mb"]
+    return out

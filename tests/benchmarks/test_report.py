@@ -1,0 +1,39 @@
+"""The report: a suite run alone keeps the figures of an earlier, alike run beside its own, each dated."""
+
+from __future__ import annotations
+
+import json
+
+from popfuse.benchmarks import report
+
+SIZE = {"rows": [{"case": "c", "sources_bytes": 10, "deduplicated_bytes": 0, "artifact_bytes": 9, "content_bytes": 8,
+                  "records_bytes": 1, "budget_bytes": 10, "artifact_over_budget": 0.9}]}
+SCALING = {"rows": [{"n": n, "build_s": 0.1, "load_s": 0.1, "artifact_bytes": 1, "sources_bytes": 1,
+                     "direct_p50_us": 10.0, "fused_p50_us": 12.0 + n, "overhead_us": 2.0 + n} for n in (2, 4, 8)]}
+
+
+def run(suites: dict, stamp: str, threads: int = 1, smoke: bool = False) -> dict:
+    return {"machine": report.machine(), "threads": threads, "smoke": smoke,
+            "measured": dict.fromkeys(suites, stamp), **suites}
+
+
+def test_a_suite_run_alone_keeps_the_earlier_runs_other_figures(tmp_path):
+    report.write(run({"size": SIZE}, "2026-11-30 with `popfuse bench`"), tmp_path)
+    merged = report.carry_over(run({"scaling": SCALING}, "2026-12-01 with `popfuse bench --only scaling`"), tmp_path)
+    assert merged["size"] == SIZE and merged["measured"]["size"] == "2026-11-30 with `popfuse bench`"
+    text = report.write(merged, tmp_path).read_text()
+    assert text.count("Measured on machines alike, ") == 1
+    assert "2026-11-30 with `popfuse bench` (size)" in text
+    assert "2026-12-01 with `popfuse bench --only scaling` (scaling)" in text
+    assert "## 5. Scaling in N" in text and "## 6. Artifact size" in text
+    assert set(json.loads((tmp_path / "benchmarks" / "results.json").read_text())) >= {"size", "scaling"}
+
+
+def test_figures_of_an_unlike_run_are_not_carried(tmp_path):
+    new = run({"scaling": SCALING}, "today")
+    for earlier in (run({"size": SIZE}, "then", threads=2), run({"size": SIZE}, "then", smoke=True)):
+        report.write(earlier, tmp_path)
+        assert "size" not in report.carry_over(new, tmp_path)
+    (tmp_path / "benchmarks" / "results.json").write_text("{not json")
+    assert report.carry_over(new, tmp_path) == new
+    assert report.carry_over(new, tmp_path / "nothing") == new
