@@ -207,7 +207,8 @@ _CATALOG_SETS = {"max_batch_size": None, "max_queue_delay_us": None, "model_conf
                  "max_pending": "ingress.max_pending", "max_body_bytes": "ingress.max_body_bytes",
                  "workers": "replicas.workers", "threads": "replicas.threads", "graceful_timeout": None,
                  "header_timeout": None, "body_timeout": None, "max_connections": None,
-                 "http_restricted_api": None, "grpc_restricted_api": None, "grpc_port": None, "no_grpc": None}
+                 "http_restricted_api": "ingress.http_restricted_api",
+                 "grpc_restricted_api": "ingress.grpc_restricted_api"}
 
 
 def _serve_ray(args: argparse.Namespace) -> int:
@@ -226,7 +227,7 @@ def _serve_ray(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as e:
         raise UsageError(f"popfuse serve --ray needs the ray extra, which is not installed here (no module "
                          f"{e.name!r}): pip install 'popfuse[ray]'") from e
-    serve_catalog(catalog, args.host, args.port)
+    serve_catalog(catalog, args.host, args.port, None if args.no_grpc else args.grpc_port)
     return 0
 
 

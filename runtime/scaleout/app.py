@@ -6,7 +6,9 @@ With Ray's tools::
 
 or, in a ``serve deploy`` config file, ``import_path: popfuse.runtime.scaleout.app:build`` with
 ``args: {catalog: /shared/catalog.yaml}``. Either way the catalog is read and checked (every artifact's
-header) where the application is built, before any replica starts.
+header) where the application is built, before any replica starts. gRPC needs Ray Serve's gRPC proxy to
+register ``grpc_service.SERVICER_FUNCTION``: ``grpc_options`` in that config file (``grpc_options()``
+here, for ``serve.start``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import Any
 import ray
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import gRPCOptions
 
 from ..display import human_size
 from ..errors import PopfuseError
 from .catalog import Catalog, CatalogError, load_catalog
 from .deployments import Artifacts, Ingress
+from .grpc_service import SERVICER_FUNCTION
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +66,17 @@ def build(args: dict[str, Any]) -> Application:
     return application(load_catalog(args["catalog"]))
 
 
-def serve_catalog(catalog: Catalog, host: str = "127.0.0.1", port: int = 8000) -> None:
+def grpc_options(port: int) -> gRPCOptions:
+    """Ray Serve's gRPC proxy on ``port``, serving Triton's ``GRPCInferenceService`` (every address of the node:
+    Ray's gRPC proxy takes no host)."""
+    return gRPCOptions(port=port, grpc_servicer_functions=[SERVICER_FUNCTION])
+
+
+def serve_catalog(catalog: Catalog, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | None = 8001) -> None:
     """Serve ``catalog`` until SIGTERM or SIGINT, on the Ray cluster ``RAY_ADDRESS`` or ``ray start`` names,
     else on one started here; then delete the application (and stop the cluster, if it started here).
+
+    HTTP listens on ``host``:``port``; gRPC, unless ``grpc_port`` is None, on ``grpc_port`` of every address.
 
     Raises:
         CatalogError: Ray refuses a setting (before anything starts).
@@ -81,9 +93,11 @@ def serve_catalog(catalog: Catalog, host: str = "127.0.0.1", port: int = 8000) -
     stop = _stop_on_signals()
     try:
         try:
-            serve.start(http_options={"host": host, "port": port})
+            serve.start(http_options={"host": host, "port": port},
+                        grpc_options=None if grpc_port is None else grpc_options(grpc_port))
         except Exception as e:  # Ray wraps the proxy's own error (a port in use) in its actor's traceback
-            raise PopfuseError(f"Ray Serve cannot serve HTTP on {host}:{port}: {_last_line(e)}") from e
+            grpc = "" if grpc_port is None else f", or gRPC on port {grpc_port}"
+            raise PopfuseError(f"Ray Serve cannot serve HTTP on {host}:{port}{grpc}: {_last_line(e)}") from e
         try:
             serve.run(app, name=APP_NAME, route_prefix="/")
         except Exception as e:  # likewise a replica that failed to start
@@ -91,8 +105,9 @@ def serve_catalog(catalog: Catalog, host: str = "127.0.0.1", port: int = 8000) -
         models = sum(len(a.models) for a in catalog.artifacts.values())
         dashboard = f" (dashboard: http://{context.dashboard_url})" if context.dashboard_url else ""
         count = f"{len(catalog.artifacts)} artifact" + ("s" if len(catalog.artifacts) > 1 else "")
-        log.info("serving %s (%d models) on http://%s:%d through Ray Serve, on the Ray cluster at %s%s; "
-                 "replicas hold up to %s of artifacts each", count, models, host, port,
+        grpc = "" if grpc_port is None else f" and gRPC on port {grpc_port} (every address)"
+        log.info("serving %s (%d models) on http://%s:%d%s through Ray Serve, on the Ray cluster at %s%s; "
+                 "replicas hold up to %s of artifacts each", count, models, host, port, grpc,
                  ray.get_runtime_context().gcs_address, dashboard, human_size(catalog.replicas.memory_budget))
         while not stop.wait(1.0):
             pass

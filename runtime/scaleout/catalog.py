@@ -11,11 +11,13 @@ deployments scale, from YAML validated before anything starts::
       ray_actor_options: {num_cpus: 1}
       threads: 1                    # onnxruntime intra-op threads per execution (default: its own)
       workers: 1                    # requests one replica runs at once (default: its CPUs, at least 1)
-    ingress:                        # the replicas that speak KServe v2 and route each request
+    ingress:                        # the replicas that speak KServe v2 (HTTP and gRPC) and route requests
       num_replicas: 1
       ray_actor_options: {num_cpus: 0.5}
       max_pending: 256              # requests queued or running in one ingress replica before 503
       max_body_bytes: 67108864      # larger request bodies get 413
+      http_restricted_api: ["model-repository,statistics:admin-key=s3cret"]   # Triton's restricted APIs
+      grpc_restricted_api: ["model-repository,statistics:admin-key=s3cret"]   # (default: every API open)
 
 Each artifact's header is read here: its models (named by its fusion map) and its size. A model name is
 served by one artifact; an artifact larger than the budget could never load. ``num_replicas``,
@@ -38,6 +40,7 @@ import yaml
 from ..artifact import ArtifactHeader
 from ..display import human_size
 from ..errors import ArtifactError
+from ..server.access import Restriction, Restrictions
 from ..server.errors import ServerConfigError
 from . import sources
 
@@ -45,7 +48,7 @@ from . import sources
 RAY_OPTIONS = ("num_replicas", "autoscaling_config", "max_ongoing_requests", "ray_actor_options")
 _TOP = ("artifacts", "replicas", "ingress")
 _REPLICAS = (*RAY_OPTIONS, "memory_budget", "threads", "workers")
-_INGRESS = (*RAY_OPTIONS, "max_pending", "max_body_bytes")
+_INGRESS = (*RAY_OPTIONS, "max_pending", "max_body_bytes", "http_restricted_api", "grpc_restricted_api")
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
@@ -97,11 +100,15 @@ class IngressSettings:
     Attributes:
         max_pending: Requests queued or running in one ingress replica; more get 503.
         max_body_bytes: Larger request bodies get 413.
+        http_restricted: API groups whose HTTP requests need a header (Triton's restricted APIs).
+        grpc_restricted: API groups whose gRPC calls need a metadata key.
         ray: Options for Ray Serve's ``Deployment.options``.
     """
 
     max_pending: int = 256
     max_body_bytes: int = 64 * 1024 * 1024
+    http_restricted: tuple[Restriction, ...] = ()
+    grpc_restricted: tuple[Restriction, ...] = ()
     ray: dict[str, Any] = field(default_factory=dict)
 
 
@@ -233,8 +240,24 @@ def _ingress(label: str, section: dict) -> IngressSettings:
         max_pending=_positive(label, "ingress.max_pending", section.get("max_pending"), defaults.max_pending),
         max_body_bytes=_positive(label, "ingress.max_body_bytes", section.get("max_body_bytes"),
                                  defaults.max_body_bytes),
+        http_restricted=_restricted(label, "ingress.http_restricted_api", section.get("http_restricted_api")),
+        grpc_restricted=_restricted(label, "ingress.grpc_restricted_api", section.get("grpc_restricted_api")),
         ray=_ray_options(label, "ingress", section),
     )
+
+
+def _restricted(label: str, key: str, value: object) -> tuple[Restriction, ...]:
+    """Triton's restricted APIs from a list of ``API[,API...]:KEY=VALUE`` (``popfuse serve``'s flags)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(spec, str) for spec in value):
+        raise CatalogError(f"{label}: {key} must be a list of 'API[,API...]:KEY=VALUE' strings, received {value!r}")
+    try:
+        restrictions = tuple(Restriction.parse(spec) for spec in value)
+        Restrictions(restrictions)  # refuses a group restricted twice
+    except ServerConfigError as e:
+        raise CatalogError(f"{label}: {key}: {e}") from e
+    return restrictions
 
 
 def _ray_options(label: str, key: str, section: dict) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import http.server
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,9 +23,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from popfuse.benchmarks.models import Workload, mlp
+from popfuse.benchmarks.server_process import free_port
 from popfuse.benchmarks.setups import build_fused
 
 ARTIFACTS = ("a0", "a1", "a2")
+#: The session cluster's repository API needs this header (HTTP) or metadata key (gRPC).
+RESTRICTED = "model-repository:admin-key=s3cret"
 
 # A local Ray cluster uses Ray's token authentication by default; a driver given its address joins with the
 # token (in ~/.ray) only when told so before Ray is imported.
@@ -92,16 +94,15 @@ class RayServer:
 
     def __init__(self, catalog: Path, log: Path):
         self.catalog, self.log = catalog, log
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port, self.grpc_port = free_port(), free_port()
         popfuse = Path(sys.executable).with_name("popfuse")
         # Metrics reach Prometheus every half second rather than every ten, so tests need not wait.
         env = {**os.environ, "RAY_metrics_report_interval_ms": "500"}
         env.pop("RAY_ADDRESS", None)
-        self.process = subprocess.Popen([str(popfuse), "serve", "--ray", str(catalog), "--port", str(self.port)],
+        self.process = subprocess.Popen([str(popfuse), "serve", "--ray", str(catalog), "--port", str(self.port),
+                                         "--grpc-port", str(self.grpc_port)],
                                         stdout=subprocess.DEVNULL, stderr=log.open("w"), env=env)
-        self.url = f"127.0.0.1:{self.port}"
+        self.url, self.grpc_url = f"127.0.0.1:{self.port}", f"127.0.0.1:{self.grpc_port}"
         deadline = time.monotonic() + 240
         # Ready once it says where its cluster is (after the application is up).
         pattern = r"on the Ray cluster at (\S+?)(?: \(dashboard: (\S+)\))?;"
@@ -173,13 +174,15 @@ class RayServer:
 @pytest.fixture(scope="session")
 def ray_server(shelf, storage, tmp_path_factory) -> RayServer:
     """One cluster for the session: 2 replicas with a budget of two artifacts each, 3 artifacts (one read
-    from a URI) and a fourth, ``b0``, that tests may break; each replica runs two requests at most."""
+    from a URI) and a fourth, ``b0``, that tests may break; each replica runs two requests at most; the
+    repository API restricted (``RESTRICTED``) over HTTP and gRPC."""
     folder = tmp_path_factory.mktemp("ray")
     spare = mlp(folder, "b0m0", seed=99, width=32, layers=2)
     artifacts = {"a0": str(shelf.paths["a0"]), "a1": str(shelf.paths["a1"]), "a2": f"{storage}/a2.popef",
                  "b0": str(build_fused([spare], folder / "b0").popef_path)}
     catalog = shelf.catalog(folder / "catalog.yaml", artifacts=artifacts, ingress={
-        "ray_actor_options": {"num_cpus": 0.25}, "max_ongoing_requests": 64})
+        "ray_actor_options": {"num_cpus": 0.25}, "max_ongoing_requests": 64,
+        "http_restricted_api": [RESTRICTED], "grpc_restricted_api": [RESTRICTED]})
     doc = yaml.safe_load(catalog.read_text())
     doc["replicas"].update(num_replicas=2, max_ongoing_requests=2, workers=1, threads=1,
                            ray_actor_options={"num_cpus": 0.5})

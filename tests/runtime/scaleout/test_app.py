@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -49,9 +50,26 @@ def test_the_catalog_settings_reach_ray(ray_server):
     assert ingress["max_ongoing_requests"] == 64 and ingress["ray_actor_options"]["num_cpus"] == 0.25
 
 
+def stream(ray_server, model: str, x: np.ndarray, headers: dict) -> tuple:
+    """One request on a gRPC stream (tritonclient's): its (result, error)."""
+    import tritonclient.grpc as triton_grpc
+
+    client = triton_grpc.InferenceServerClient(ray_server.grpc_url)
+    answers: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)), headers=headers)
+    tensor = triton_grpc.InferInput("X", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    client.async_stream_infer(model, [tensor])
+    answer = answers.get(timeout=60)
+    client.stop_stream()
+    return answer
+
+
 def test_serve_run_deploys_the_application_builder(ray_server, shelf, tmp_path):
+    # A second application on the cluster, its inference API restricted over gRPC; Ray's gRPC proxy (which
+    # popfuse serve --ray started) routes to it by the 'application' metadata key.
     catalog = shelf.catalog(tmp_path / "second.yaml", artifacts={"a0": str(shelf.paths["a0"])}, ingress={
-        "ray_actor_options": {"num_cpus": 0.1}})
+        "ray_actor_options": {"num_cpus": 0.1}, "grpc_restricted_api": ["inference:tenant-key=abc"]})
     doc = yaml.safe_load(catalog.read_text())
     doc["replicas"].update(max_ongoing_requests=3, ray_actor_options={"num_cpus": 0.2},
                            autoscaling_config={"min_replicas": 1, "max_replicas": 2})
@@ -75,6 +93,12 @@ def test_serve_run_deploys_the_application_builder(ray_server, shelf, tmp_path):
                 time.sleep(1)
         np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(1, 32),
                                    shelf.reference("a0m0", {"X": x}), rtol=1e-5, atol=1e-6)
+        result, error = stream(ray_server, "a0m0", x, {"application": "second"})
+        assert result is None and error.status() == "StatusCode.PERMISSION_DENIED"
+        assert "send the 'tenant-key' header" in error.message()
+        result, error = stream(ray_server, "a0m0", x, {"application": "second", "tenant-key": "abc"})
+        assert error is None
+        np.testing.assert_allclose(result.as_numpy("a1"), shelf.reference("a0m0", {"X": x}), rtol=1e-5, atol=1e-6)
         config = deployments(ray_server)["second"]["Artifacts"]["deployment_config"]
         assert config["max_ongoing_requests"] == 3 and config["ray_actor_options"]["num_cpus"] == 0.2
         assert (config["autoscaling_config"]["min_replicas"], config["autoscaling_config"]["max_replicas"]) == (1, 2)

@@ -31,7 +31,8 @@ def test_scaling_settings_pass_through(shelf, tmp_path):
     replicas = {"memory_budget": "1 MiB", "autoscaling_config": {"min_replicas": 1, "max_replicas": 4},
                 "max_ongoing_requests": 8, "ray_actor_options": {"num_cpus": 2, "memory": 2**30},
                 "threads": 2}
-    ingress = {"num_replicas": 3, "ray_actor_options": {"num_cpus": 0.5}, "max_pending": 64}
+    ingress = {"num_replicas": 3, "ray_actor_options": {"num_cpus": 0.5}, "max_pending": 64,
+               "grpc_restricted_api": ["model-repository,statistics:Admin-Key=s3cret"]}
     catalog = load_catalog(shelf.catalog(tmp_path / "c.yaml", replicas=replicas, ingress=ingress))
     assert catalog.replicas.ray == {k: replicas[k] for k in
                                     ("autoscaling_config", "max_ongoing_requests", "ray_actor_options")}
@@ -39,6 +40,9 @@ def test_scaling_settings_pass_through(shelf, tmp_path):
     assert catalog.replicas.workers == 2  # one per CPU the replica reserves
     assert catalog.ingress.ray == {"num_replicas": 3, "ray_actor_options": {"num_cpus": 0.5}}
     assert catalog.ingress.max_pending == 64
+    (restriction,) = catalog.ingress.grpc_restricted
+    assert (restriction.groups, restriction.key) == ({"model-repository", "statistics"}, "admin-key")
+    assert catalog.ingress.http_restricted == ()
 
 
 @pytest.mark.parametrize("text, size", [
@@ -78,6 +82,12 @@ def clash(tmp_path, make_artifact):
     (lambda doc, shelf, extra: doc.update(ingress={"ray_actor_options": 1}),
      r"ingress.ray_actor_options must be a mapping, received 1"),
     (lambda doc, shelf, extra: doc.update(artifacts={}), r"'artifacts' must map each artifact's name"),
+    (lambda doc, shelf, extra: doc.update(ingress={"http_restricted_api": "inference:k=v"}),
+     r"ingress.http_restricted_api must be a list of 'API\[,API...\]:KEY=VALUE' strings, received 'inference:k=v'"),
+    (lambda doc, shelf, extra: doc.update(ingress={"grpc_restricted_api": ["inferense:k=v"]}),
+     r"c.yaml: ingress.grpc_restricted_api: restricted API 'inferense:k=v': unknown API group\(s\) 'inferense'"),
+    (lambda doc, shelf, extra: doc.update(ingress={"grpc_restricted_api": ["inference:k=v", "inference:j=w"]}),
+     r"ingress.grpc_restricted_api: API group 'inference' is restricted twice"),
 ])
 def test_a_bad_catalog_is_refused_naming_the_entry(shelf, tmp_path, make_artifact, change, message):
     extra = {"clash": clash(tmp_path, make_artifact), "text": tmp_path / "text.popef"}

@@ -1,14 +1,18 @@
-"""The deployments on a real local Ray cluster (``popfuse serve --ray``): every model through tritonclient,
-sticky routing, evictions and reloads under traffic, a failed load, per-replica metrics, a killed replica."""
+"""The deployments on a real local Ray cluster (``popfuse serve --ray``): every model through tritonclient over
+HTTP and gRPC, sticky routing, evictions and reloads under traffic, a failed load, per-replica metrics, a killed
+replica."""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
+import queue
 import threading
 import time
 from collections import Counter
 
+import grpc
 import numpy as np
 import pytest
 
@@ -17,8 +21,12 @@ if os.environ.get("POPFUSE_REQUIRE_RAY"):  # CI installs the extra: a skip there
 else:
     ray = pytest.importorskip("ray", reason="needs the ray extra: pip install 'popfuse[ray]'")
 
+import tritonclient.grpc as triton_grpc  # noqa: E402
 import tritonclient.http as triton  # noqa: E402
+from tritonclient.grpc import service_pb2  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from popfuse.runtime import Runner, RuntimeConfig  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -115,6 +123,107 @@ def test_every_model_of_every_artifact_answers_as_onnxruntime(ray_server, shelf)
         assert metadata["platform"] == "popfuse_onnxruntime" and metadata["inputs"][0]["shape"] == [1, 32]
     stats = client.get_inference_statistics("a1m2")["model_stats"][0]
     assert stats["inference_count"] >= 1 and stats["inference_stats"]["compute_infer"]["ns"] > 0
+
+
+def test_the_ingress_has_a_method_for_every_grpc_rpc():
+    # Ray Serve's gRPC proxy calls the ingress method named after the RPC; one missing would answer UNIMPLEMENTED
+    # with Ray's message, not the servicer's.
+    from popfuse.runtime.scaleout.deployments import Ingress
+
+    ingress = Ingress.func_or_class
+    for method in service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
+        call = getattr(ingress, method.name)
+        assert call.__name__ == method.name
+        assert "grpc_context" in inspect.signature(call).parameters  # Ray passes its context by that name
+        assert inspect.isasyncgenfunction(call) == method.server_streaming
+
+
+def grpc_input(model: str, shelf) -> tuple[triton_grpc.InferInput, np.ndarray]:
+    x = next(w.feeds for ws in shelf.models.values() for w in ws if w.name == model)["X"]
+    tensor = triton_grpc.InferInput("X", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    return tensor, x
+
+
+def test_every_model_answers_over_grpc_as_the_runner(ray_server, shelf):
+    # Triton's gRPC protocol through Ray Serve's gRPC proxy, served by popfuse's own servicer in the ingress.
+    client = triton_grpc.InferenceServerClient(ray_server.grpc_url)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.get_server_metadata(as_json=True)["name"] == "popfuse"
+    for artifact, path in shelf.paths.items():
+        runner = Runner(path, RuntimeConfig(validate_io_params=False, intra_op_num_threads=1))  # as the replicas run it
+        for sub in runner.subgraphs:
+            tensor, x = grpc_input(sub.name, shelf)
+            result = client.infer(sub.name, [tensor])
+            expected = runner.execute({sub.inputs[0]: x})
+            assert [o.name for o in result.get_response().outputs] == [sub.local_name(a) for a in sub.outputs]
+            for anchor, array in expected.items():
+                np.testing.assert_array_equal(result.as_numpy(sub.local_name(anchor)), array)
+            assert client.is_model_ready(sub.name)
+            metadata = client.get_model_metadata(sub.name, as_json=True)
+            assert metadata["platform"] == "popfuse_onnxruntime" and metadata["inputs"][0]["shape"] == ["1", "32"]
+            config = client.get_model_config(sub.name, as_json=True)["config"]
+            assert config["parameters"]["artifact"]["string_value"] == artifact
+    stats = client.get_inference_statistics("a1m2", as_json=True)["model_stats"][0]
+    assert int(stats["inference_count"]) >= 1
+
+
+def test_a_grpc_stream_through_ray_answers_each_request(ray_server, shelf):
+    client = triton_grpc.InferenceServerClient(ray_server.grpc_url)
+    answers: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    sent = {}
+    for i, model in enumerate(MODELS):
+        tensor, x = grpc_input(model, shelf)
+        client.async_stream_infer(model, [tensor], request_id=str(i))
+        sent[str(i)] = (model, x)
+    tensor, _ = grpc_input("a0m0", shelf)
+    client.async_stream_infer("absent", [tensor], request_id="bad")  # an error on the stream, which goes on
+    received = [answers.get(timeout=120) for _ in range(len(MODELS) + 1)]
+    client.stop_stream()
+    errors = [error for _, error in received if error is not None]
+    assert len(errors) == 1 and "unknown model 'absent'" in errors[0].message()
+    results = {result.get_response().id: result for result, error in received if error is None}
+    assert set(results) == set(sent)
+    for request_id, (model, x) in sent.items():
+        (output,) = results[request_id].get_response().outputs
+        np.testing.assert_allclose(results[request_id].as_numpy(output.name), shelf.reference(model, {"X": x}),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_grpc_errors_keep_their_status_through_ray(ray_server, shelf):
+    client = triton_grpc.InferenceServerClient(ray_server.grpc_url)
+    tensor, _ = grpc_input("a0m0", shelf)
+    with pytest.raises(InferenceServerException) as failed:
+        client.infer("absent", [tensor])
+    assert failed.value.status() == "StatusCode.NOT_FOUND" and "unknown model 'absent'" in failed.value.message()
+    wrong = triton_grpc.InferInput("X", [1, 31], "FP32")
+    wrong.set_data_from_numpy(np.zeros((1, 31), np.float32))
+    with pytest.raises(InferenceServerException) as failed:
+        client.infer("a0m0", [wrong])
+    assert failed.value.status() == "StatusCode.INVALID_ARGUMENT" and "input 'X'" in failed.value.message()
+    with pytest.raises(InferenceServerException) as failed:
+        client.get_system_shared_memory_status()
+    assert failed.value.status() == "StatusCode.UNIMPLEMENTED"
+    # Bytes that are no ModelInferRequest: Ray's proxy parses them with popfuse serve's parser, which hands the
+    # servicer a refusal.
+    with grpc.insecure_channel(ray_server.grpc_url) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")(b"\xff\xff\xff", timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid protobuf message" in refused.value.details()
+    assert client.is_server_live()
+    # The catalog restricts the repository API (RESTRICTED in conftest), over gRPC as over HTTP.
+    with pytest.raises(InferenceServerException) as failed:
+        client.get_model_repository_index()
+    assert failed.value.status() == "StatusCode.PERMISSION_DENIED" and "admin-key" in failed.value.message()
+    index = client.get_model_repository_index(headers={"admin-key": "s3cret"}, as_json=True)["models"]
+    assert {"a0", "a0m0", "a2m2"} <= {m["name"] for m in index}
+    http = triton.InferenceServerClient(ray_server.url)
+    with pytest.raises(InferenceServerException) as failed:
+        http.get_model_repository_index()
+    assert failed.value.status() == "403"
+    assert {"a0", "a0m0"} <= {m["name"] for m in http.get_model_repository_index(headers={"admin-key": "s3cret"})}
 
 
 def test_routing_is_sticky(ray_server, shelf):
