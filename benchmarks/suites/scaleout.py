@@ -14,25 +14,20 @@ p50 under 5 ms.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import importlib.util
-import json
 import logging
-import socket
-import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from ..clients import HttpClient, Request, closed_loop
 from ..context import Context
 from ..models import Workload, mlp, ppocr
+from ..server_process import ServerProcess, free_port
 from ..setups import build_fused
 
 TENANTS, MODELS, REPLICAS, HELD = 6, 3, 2, 2
@@ -85,15 +80,17 @@ def run(ctx: Context) -> dict:
     context = ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
                        log_to_driver=False, _system_config={"metrics_report_interval_ms": 500})
     try:
-        port = _free_port()
+        port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(application(load_catalog(catalog)), name="popfuse", route_prefix="/popfuse")
         serve.run(baseline_ray.application(sources, per_replica, ctx.threads, replicas, ingress), name="baseline",
                   route_prefix="/baseline")
         metrics = f"http://{context.address_info['node_ip_address']}:{context.address_info['metrics_export_port']}"
         pipelines = [[w.name for w in ws] for ws in tenants.values()]
-        with _popfuse_serve(list(artifacts.values()), ctx.threads) as serve_port:
-            result = _measure(ctx, port, serve_port, f"{metrics}/metrics", feeds, pipelines)
+        command = [sys.executable, "-m", "popfuse", "serve", *map(str, artifacts.values()), "--threads",
+                   str(ctx.threads)]
+        with ServerProcess(command) as server:
+            result = _measure(ctx, port, server.port, f"{metrics}/metrics", feeds, pipelines)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -113,43 +110,43 @@ def _tenants(ctx: Context, folder: Path) -> dict[str, list[Workload]]:
 
 def _measure(ctx: Context, port: int, serve_port: int, metrics: str, feeds: dict,
              pipelines: list[list[str]]) -> dict:
-    bodies = {name: _body(f) for name, f in feeds.items()}
+    requests = {name: Request(name, f) for name, f in feeds.items()}
     clients, jobs = ctx.scale(4, 2), ctx.scale(25, 3)
     sequences = [_jobs(np.random.default_rng(k), pipelines, jobs) for k in range(clients)]
     paths = {"popfuse": "/popfuse", "baseline": "/baseline"}
     # Warm: every tenant once on each side (the cold start is not what is compared).
     warm_up = [[name for pipeline in pipelines for name in pipeline]]
     for prefix in paths.values():
-        _load(port, prefix, bodies, warm_up)
+        _load(port, prefix, requests, warm_up)
     runs: dict[str, list[dict]] = {label: [] for label in paths}
     for r in range(ctx.scale(6, 1)):
         for label in list(paths) if r % 2 == 0 else list(paths)[::-1]:
             before = _counts(metrics, label)
-            result = _load(port, paths[label], bodies, sequences)
+            result = _load(port, paths[label], requests, sequences)
             time.sleep(1.5)  # Ray exports its metrics every half second here
             after = _counts(metrics, label)
             runs[label].append({**result, "loads": after[0] - before[0], "evictions": after[1] - before[1]})
     rows = []
     for label, results in runs.items():
         latencies = np.concatenate([x["latencies"] for x in results])
-        requests = len(latencies) + sum(x["failures"] for x in results)
+        sent = len(latencies) + sum(x["failures"] for x in results)
         rows.append({
             "system": label, "rps": float(np.median([x["rps"] for x in results])),
             "p50_ms": float(np.percentile(latencies, 50) * 1e3), "p99_ms": float(np.percentile(latencies, 99) * 1e3),
-            "loads_per_1000": 1000 * sum(x["loads"] for x in results) / requests,
-            "evictions_per_1000": 1000 * sum(x["evictions"] for x in results) / requests,
-            "failures": int(sum(x["failures"] for x in results)), "requests": requests,
+            "loads_per_1000": 1000 * sum(x["loads"] for x in results) / sent,
+            "evictions_per_1000": 1000 * sum(x["evictions"] for x in results) / sent,
+            "failures": int(sum(x["failures"] for x in results)), "requests": sent,
         })
     ratios = [a["rps"] / b["rps"] for a, b in zip(runs["popfuse"], runs["baseline"])]
     popfuse, baseline = rows
-    overhead = _overhead(ctx, port, serve_port, bodies, pipelines[0])
+    overhead = _overhead(ctx, port, serve_port, requests, pipelines[0])
     return {"rows": rows, "clients": clients, "throughput_ratio": float(np.median(ratios)), "ratios": ratios,
             "loads_ratio": popfuse["loads_per_1000"] / max(baseline["loads_per_1000"], 1e-9),
             "overhead": overhead, "added_p50_ms": overhead["ray_p50_ms"] - overhead["serve_p50_ms"],
             "proxy_p50_ms": overhead["ray_live_p50_ms"] - overhead["serve_live_p50_ms"]}
 
 
-def _overhead(ctx: Context, port: int, serve_port: int, bodies: dict, pipeline: list[str]) -> dict:
+def _overhead(ctx: Context, port: int, serve_port: int, requests: dict[str, Request], pipeline: list[str]) -> dict:
     """p50 at concurrency 1 through Ray and through ``popfuse serve``, in alternating blocks: inference on the
     most popular tenant's models (held after the runs), and a liveness check, which the ingress answers
     itself: its time through Ray is Ray Serve's own, from its HTTP proxy to a replica and back."""
@@ -160,7 +157,7 @@ def _overhead(ctx: Context, port: int, serve_port: int, bodies: dict, pipeline: 
     for b in range(ctx.scale(12, 2)):
         for label in list(targets) if b % 2 == 0 else list(targets)[::-1]:
             target_port, prefix = targets[label]
-            samples[label].append(_load(target_port, prefix, bodies, block)["latencies"])
+            samples[label].append(_load(target_port, prefix, requests, block)["latencies"])
             samples[f"{label}_live"].append(_live(target_port, prefix, live))
     p50 = {label: float(np.percentile(np.concatenate(s), 50) * 1e3) for label, s in samples.items()}
     return {f"{label}_p50_ms": value for label, value in p50.items()}
@@ -168,14 +165,13 @@ def _overhead(ctx: Context, port: int, serve_port: int, bodies: dict, pipeline: 
 
 def _live(port: int, prefix: str, count: int) -> np.ndarray:
     """Latencies of ``count`` liveness checks, one at a time."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    client = HttpClient(port, prefix)
     latencies = []
     for _ in range(count):
         start = time.perf_counter()
-        conn.request("GET", f"{prefix}/v2/health/live")
-        conn.getresponse().read()
+        client.live()
         latencies.append(time.perf_counter() - start)
-    conn.close()
+    client.close()
     return np.array(latencies)
 
 
@@ -200,73 +196,7 @@ def _counts(metrics: str, label: str) -> tuple[float, float]:
     return sums[COUNTERS[label][0]], sums[COUNTERS[label][1]]
 
 
-def _body(feeds: dict[str, np.ndarray]) -> tuple[bytes, dict]:
-    inputs = [{"name": n, "datatype": "FP32", "shape": list(x.shape), "parameters": {"binary_data_size": x.nbytes}}
-              for n, x in feeds.items()]
-    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
-    return header + b"".join(x.tobytes() for x in feeds.values()), {
-        "Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
-
-
-def _load(port: int, prefix: str, bodies: dict, sequences: list[list[str]]) -> dict:
-    """Closed loop: one client per sequence, each sending its next request when the last returns."""
-    latencies: list[list[float]] = [[] for _ in sequences]
-    failures = [0] * len(sequences)
-    gate = threading.Barrier(len(sequences) + 1)
-
-    def client(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-        gate.wait()
-        for name in sequences[k]:
-            body, headers = bodies[name]
-            start = time.perf_counter()
-            conn.request("POST", f"{prefix}/v2/models/{name}/infer", body=body, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            if response.status == 200:
-                latencies[k].append(time.perf_counter() - start)
-            else:
-                failures[k] += 1
-        conn.close()
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(len(sequences))]
-    for t in threads:
-        t.start()
-    gate.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - began
-    flat = np.array([x for per in latencies for x in per]) if any(latencies) else np.array([np.nan])
-    return {"rps": len(flat) / elapsed, "latencies": flat, "failures": int(sum(failures))}
-
-
-@contextlib.contextmanager
-def _popfuse_serve(artifacts: list[Path], threads: int) -> Iterator[int]:
-    """``popfuse serve`` on every artifact, in its own process on a free port; yields the port once ready."""
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "popfuse", "serve", *map(str, artifacts), "--port", str(port),
-                                "--threads", str(threads)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/v2/health/ready", timeout=5) as response:
-                if response.status == 200:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"popfuse serve did not start: {process.stderr.read().decode()[-2000:]}")
-            time.sleep(0.2)
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _load(port: int, prefix: str, requests: dict[str, Request], sequences: list[list[str]]) -> dict:
+    """Closed loop over HTTP: one client per sequence of model names, each sending its next request when the
+    last returns."""
+    return closed_loop(lambda: HttpClient(port, prefix), [[requests[name] for name in seq] for seq in sequences])
