@@ -86,8 +86,9 @@ def verdicts(results: dict) -> dict[str, tuple[bool | None, str]]:
     if "coldstart" in results:
         rows = results["coldstart"]["rows"]
         main, shared = rows[0], rows[1:]
-        out["cold"] = (main["cold_ratio"] <= 0.3, f"{main['cold_ratio']:.2f}x (the first start, which makes the "
-                       f"cache: {main['first_ratio']:.2f}x)")
+        out["cold"] = (main["cold_ratio"] <= 0.3, f"{main['cold_ratio']:.2f}x; onnxruntime's floor "
+                       f"{main['floor_ratio']:.2f}x (the first start, which makes the cache: "
+                       f"{main['first_ratio']:.2f}x)")
         out["memory"] = (main["rss_run_ratio"] <= 1.0, f"{main['rss_run_ratio']:.2f}x")
         out["memory_shared"] = (
             all(r["rss_run_ratio"] <= 0.6 for r in shared),
@@ -339,10 +340,12 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
                   "Each trial in a fresh process: from `Runner(\"executable.popef\")` (or creating the N sessions) to",
                   "the first result of every model; RSS growth over the process before loading. Medians of the "
                   "trials, which start after a first start made the executable cache (*first start s*, one trial).",
-                  ""]
+                  "*Engine open* is onnxruntime alone opening the cached file; with the sessions' own first runs",
+                  "added, it is the least a fused cold start can take on onnxruntime (*floor ratio*).", ""]
         lines += _table(results["coldstart"]["rows"], [
             ("case", "case", ""), ("first start s", "first_cold_s", ".3f"), ("fused s", "fused_cold_s", ".3f"),
-            ("sessions s", "sources_cold_s", ".3f"),
+            ("sessions s", "sources_cold_s", ".3f"), ("engine open s", "engine_open_s", ".3f"),
+            ("floor ratio", "floor_ratio", ".2f"),
             ("cold ratio", "cold_ratio", ".2f"), ("fused MB loaded", "fused_rss_loaded_mb", ".1f"),
             ("sessions MB loaded", "sources_rss_loaded_mb", ".1f"), ("fused MB run", "fused_rss_run_mb", ".1f"),
             ("sessions MB run", "sources_rss_run_mb", ".1f"), ("RSS ratio (run)", "rss_run_ratio", ".2f")])
