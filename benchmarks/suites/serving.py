@@ -124,7 +124,7 @@ def _perf_analyzer(server: ServerProcess, ctx: Context) -> list[dict]:
     if analyzer is None:
         return []
     shape = {"x": list(ppocr("cls").feeds["x"].shape)}
-    levels = PERF_CONCURRENCY[:2] if ctx.smoke else PERF_CONCURRENCY
+    levels = PERF_CONCURRENCY[:1] if ctx.smoke else PERF_CONCURRENCY
     ports = {"http": server.port, "grpc": server.grpc_port}
     runs: dict[tuple[str, int], list] = {}
     for r in range(ctx.scale(3, 1)):

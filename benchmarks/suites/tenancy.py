@@ -29,7 +29,7 @@ from ..setups import build_fused
 def run(ctx: Context) -> dict:
     folder = ctx.workdir / "tenancy"
     folder.mkdir(parents=True, exist_ok=True)
-    cases = [("cls", 2), ("cls", 4)] if ctx.smoke else [("cls", 8), ("cls", 32), ("cls", 128), ("rec", 8)]
+    cases = [("cls", 1), ("cls", 2)] if ctx.smoke else [("cls", 8), ("cls", 32), ("cls", 128), ("rec", 8)]
     rows = [_case(ctx, folder, name, n) for name, n in cases]
     return {"rows": rows, "workers": _workers(ctx, folder)}
 
