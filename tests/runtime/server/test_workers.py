@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import tritonclient.grpc as triton_grpc
 import tritonclient.http as triton_http
@@ -24,7 +25,7 @@ from tritonclient.utils import InferenceServerException
 from popfuse.fusion import compile_artifact, fuse_models
 from popfuse.runtime.artifact import write_artifact
 from popfuse.runtime.server.workers import Restarts
-from tests.models import if_model, scale_model
+from tests.models import if_model, ppocr_input, ppocr_path, scale_model
 from tests.runtime.server.conftest import free_port, named
 
 POPFUSE = Path(sys.executable).with_name("popfuse")
@@ -32,13 +33,13 @@ POPFUSE = Path(sys.executable).with_name("popfuse")
 
 class Served:
     """A supervisor started by ``command(port, grpc_port)`` on free loopback ports, its stderr collected line by
-    line; by default ``popfuse serve ARTIFACT --worker-processes 2``."""
+    line; by default ``popfuse serve ARTIFACT… --worker-processes 2``."""
 
-    def __init__(self, artifact: Path, command: Callable[[int, int], list[str]] | None = None):
+    def __init__(self, *artifacts: str | Path, command: Callable[[int, int], list[str]] | None = None):
         self.port, self.grpc_port = free_port(), free_port()
         self.url, self.grpc_url = f"127.0.0.1:{self.port}", f"127.0.0.1:{self.grpc_port}"
         command = command or (lambda port, grpc_port: [
-            str(POPFUSE), "serve", str(artifact), "--port", str(port), "--grpc-port", str(grpc_port),
+            str(POPFUSE), "serve", *map(str, artifacts), "--port", str(port), "--grpc-port", str(grpc_port),
             "--worker-processes", "2", "--threads", "1", "--workers", "2"])
         self.process = subprocess.Popen(command(self.port, self.grpc_port), stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, text=True)
@@ -83,9 +84,10 @@ def artifact(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(artifact):
-    """One server of two worker processes for the module; the last test stops it."""
-    served = Served(artifact)
+def server(artifact, ppocr_build):
+    """One server of two worker processes for the module, over the toys and the PP-OCR artifact (det, rec, cls);
+    the last test stops it."""
+    served = Served(artifact, f"ppocr={ppocr_build.popef_path}")
     try:
         served.wait_serving()
         yield served
@@ -95,25 +97,25 @@ def server(artifact):
             served.process.wait()
 
 
-def http_infer(url: str, x: np.ndarray) -> np.ndarray:
-    """One request to ``scale`` over a new HTTP connection."""
+def http_infer(url: str, x: np.ndarray, model: str = "scale", names: tuple[str, str] = ("X", "O")) -> np.ndarray:
+    """One request over a new HTTP connection; the model's one output."""
     client = triton_http.InferenceServerClient(url)
     try:
-        tensor = triton_http.InferInput("X", list(x.shape), "FP32")
+        tensor = triton_http.InferInput(names[0], list(x.shape), "FP32")
         tensor.set_data_from_numpy(x, binary_data=True)
-        return client.infer("scale", [tensor]).as_numpy("O")
+        return client.infer(model, [tensor]).as_numpy(names[1])
     finally:
         client.close()
 
 
-def grpc_infer(url: str, x: np.ndarray) -> np.ndarray:
-    """One request to ``branch`` over a new gRPC connection (a channel of its own: not one of gRPC's shared
-    subchannels)."""
+def grpc_infer(url: str, x: np.ndarray, model: str = "branch", names: tuple[str, str] = ("X", "O")) -> np.ndarray:
+    """One request over a new gRPC connection (a channel of its own: not one of gRPC's shared subchannels); the
+    model's one output."""
     client = triton_grpc.InferenceServerClient(url, channel_args=[("grpc.use_local_subchannel_pool", 1)])
     try:
-        tensor = triton_grpc.InferInput("X", list(x.shape), "FP32")
+        tensor = triton_grpc.InferInput(names[0], list(x.shape), "FP32")
         tensor.set_data_from_numpy(x)
-        return client.infer("branch", [tensor]).as_numpy("O")
+        return client.infer(model, [tensor]).as_numpy(names[1])
     finally:
         client.close()
 
@@ -162,6 +164,20 @@ def test_requests_over_new_connections_reach_every_worker_over_both_protocols(se
         assert sum(counts[w][model] for w in counts) == n  # each request answered once, by one worker
 
 
+def test_every_worker_answers_the_real_model_as_a_plain_session_does(server):
+    x = ppocr_input("cls", seed=3)
+    (expected,) = ort.InferenceSession(str(ppocr_path("cls")), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    names = ("x", "save_infer_model/scale_0.tmp_1")  # the classifier's own input and output
+    for _ in range(10):  # rounds, until both workers have answered it
+        for _ in range(4):
+            np.testing.assert_allclose(http_infer(server.url, x, "cls", names), expected, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(grpc_infer(server.grpc_url, x, "cls", names), expected, rtol=1e-4, atol=1e-5)
+        counts = successes(server.url, 2)
+        if all(counts[w].get("cls", 0) > 0 for w in counts):
+            break
+    assert all(counts[w]["cls"] > 0 for w in ("0", "1")), counts
+
+
 def test_the_supervisor_holds_no_engine_and_the_workers_map_one_cache_entry(server):
     def mapped(pid: int) -> set[str]:
         return {line.split(maxsplit=5)[5] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
@@ -173,7 +189,7 @@ def test_the_supervisor_holds_no_engine_and_the_workers_map_one_cache_entry(serv
     entries = [mapped(pid) for pid in server.children()]
     assert len(entries) == 2
     shared = {f for f in entries[0] & entries[1] if Path(f).parent == cache and f.endswith(".ort")}
-    assert len(shared) == 1  # the one executable with its weights, mapped by both workers: its pages are shared
+    assert len(shared) == 2  # each artifact's executable with its weights, mapped by both: its pages are shared
 
 
 def test_load_and_unload_are_refused_with_several_workers_and_the_index_stays_readable(server):
@@ -190,9 +206,9 @@ def test_load_and_unload_are_refused_with_several_workers_and_the_index_stays_re
             call("toys")
         assert refused.value.status() == "StatusCode.FAILED_PRECONDITION"
         assert "explicit model load / unload is not allowed" in refused.value.message()
-    assert {m["name"]: m["state"] for m in http.get_model_repository_index()} == {
-        "toys": "READY", "scale": "READY", "branch": "READY"}
-    assert {m.name for m in grpc.get_model_repository_index().models} == {"toys", "scale", "branch"}
+    served = {"toys", "scale", "branch", "ppocr", "det", "rec", "cls"}
+    assert {m["name"]: m["state"] for m in http.get_model_repository_index()} == dict.fromkeys(served, "READY")
+    assert {m.name for m in grpc.get_model_repository_index().models} == served
     x = np.ones((1, 4), np.float32)
     np.testing.assert_allclose(http_infer(server.url, x), scale_expected(x))  # nothing was unloaded
 
@@ -279,7 +295,7 @@ def test_a_worker_that_keeps_crashing_stops_the_server_with_an_error(artifact):
             f"Supervisor([{str(artifact)!r}], settings, lambda: Restarts(max_crashes=3, first_delay_s=0.05)).run()\n"
         )]
 
-    served = Served(artifact, supervisor)
+    served = Served(command=supervisor)
     try:
         first = served.wait_serving()
         for crash in range(3):
