@@ -195,6 +195,7 @@ class Supervisor:
         """Called by each worker once it serves: the line that says the server is up, once all are."""
         if all(w.serving for w in self.workers):
             host, grpc_port = self.settings.host, self.settings.grpc_port
+            host = f"[{host}]" if ":" in host else host
             grpc = "" if grpc_port is None else f" and gRPC on {host}:{grpc_port}"
             log.info("serving HTTP on http://%s:%d%s from %d worker processes (pids %s)", host, self.settings.port,
                      grpc, len(self.workers), ", ".join(str(w.process.pid) for w in self.workers))
@@ -352,7 +353,7 @@ def _bind(what: str, host: str, port: int, flag: str, reuse_port: bool = False) 
     Raises:
         ServerConfigError: it cannot be bound (``what``'s port is in use, or the address is not this machine's).
     """
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # as the single server's errors show it
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

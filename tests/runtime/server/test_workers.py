@@ -3,6 +3,7 @@ gRPC port, run as a user runs it (the command, tritonclient over new connections
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -25,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 from popfuse.fusion import compile_artifact, fuse_models
 from popfuse.runtime.artifact import write_artifact
 from popfuse.runtime.server.workers import Restarts
-from tests.models import if_model, ppocr_input, ppocr_path, scale_model
+from tests.models import if_model, ppocr_input, ppocr_path, scale_model, slow_model
 from tests.runtime.server.conftest import free_port, named
 
 POPFUSE = Path(sys.executable).with_name("popfuse")
@@ -76,10 +77,12 @@ class Served:
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory) -> Path:
-    """Two toy models in one artifact: scale (O = 2X + [0 1 2 3]) and branch (O = X + 1 if sum(X) > 0, else X - 1)."""
+    """Three toy models in one artifact: scale (O = 2X + [0 1 2 3]), branch (O = X + 1 if sum(X) > 0, else X - 1)
+    and slow (tenths of a second per request)."""
     path = tmp_path_factory.mktemp("workers") / "toys.popef"
-    write_artifact(path, compile_artifact(fuse_models([scale_model(2.0), if_model()], named("scale", "branch")),
-                                          "onnxruntime-cpu"))
+    models = [scale_model(2.0), if_model(), slow_model(steps=60, rows=512)]
+    fused = fuse_models(models, named("scale", "branch", "slow"))
+    write_artifact(path, compile_artifact(fused, "onnxruntime-cpu"))
     return path
 
 
@@ -145,6 +148,24 @@ def successes(url: str, workers: int) -> dict[str, dict[str, int]]:
     raise AssertionError(f"only workers {sorted(seen)} answered 200 scrapes")
 
 
+def listeners(port: int) -> int:
+    """TCP sockets listening on ``port`` now, IPv4 and IPv6 (Linux)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
+    return count
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_requests_over_new_connections_reach_every_worker_over_both_protocols(server):
     rng = np.random.default_rng(0)
     sent = {"scale": 0, "branch": 0}
@@ -178,7 +199,7 @@ def test_every_worker_answers_the_real_model_as_a_plain_session_does(server):
     assert all(counts[w]["cls"] > 0 for w in ("0", "1")), counts
 
 
-def test_the_supervisor_holds_no_engine_and_the_workers_map_one_cache_entry(server):
+def test_the_supervisor_holds_no_engine_and_the_workers_map_each_cache_entry(server):
     def mapped(pid: int) -> set[str]:
         return {line.split(maxsplit=5)[5] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
                 if len(line.split(maxsplit=5)) == 6}
@@ -206,21 +227,11 @@ def test_load_and_unload_are_refused_with_several_workers_and_the_index_stays_re
             call("toys")
         assert refused.value.status() == "StatusCode.FAILED_PRECONDITION"
         assert "explicit model load / unload is not allowed" in refused.value.message()
-    served = {"toys", "scale", "branch", "ppocr", "det", "rec", "cls"}
+    served = {"toys", "scale", "branch", "slow", "ppocr", "det", "rec", "cls"}
     assert {m["name"]: m["state"] for m in http.get_model_repository_index()} == dict.fromkeys(served, "READY")
     assert {m.name for m in grpc.get_model_repository_index().models} == served
     x = np.ones((1, 4), np.float32)
     np.testing.assert_allclose(http_infer(server.url, x), scale_expected(x))  # nothing was unloaded
-
-
-def listeners(port: int) -> int:
-    """TCP sockets listening on ``port`` now, IPv4 and IPv6 (Linux)."""
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            count += state == "0A" and int(local.rsplit(":", 1)[1], 16) == port
-    return count
 
 
 def test_a_killed_worker_is_restarted_while_the_ports_keep_answering(server):
@@ -247,11 +258,41 @@ def test_a_killed_worker_is_restarted_while_the_ports_keep_answering(server):
 
 def test_sigterm_drains_every_worker_and_exits_0(server):
     workers = server.children()
+    x = np.ones((512, 512), np.float32)
+    answers: list[np.ndarray] = []
+    clients = [threading.Thread(target=lambda: answers.append(http_infer(server.url, x, "slow"))) for _ in range(8)]
+    for client in clients:
+        client.start()
+    time.sleep(0.1)  # the requests are in flight, spread over the workers
+    answered_before = len(answers)
     assert server.stop() == 0, "".join(server.lines)
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    for client in clients:
+        client.join(timeout=60)
+    assert answered_before < 8 and len(answers) == 8  # every request in flight at SIGTERM was answered
+    for answer in answers:
+        np.testing.assert_allclose(answer, np.full_like(x, 0.999**60), rtol=1e-4)
+    assert not [pid for pid in workers if running(pid)]
     assert "SIGTERM: stopping 2 worker processes" in "".join(server.lines)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2)
+
+
+def test_workers_whose_supervisor_is_killed_drain_and_exit(artifact):
+    served, workers = Served(artifact), []
+    try:
+        workers = served.wait_serving()
+        served.process.kill()
+        served.process.wait()
+        deadline = time.monotonic() + 60
+        while [pid for pid in workers if running(pid)]:
+            assert time.monotonic() < deadline, "".join(served.lines)
+            time.sleep(0.05)
+        served._reader.join(timeout=10)  # the workers held the supervisor's stderr until they exited
+        assert "worker 1: the supervisor is gone; stopping" in "".join(served.lines)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_worker_that_fails_to_start_fails_the_command_with_its_one_line_error(artifact, tmp_path):
@@ -306,7 +347,7 @@ def test_a_worker_that_keeps_crashing_stops_the_server_with_an_error(artifact):
         assert served.process.wait(timeout=60) == 1
         assert "WorkerError: worker 1 crashed 3 times within 60 s (the last time it was killed by SIGKILL); " \
                "stopping the server" in "".join(served.lines)
-        assert not Path(f"/proc/{first[0]}").exists()  # worker 0, which was serving, was stopped too
+        assert not running(first[0])  # worker 0, which was serving, was stopped too
     finally:
         if served.process.poll() is None:
             served.process.kill()
