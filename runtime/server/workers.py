@@ -146,6 +146,8 @@ class Supervisor:
         self.workers = [_Worker(self, i, restarts()) for i in range(settings.worker_processes)]
         self.http_socket: socket.socket | None = None
         self._held: list[socket.socket] = []
+        self.stopping = asyncio.Event()  # set on the first signal, or when a worker fails
+        self.first_started = asyncio.Event()  # set once worker 0 serves, or failed to
         self.forced = False  # stopped without waiting for in-flight requests (a second SIGINT)
 
     def run(self) -> None:
@@ -169,8 +171,6 @@ class Supervisor:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        self.stopping = asyncio.Event()
-        self.first_started = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         tasks = [asyncio.ensure_future(worker.life()) for worker in self.workers]
