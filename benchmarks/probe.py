@@ -41,10 +41,10 @@ def requests(path: str) -> list[dict[str, np.ndarray]]:
     return [out[i] for i in sorted(out)]
 
 
-def private() -> int:
-    """Bytes of this process's pages that no other process maps (Linux)."""
+def private(pid: int | str = "self") -> int:
+    """Bytes of process ``pid``'s pages that no other process maps (Linux; by default this process)."""
     fields = {}
-    with open("/proc/self/smaps_rollup") as f:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
             key, *rest = line.split()
             if rest and rest[0].isdigit():

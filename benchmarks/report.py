@@ -445,6 +445,16 @@ def _tenancy_section(tenancy: dict, plots: dict[str, str]) -> list[str]:
               f"| fused | {', '.join(f'{m:.1f}' for m in w['fused_private_mb'])} | {w['fused_extra_private_mb']:.1f} |",
               f"| sessions | {', '.join(f'{m:.1f}' for m in w['sessions_private_mb'])} | "
               f"{w['sessions_extra_private_mb']:.1f} |",
+              "", f"Served: `popfuse serve --worker-processes {w['workers']}` on the same artifact, against "
+              f"{w['workers']} servers holding one plain session per model "
+              "(`python -m popfuse.benchmarks.baseline_server`), once every process has answered every model; "
+              "each process's whole private memory, the interpreter and the server's own included.", "",
+              "| | private MB per process | median | ratio |", "|---|---|---|---|",
+              f"| popfuse workers | {', '.join(f'{m:.1f}' for m in w['served_fused_private_mb'])} "
+              f"(supervisor {w['served_supervisor_private_mb']:.1f}) | {w['served_fused_worker_private_mb']:.1f} | "
+              f"{w['served_worker_ratio']:.2f} (all processes: {w['served_total_ratio']:.2f}) |",
+              f"| baseline servers | {', '.join(f'{m:.1f}' for m in w['served_sessions_private_mb'])} | "
+              f"{w['served_sessions_worker_private_mb']:.1f} | |",
               "", "Where the memory and the time go, and why some targets stay out of reach on onnxruntime, is in",
               "`runtime.md` (*The executable cache*).", "", f"![tenancy]({plots['tenancy']})"]
     return lines
