@@ -530,7 +530,9 @@ def _grpc_sections(sv: dict) -> list[str]:
             ("HTTP overhead ms", "http_overhead_ms", ".2f"), ("gRPC overhead ms", "grpc_overhead_ms", ".2f"),
             ("HTTP / runner", "http_ratio", ".2f"), ("gRPC / runner", "grpc_ratio", ".2f")])
     if sv.get("perf_analyzer"):
-        rows = [{**r, "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3} for r in sv["perf_analyzer"]]
+        rows = [{**r, "p50_ms": r["p50_us"] / 1e3, "p99_ms": r["p99_us"] / 1e3,
+                 **{k: f"{r[f'{k}_us']:.0f}" if f"{k}_us" in r else "—" for k in ("server_cpu", "client_cpu")}}
+                for r in sv["perf_analyzer"]]
         ratios = grpc_over_http(sv["perf_analyzer"])
         lines += ["", "### Triton's perf_analyzer", "",
                   "perf_analyzer (from the tritonclient 2.41.0 wheel, set up by `python -m "
@@ -542,7 +544,11 @@ def _grpc_sections(sv: dict) -> list[str]:
         lines += _table(rows, [
             ("protocol", "protocol", ""), ("concurrency", "concurrency", ""), ("infer/s", "throughput", ".1f"),
             ("p50 ms", "p50_ms", ".2f"), ("p99 ms", "p99_ms", ".2f"), ("server queue µs", "server_queue_us", ".0f"),
-            ("server compute µs", "server_compute_us", ".0f")])
+            ("server compute µs", "server_compute_us", ".0f"), ("server CPU µs per inference", "server_cpu", ""),
+            ("perf_analyzer CPU µs per inference", "client_cpu", "")])
+        lines += ["", "*CPU per inference* is each process's CPU time over the inferences the server counted in",
+                  "the same span: with the load generator on the same cores, what its client costs is taken from",
+                  "the server, so on a machine of few cores the protocol whose client costs more serves less."]
     return lines
 
 
