@@ -4,10 +4,11 @@ Two families of mutants:
 
 - **raw**: bytes of the file flipped, overwritten, cut, inserted, deleted or appended, as damage does;
 - **forged**: an edit inside one blob (a byte of any blob, a field of the metadata or the fusion map, a byte
-  of the inflated executable, a weight), or of the blob list (dropped, repeated, renamed, retyped, swapped),
-  after which the file is written again with every checksum and digest recomputed and, half the time, the
-  metadata's blob sizes made to agree, as someone editing the file on purpose would. A signed artifact's
-  forged mutants keep its signature, drop it, or are signed again with another key.
+  of the decompressed executable, the size a compressed blob declares, a weight), or of the blob list
+  (dropped, repeated, renamed, retyped, swapped), after which the file is written again with every checksum
+  and digest recomputed and, half the time, the metadata's blob sizes made to agree, as someone editing the
+  file on purpose would. A signed artifact's forged mutants keep its signature, drop it, or are signed again
+  with another key.
 
 Each mutant is opened with ``popfuse dump`` (``describe``, ``render`` and the ``--json`` form) and with
 ``Runner``; when it loads, every subgraph runs the target's request and its outputs are compared with the
@@ -28,11 +29,11 @@ import multiprocessing
 import os
 import random
 import resource
+import struct
 import sys
 import tempfile
 import time
 import traceback
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ from typing import Any
 import numpy as np
 
 from popfuse.runtime import PopfuseError, Runner, RuntimeConfig
+from popfuse.runtime.artifact import FUSION_MAP_BLOB, MAX_EXECUTABLE_BYTES, MAX_RECORD_BYTES
+from popfuse.runtime.compression import compress, decompress
 from popfuse.runtime.dump import describe, render
 from popfuse.runtime.popef import Blob, BlobType, iter_encoded, read_blobs
 
@@ -171,23 +174,39 @@ def _blob_bytes(blobs: list[Blob], rng: random.Random) -> str:
 
 
 def _record(blobs: list[Blob], rng: random.Random) -> str:
-    i = rng.choice([k for k, b in enumerate(blobs) if b.type in (BlobType.METADATA, BlobType.OPAQUE)])
-    doc = json.loads(bytes(blobs[i].payload))
+    i = rng.choice([k for k, b in enumerate(blobs) if b.type == BlobType.METADATA or b.name == FUSION_MAP_BLOB])
+    doc = _json(blobs[i])
     paths = list(_paths(doc, ()))
     path = rng.choice(paths)
     what = _edit_json(doc, path, paths, rng)
-    blobs[i] = Blob(blobs[i].type, blobs[i].name, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+    blobs[i] = _with_json(blobs[i], doc)
     return f"{blobs[i].name} {'.'.join(map(str, path))}: {what}"
 
 
 def _executable(blobs: list[Blob], rng: random.Random) -> str:
     i = next(k for k, b in enumerate(blobs) if b.type == BlobType.EXECUTABLE)
-    graph, what = _raw(zlib.decompress(blobs[i].payload), rng)
-    blobs[i] = Blob(blobs[i].type, blobs[i].name, zlib.compress(graph))
-    meta = json.loads(bytes(blobs[0].payload))
-    meta["executableSize"] = len(graph)
-    blobs[0] = Blob(blobs[0].type, blobs[0].name, json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())
+    graph, what = _raw(decompress(blobs[i].payload, MAX_EXECUTABLE_BYTES, "the executable"), rng)
+    blobs[i] = Blob(blobs[i].type, blobs[i].name, compress(graph))
     return f"executable graph {what.removeprefix('raw ')}"
+
+
+def _declared_size(blobs: list[Blob], rng: random.Random) -> str:
+    """A compressed blob whose frame declares another decompressed size, its stream kept."""
+    i = rng.choice([k for k, b in enumerate(blobs) if b.type in (BlobType.METADATA, BlobType.EXECUTABLE)
+                    or b.name == FUSION_MAP_BLOB])
+    payload = bytes(blobs[i].payload)
+    (size,) = struct.unpack_from("<Q", payload)
+    new = rng.choice((0, 1, size - 1, size + 1, size * 2, MAX_RECORD_BYTES + 1, MAX_EXECUTABLE_BYTES + 1, 2**64 - 1))
+    blobs[i] = Blob(blobs[i].type, blobs[i].name, struct.pack("<Q", max(new, 0)) + payload[8:])
+    return f"declared size of {blobs[i].name} {size} -> {new}"
+
+
+def _json(blob: Blob) -> Any:
+    return json.loads(decompress(blob.payload, MAX_RECORD_BYTES, blob.name))
+
+
+def _with_json(blob: Blob, doc: Any) -> Blob:
+    return Blob(blob.type, blob.name, compress(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()))
 
 
 def _weight(blobs: list[Blob], rng: random.Random) -> str:
@@ -219,20 +238,20 @@ def _blob_list(blobs: list[Blob], rng: random.Random) -> str:
 
 
 _FORGERIES: tuple[Callable[[list[Blob], random.Random], str], ...] = (
-    _record, _record, _record, _record, _blob_bytes, _executable, _weight, _blob_list,
+    _record, _record, _record, _record, _blob_bytes, _executable, _declared_size, _weight, _blob_list,
 )
 
 
 def _agree_sizes(blobs: list[Blob]) -> None:
     """Make the metadata's blob list state each blob's new size, when the metadata still parses."""
     try:
-        meta = json.loads(bytes(blobs[0].payload))
+        meta = _json(blobs[0])
         sizes = {(b.type, b.name): len(b.payload) for b in blobs[1:]}
         for ref in meta["blobs"]:
             ref["size"] = sizes.get((ref["type"], ref["name"]), ref["size"])
-    except (ValueError, KeyError, TypeError, IndexError):
+    except (PopfuseError, ValueError, KeyError, TypeError, IndexError):
         return
-    blobs[0] = Blob(blobs[0].type, blobs[0].name, json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())
+    blobs[0] = _with_json(blobs[0], meta)
 
 
 def _paths(doc: Any, prefix: tuple) -> Any:
@@ -293,7 +312,9 @@ def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
 def _edit_kind(what: str) -> str:
     """The family of a forged edit, from its description: weights, executable, records, blob bytes, blob list."""
     for prefix, kind in (("forged weight", "weight"), ("forged executable", "executable"),
-                         ("forged blob list", "blob list"), ("forged metadata", "metadata record"),
+
+                         ("forged blob list", "blob list"), ("forged declared size", "declared size"),
+                         ("forged metadata", "metadata record"),
                          ("forged fusion_map", "fusion map record")):
         if what.startswith(prefix):
             return kind

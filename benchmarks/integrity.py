@@ -1,8 +1,8 @@
 """What checking an artifact's integrity costs when it opens: ``python -m popfuse.benchmarks.integrity``.
 
 Builds the PP-OCR fusion (det, rec, cls), then, alternating in one process, times ``Runner(path)`` from the
-file to a loaded session, SHA-256 over every blob's name and payload (what the reader checks, format 2), and
-CRC-32 over the same bytes (what format 1 checked instead). The figure that matters is how much longer a
+file to a loaded session, SHA-256 over every blob's name and payload (what the reader checks since format
+2), and CRC-32 over the same bytes (what format 1 checked instead). The figure that matters is how much longer a
 load takes than it would with CRC-32: (SHA-256 - CRC-32) / (load - SHA-256 + CRC-32). With ``--sign``, the
 artifact is signed and loaded with its key trusted, so the Ed25519 check is inside the load time too.
 """

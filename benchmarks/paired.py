@@ -85,8 +85,10 @@ def steady_order(pairs: int) -> list[int]:
 
 def in_fresh_process(module: str, args: Sequence[str], timeout: float = 900) -> dict:
     """``python -m MODULE ARGS`` in a new process; the JSON line it printed last."""
-    out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, check=True,
-                         timeout=timeout)
+    out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"python -m {module} {' '.join(args)} failed with status {out.returncode}:\n"
+                           f"{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

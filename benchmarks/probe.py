@@ -3,11 +3,13 @@
     python -m popfuse.benchmarks.probe fused ARTIFACT REQUESTS.npz THREADS
     python -m popfuse.benchmarks.probe sources REQUESTS.npz THREADS MODEL.onnx [MODEL.onnx …]
     python -m popfuse.benchmarks.probe hold K BARRIER (fused … | sources …)
+    python -m popfuse.benchmarks.probe ortfile FILE.ort THREADS
 
 REQUESTS.npz holds model i's request as arrays named ``<i>/<input name>``.
 Prints one JSON line: seconds from load to the last first result, seconds to
 load, and RSS in bytes before loading, after loading and after running.
-``hold`` does the same as one of K processes started together: once all K have
+``ortfile`` only opens an ORT-format file as the executable cache does, and reports the seconds it took:
+onnxruntime's own share of a cold start. ``hold`` does the same as one of K processes started together: once all K have
 run every model (a barrier of files in the folder BARRIER), it adds what the
 models added to the process's private memory (the pages no other process maps).
 """
@@ -39,10 +41,10 @@ def requests(path: str) -> list[dict[str, np.ndarray]]:
     return [out[i] for i in sorted(out)]
 
 
-def private() -> int:
-    """Bytes of this process's pages that no other process maps (Linux)."""
+def private(pid: int | str = "self") -> int:
+    """Bytes of process ``pid``'s pages that no other process maps (Linux; by default this process)."""
     fields = {}
-    with open("/proc/self/smaps_rollup") as f:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
             key, *rest = line.split()
             if rest and rest[0].isdigit():
@@ -87,6 +89,15 @@ def main(argv: list[str]) -> None:
         figures["private"] = private() - figures["private_base"]
         barrier(folder, k, "measured")
         print(json.dumps(figures))
+        return
+    if argv[0] == "ortfile":
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(argv[2])
+        options.add_session_config_entry("session.use_memory_mapped_ort_model", "1")
+        options.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
+        start = time.perf_counter()
+        ort.InferenceSession(argv[1], options, providers=["CPUExecutionProvider"])
+        print(json.dumps({"seconds": time.perf_counter() - start}))
         return
     print(json.dumps(measure(argv)))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import http.client
+import json
+import os
 import socket
 import subprocess
 import time
@@ -59,3 +61,16 @@ class ServerProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         raise RuntimeError("no VmRSS in /proc status")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far, user and system."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+    def inferences(self, model: str) -> int:
+        """How many inferences of ``model`` the server has counted."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        conn.request("GET", f"/v2/models/{model}/stats")
+        stats = json.loads(conn.getresponse().read())
+        conn.close()
+        return int(stats["model_stats"][0]["inference_count"])

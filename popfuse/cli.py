@@ -196,6 +196,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         header_timeout_s=args.header_timeout,
         body_timeout_s=args.body_timeout,
         max_connections=args.max_connections,
+        worker_processes=args.worker_processes,
     )
     serve(args.artifacts, settings)
     return 0
@@ -208,7 +209,8 @@ _CATALOG_SETS = {"max_batch_size": None, "max_queue_delay_us": None, "model_conf
                  "workers": "replicas.workers", "threads": "replicas.threads", "graceful_timeout": None,
                  "header_timeout": None, "body_timeout": None, "max_connections": None,
                  "http_restricted_api": "ingress.http_restricted_api",
-                 "grpc_restricted_api": "ingress.grpc_restricted_api"}
+                 "grpc_restricted_api": "ingress.grpc_restricted_api",
+                 "worker_processes": "replicas.num_replicas"}
 
 
 def _serve_ray(args: argparse.Namespace) -> int:
@@ -306,10 +308,15 @@ def make_parser() -> argparse.ArgumentParser:
     group.add_argument("--model-config", type=Path, default=None,
                        help="YAML with per-model batching: models: {name: {max_batch_size, max_queue_delay_us}}")
     group = p.add_argument_group("load")
-    group.add_argument("--max-pending", type=int, default=256, help="queued or running requests before 503")
+    group.add_argument("--max-pending", type=int, default=256,
+                       help="queued or running requests before 503, in each process")
     group.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024, help="larger bodies get 413")
+    group.add_argument("--worker-processes", type=positive_int, default=1, metavar="K",
+                       help="processes that serve the artifacts behind the same HTTP and gRPC ports, sharing the "
+                            "artifacts' and executables' memory; each has its own --workers threads, and loading "
+                            "or unloading over the API is off when K > 1")
     group.add_argument("--workers", type=int, default=None,
-                       help="threads that run models (default: the number of cores)")
+                       help="threads that run models, in each process (default: the number of cores)")
     group.add_argument("--threads", type=int, default=None,
                        help="onnxruntime intra-op threads per execution (default: onnxruntime's choice)")
     group.add_argument("--graceful-timeout", type=float, default=30.0,
@@ -319,7 +326,7 @@ def make_parser() -> argparse.ArgumentParser:
     group.add_argument("--body-timeout", type=float, default=60.0,
                        help="seconds a request has to send its body before its connection is closed")
     group.add_argument("--max-connections", type=int, default=4096,
-                       help="open HTTP connections before more are refused")
+                       help="open HTTP connections before more are refused, in each process")
     group = p.add_argument_group("access control (Triton's restricted APIs; default: every API open)")
     groups = "health, metadata, inference, shared-memory, model-config, model-repository, statistics, trace, logging"
     group.add_argument("--http-restricted-api", action="append", default=[], metavar="API[,API...]:KEY=VALUE",

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from . import metadata as md
 from .atomic import write_atomic
+from .compression import compress, decompress
 from .display import source_label
 from .errors import ArtifactError
 from .popef import Blob, BlobType, Signer, blob_extent, iter_encoded, read_blob_at, read_blobs, reading
@@ -27,7 +27,11 @@ from .signing import Signature, signature_of, verify
 from .validation import check_records
 
 FUSION_MAP_BLOB = "fusion_map"
-_ZLIB = "zlib"
+#: The largest executable: one protobuf, which cannot exceed 2 GiB.
+MAX_EXECUTABLE_BYTES = (1 << 31) - 1
+#: The largest record (the metadata, the fusion map) once decompressed: far more than thousands of models
+#: need, and a bound on the JSON a forged file can make a reader parse.
+MAX_RECORD_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -59,17 +63,16 @@ class ArtifactHeader:
 def to_blobs(artifact: Artifact) -> list[Blob]:
     """The blobs of ``artifact`` in file order, with the metadata's blob list filled in.
 
-    The executable is stored zlib-compressed: a graph is mostly names, which
-    shrink to a third, and inflating it costs about a millisecond per 300 KB.
-    Tensor blobs are stored as they are, so weights can be used in place.
+    The metadata, the fusion map and the executable are stored compressed (``compression``): they are
+    mostly names. Tensor blobs are stored as they are, so weights can be used in place.
     """
-    rest = [Blob(BlobType.OPAQUE, FUSION_MAP_BLOB, md.dumps(artifact.fusion_map))]
+    rest = [Blob(BlobType.OPAQUE, FUSION_MAP_BLOB, compress(md.dumps(artifact.fusion_map)))]
     rest += [Blob(BlobType.OPAQUE, k, v) for k, v in sorted(artifact.opaques.items())]
-    rest.append(Blob(BlobType.EXECUTABLE, artifact.metadata.executable, zlib.compress(artifact.executable, 9)))
+    rest.append(Blob(BlobType.EXECUTABLE, artifact.metadata.executable, compress(artifact.executable)))
     rest += [Blob(BlobType.TENSOR, k, v) for k, v in sorted(artifact.tensors.items())]
     refs = tuple(md.BlobRef(int(b.type), b.name, len(b.payload)) for b in rest)
-    meta = replace(artifact.metadata, blobs=refs, executable_encoding=_ZLIB, executable_size=len(artifact.executable))
-    return [Blob(BlobType.METADATA, "metadata", md.dumps(meta)), *rest]
+    meta = replace(artifact.metadata, blobs=refs)
+    return [Blob(BlobType.METADATA, "metadata", compress(md.dumps(meta))), *rest]
 
 
 def encode_artifact(artifact: Artifact, sign: Signer | None = None) -> Iterator[bytes]:
@@ -119,13 +122,13 @@ def read_header(source: str | os.PathLike | BinaryIO, label: str | None = None) 
 
 def _read_header(stream: BinaryIO, label: str, actual_size: int | None) -> ArtifactHeader:
     first, offset = read_blob_at(stream, 0, 0, label, expect=BlobType.METADATA)
-    meta: md.Metadata = md.loads(md.Metadata, first.payload, label)
+    meta: md.Metadata = load_record(md.Metadata, first.payload, label)
     # The writer puts the fusion map right after the metadata (``to_blobs``).
     second, _ = read_blob_at(stream, offset, 1, label, expect=BlobType.OPAQUE)
     if second.name != FUSION_MAP_BLOB:
         raise ArtifactError(f"{label}: blob 1 is {second.name!r}, expected the fusion map; this file was not "
                             "written by popfuse")
-    fusion_map: md.FusionMap = md.loads(md.FusionMap, second.payload, label)
+    fusion_map: md.FusionMap = load_record(md.FusionMap, second.payload, label)
     # The tensor blobs are not read: their sizes are those the blob list promises, which a full read checks.
     check_records(meta, fusion_map, {r.name: range(r.size) for r in meta.blobs if r.type == BlobType.TENSOR}, label)
     size = offset
@@ -145,7 +148,7 @@ def parse_blobs(blobs: list[Blob], label: str) -> Artifact:
     """
     if blobs[0].type != BlobType.METADATA:
         raise ArtifactError(f"{label}: the first blob is type {blobs[0].type}, expected metadata")
-    meta: md.Metadata = md.loads(md.Metadata, blobs[0].payload, label)
+    meta: md.Metadata = load_record(md.Metadata, blobs[0].payload, label)
     by_key = {(b.type, b.name): b for b in blobs[1:]}
     for ref in meta.blobs:
         blob = by_key.get((ref.type, ref.name))
@@ -161,13 +164,13 @@ def parse_blobs(blobs: list[Blob], label: str) -> Artifact:
     executable = by_key.get((BlobType.EXECUTABLE, meta.executable))
     if executable is None:
         raise ArtifactError(f"{label}: the executable blob {meta.executable!r} is missing")
-    fusion_map = md.loads(md.FusionMap, opaques.pop(FUSION_MAP_BLOB), label)
+    fusion_map = load_record(md.FusionMap, opaques.pop(FUSION_MAP_BLOB), label)
     tensors = {b.name: b.payload for b in blobs if b.type == BlobType.TENSOR}
     check_records(meta, fusion_map, tensors, label)
     return Artifact(
         metadata=meta,
         fusion_map=fusion_map,
-        executable=_decode(executable.payload, meta, label),
+        executable=decompress(executable.payload, MAX_EXECUTABLE_BYTES, f"{label}: the executable"),
         tensors=tensors,
         opaques=opaques,
         signature=signature_of(blobs, label),
@@ -185,18 +188,11 @@ def content_id(blobs: list[Blob]) -> str:
     return digest.hexdigest()
 
 
-def _decode(payload: bytes | memoryview, meta: md.Metadata, label: str) -> bytes | memoryview:
-    if meta.executable_encoding == "none":
-        return payload
-    # Inflate no more than the metadata promises, so a forged blob cannot make the reader allocate more.
-    inflate = zlib.decompressobj()
-    try:
-        data = inflate.decompress(payload, meta.executable_size + 1)
-    except zlib.error as e:
-        raise ArtifactError(f"{label}: the compressed executable is corrupt: {e}") from e
-    if len(data) != meta.executable_size or not inflate.eof or inflate.unused_data:
-        raise ArtifactError(
-            f"{label}: the compressed executable does not inflate to the {meta.executable_size} bytes the metadata "
-            "says; the file is corrupt"
-        )
-    return data
+def load_record(kind: type[md.Metadata] | type[md.FusionMap], payload: bytes | memoryview, label: str) -> Any:
+    """The metadata or the fusion map from its blob's payload, which holds it compressed (``compression``);
+    ``label`` names the file in errors.
+
+    Raises:
+        ArtifactError: the payload does not decompress, or the record is malformed.
+    """
+    return md.loads(kind, decompress(payload, MAX_RECORD_BYTES, f"{label}: the {kind.__name__} record"), label)

@@ -104,10 +104,6 @@ class Metadata:
     program_flow: dict[str, tuple[int, ...]] = field(default_factory=lambda: {"load": (), "main": (0,), "save": ()})
     blobs: tuple[BlobRef, ...] = ()
     tensor_data: tuple[TensorData, ...] = ()
-    #: How the executable blob is stored: "zlib" (compressed) or "none".
-    executable_encoding: str = field(default="none", metadata={"choices": ("none", "zlib")})
-    #: Bytes of the executable once decoded; a compressed one that inflates to more is refused.
-    executable_size: int = field(default=0, metadata=_NON_NEGATIVE)
 
 
 @dataclass(frozen=True)

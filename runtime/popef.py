@@ -41,7 +41,7 @@ from .display import source_label
 from .errors import ArtifactError
 
 MAGIC = b"PFEF"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _HEADER = struct.Struct("<4sHHIIQ32s")
 _HEADER_CRC = struct.Struct("<I")
 _VERSION = struct.Struct("<H")

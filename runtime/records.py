@@ -77,55 +77,87 @@ def loads(kind: type, payload: bytes | memoryview, where: str) -> Any:
 
 def from_json(kind: Any, data: Any, where: str) -> Any:
     """``data`` (parsed JSON) as a value of type ``kind``, checked; ``where`` names it in errors."""
+    return _decoder(kind)(data, where)
+
+
+Decoder = typing.Callable[[Any, str], Any]
+
+
+@functools.cache
+def _decoder(kind: Any) -> Decoder:
+    """The checking decoder of ``kind``, planned once per type: an artifact's metadata holds thousands of
+    records, and reflecting on each one's type every time cost more than reading the file."""
     if dataclasses.is_dataclass(kind):
+        return _record_decoder(kind)
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (types.UnionType, typing.Union):
+        (inner,) = [a for a in args if a is not type(None)]
+        optional, decode_inner = type(None) in args, _decoder(inner)
+
+        def union(data: Any, where: str) -> Any:
+            return None if data is None and optional else decode_inner(data, where)
+
+        return union
+    if origin in (tuple, list):
+        item, make = _decoder(args[0]), tuple if origin is tuple else list
+
+        def sequence(data: Any, where: str) -> Any:
+            if not isinstance(data, list):
+                raise RecordError(where, f"expected a list, received {_kind(data)}")
+            return make(item(v, f"{where}[{i}]") for i, v in enumerate(data))
+
+        return sequence
+    if origin is dict:
+        value = _decoder(args[1])
+
+        def mapping(data: Any, where: str) -> Any:
+            if not isinstance(data, dict):
+                raise RecordError(where, f"expected an object, received {_kind(data)}")
+            return {k: value(v, f"{where}.{k}") for k, v in data.items()}
+
+        return mapping
+    if kind is Any:
+        return lambda data, where: data
+    name = _NAMES.get(kind, getattr(kind, "__name__", str(kind)))
+
+    def scalar(data: Any, where: str) -> Any:
+        if kind is float and isinstance(data, int) and not isinstance(data, bool):
+            return float(data)
+        if not isinstance(data, kind) or (kind is int and isinstance(data, bool)):
+            raise RecordError(where, f"expected {name}, received {_kind(data)}")
+        return data
+
+    return scalar
+
+
+def _record_decoder(kind: type) -> Decoder:
+    hints = typing.get_type_hints(kind)
+    plan = [(f.name, camel(f.name), _decoder(hints[f.name]),
+             f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+             f.metadata.get("min"), f.metadata.get("choices")) for f in dataclasses.fields(kind)]
+
+    def record(data: Any, where: str) -> Any:
         if not isinstance(data, dict):
             raise RecordError(where, f"expected an object, received {_kind(data)}")
         values = {}
-        for f in dataclasses.fields(kind):
-            key = camel(f.name)
+        for name, key, decode, required, bound, choices in plan:
             if key not in data:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                if required:
                     raise RecordError(f"{where}.{key}", "missing")
                 continue
-            value = from_json(_hints(kind)[f.name], data[key], f"{where}.{key}")
-            bound, choices = f.metadata.get("min"), f.metadata.get("choices")
+            value = decode(data[key], f"{where}.{key}")
             if bound is not None:
                 _check_min(value, bound, f"{where}.{key}")
             if choices is not None and value not in choices:
                 allowed = ", ".join(map(repr, choices))
                 raise RecordError(f"{where}.{key}", f"must be one of {allowed}, received {value!r}")
-            values[f.name] = value
+            values[name] = value
         return kind(**values)
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (types.UnionType, typing.Union):
-        if data is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return from_json(inner, data, where)
-    if origin in (tuple, list):
-        if not isinstance(data, list):
-            raise RecordError(where, f"expected a list, received {_kind(data)}")
-        items = [from_json(args[0], v, f"{where}[{i}]") for i, v in enumerate(data)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(data, dict):
-            raise RecordError(where, f"expected an object, received {_kind(data)}")
-        return {k: from_json(args[1], v, f"{where}.{k}") for k, v in data.items()}
-    if kind is Any:
-        return data
-    if kind is float and isinstance(data, int) and not isinstance(data, bool):
-        return float(data)
-    if not isinstance(data, kind) or (kind is int and isinstance(data, bool)):
-        raise RecordError(where, f"expected {_NAMES.get(kind, kind.__name__)}, received {_kind(data)}")
-    return data
+
+    return record
 
 
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-
-
-@functools.cache
-def _hints(kind: type) -> dict[str, Any]:
-    return typing.get_type_hints(kind)
 
 
 def _kind(value: Any) -> str:

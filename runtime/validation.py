@@ -21,8 +21,6 @@ from .errors import ArtifactError
 
 #: The largest number of elements a shape may declare; far beyond any tensor, it keeps sizes in int64.
 MAX_ELEMENTS = 1 << 48
-#: The largest executable: one protobuf, which cannot exceed 2 GiB.
-MAX_EXECUTABLE_BYTES = (1 << 31) - 1
 
 
 def check_records(meta: md.Metadata, fusion_map: md.FusionMap, tensors: Mapping[str, Sized], label: str) -> None:
@@ -37,8 +35,6 @@ def check_records(meta: md.Metadata, fusion_map: md.FusionMap, tensors: Mapping[
         _check_slots(meta, fusion_map)
         _check_tensor_data(meta, tensors)
         _unique("Metadata.blobs", [(ref.type, ref.name) for ref in meta.blobs])
-        if meta.executable_size > MAX_EXECUTABLE_BYTES:
-            raise _Invalid("Metadata.executableSize", f"{meta.executable_size} is over the 2 GiB an executable holds")
     except _Invalid as e:
         raise ArtifactError(
             f"{label}: the records disagree: {e}. Hint: the file was damaged or edited; rebuild it with "

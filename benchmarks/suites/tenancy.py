@@ -10,26 +10,36 @@ sources; one model's p50 against its plain session. The executable cache is made
 Several worker processes: K processes each serving the PP-OCR artifact, against K processes each holding
 plain sessions of the three models; every process's private memory (pages no other process maps) once all
 K have run every model. The first process holds what the others share; the figure is per extra worker.
+Served the same way: ``popfuse serve --worker-processes K`` against K baseline servers (``baseline_server``,
+one plain session per model, the same HTTP stack), every process's whole private memory once each has answered
+a request of every model; the supervisor's own is counted apart.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import statistics
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
+import tritonclient.http as triton_http
 
 from ..context import Context
-from ..models import ppocr, variant
+from ..models import Workload, ppocr, variant
 from ..paired import in_fresh_process, parallel_fresh_processes
+from ..probe import private
+from ..server_process import ServerProcess
 from ..setups import build_fused
 
 
 def run(ctx: Context) -> dict:
     folder = ctx.workdir / "tenancy"
     folder.mkdir(parents=True, exist_ok=True)
-    cases = [("cls", 2), ("cls", 4)] if ctx.smoke else [("cls", 8), ("cls", 32), ("cls", 128), ("rec", 8)]
+    cases = [("cls", 1), ("cls", 2)] if ctx.smoke else [("cls", 8), ("cls", 32), ("cls", 128), ("rec", 8)]
     rows = [_case(ctx, folder, name, n) for name, n in cases]
     return {"rows": rows, "workers": _workers(ctx, folder)}
 
@@ -99,4 +109,71 @@ def _workers(ctx: Context, folder: Path) -> dict:
         out[f"{label}_private_mb"] = [p / 1e6 for p in private]
         out[f"{label}_extra_private_mb"] = statistics.median(private[1:]) / 1e6
     out["extra_ratio"] = out["fused_extra_private_mb"] / out["sessions_extra_private_mb"]
+    out.update(_served_workers(ctx, built.popef_path, workloads, k))
     return out
+
+
+def _served_workers(ctx: Context, artifact: Path, workloads: list[Workload], k: int) -> dict:
+    """``popfuse serve --worker-processes k`` against k baseline servers: each process's private memory once it
+    has answered every model."""
+    threads = str(ctx.threads)
+    fused = [sys.executable, "-m", "popfuse", "serve", str(artifact), "--worker-processes", str(k),
+             "--threads", threads, "--workers", "1"]
+    baseline = [sys.executable, "-m", "popfuse.benchmarks.baseline_server", "--threads", threads,
+                *(f"{w.name}={w.path}" for w in workloads)]
+    with ServerProcess(fused) as server:
+        _every_worker_runs_every_model(server.port, workloads, k)
+        pid = server.proc.pid
+        workers = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        fused_private = sorted(private(w) for w in workers)
+        supervisor = private(pid)
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(ServerProcess(baseline)) for _ in range(k)]
+        for server in servers:
+            for w in workloads:
+                _infer(server.port, w)
+        sessions_private = sorted(private(s.proc.pid) for s in servers)
+    out = {
+        "served_fused_private_mb": [p / 1e6 for p in fused_private],
+        "served_sessions_private_mb": [p / 1e6 for p in sessions_private],
+        "served_supervisor_private_mb": supervisor / 1e6,
+        # Every worker maps the shared pages alike: none holds the others' share, so the median is per worker.
+        "served_fused_worker_private_mb": statistics.median(fused_private) / 1e6,
+        "served_sessions_worker_private_mb": statistics.median(sessions_private) / 1e6,
+        "served_total_ratio": (sum(fused_private) + supervisor) / sum(sessions_private),
+    }
+    out["served_worker_ratio"] = out["served_fused_worker_private_mb"] / out["served_sessions_worker_private_mb"]
+    return out
+
+
+def _infer(port: int, workload: Workload) -> None:
+    """One request of ``workload``'s model over a new connection (so that it may reach any worker)."""
+    client = triton_http.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        x = workload.feeds["x"]
+        tensor = triton_http.InferInput("x", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x, binary_data=True)
+        client.infer(workload.name, [tensor])
+    finally:
+        client.close()
+
+
+def _every_worker_runs_every_model(port: int, workloads: list[Workload], k: int) -> None:
+    """Send requests over new connections until each of the ``k`` workers has answered every model (their
+    metrics, labelled by worker, say which has)."""
+    for _ in range(100):
+        for w in workloads:
+            for _ in range(k):
+                _infer(port, w)
+        seen: dict[str, set[str]] = {}
+        for _ in range(20 * k):  # each scrape reaches one worker
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as response:
+                text = response.read().decode()
+            for model, worker, count in re.findall(
+                    r'^nv_inference_request_success\{model="(\w+)",version="1",worker="(\d+)"\} (\d+)$', text, re.M):
+                seen.setdefault(worker, set())
+                if int(count):
+                    seen[worker].add(model)
+        if len(seen) == k and all(len(models) == len(workloads) for models in seen.values()):
+            return
+    raise RuntimeError(f"not every worker answered every model: {seen}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import logging
@@ -135,7 +136,11 @@ class OnnxRuntimeBackend(Backend):
                 so.add_session_config_entry("session.use_memory_mapped_ort_model", "1")
                 so.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
                 try:
-                    return _open_session(os.fspath(cached), so, providers, options, keep=cached)
+                    session = _open_session(os.fspath(cached), so, providers, options, keep=cached)
+                    # Loading read the whole file, but a run reads only the weights its kernels did not pack
+                    # into memory of their own: the other pages need not stay in this process.
+                    _release_mapped_pages(cached)
+                    return session
                 except BackendError as e:
                     # An entry that matches its checksum but that onnxruntime refuses (written by a hand other
                     # than the cache's): removed, and the executable opened as it is.
@@ -196,6 +201,24 @@ def _cached_executable(model: bytes | memoryview, weights: Sequence[Weight], opt
         return None
 
 
+def _release_mapped_pages(path: Path) -> None:
+    """Drop from this process the resident pages of every mapping of ``path`` (onnxruntime's own, which Python
+    cannot reach otherwise); a page read again comes back from the page cache on first touch (Linux)."""
+    name = " " + os.path.realpath(path)  # as the kernel names it
+    try:
+        with open("/proc/self/maps") as maps:
+            ranges = [line.split()[0] for line in maps if line.rstrip("\n").endswith(name)]
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return  # not Linux: the pages stay, as they would anyway
+    for extent in ranges:
+        start, end = (int(bound, 16) for bound in extent.split("-"))
+        madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
+
+
+_MADV_DONTNEED = 4  # Linux's value (mmap.MADV_DONTNEED applies to Python's own maps only)
+
+
 def cache_entry(cache_dir: str, cache_key: str, version: str, features: str) -> Path:
     """Where the cache keeps an executable: named by its contents, onnxruntime's version and the machine's
     features, so that an entry another version or machine wrote is never opened."""
@@ -231,11 +254,8 @@ def _write_ort_format(model: bytes | memoryview, weights: Sequence[Weight], entr
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()  # reads into one buffer, hashes without the GIL
 
 
 # onnxruntime's log severities.

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from ..errors import BackendError, ExecutionError
 from .batching import Batched
-from .errors import BadRequestError, ModelNotFoundError, OverloadedError, UnavailableError
+from .errors import BadRequestError, ModelControlError, ModelNotFoundError, OverloadedError, UnavailableError
 from .model import BlockingModel, Forwarded, Model, RemoteModel, Threaded, batchable
 from .model_config import model_config
 from .protocol import InferRequest, InferResponse, brief
@@ -199,11 +199,35 @@ class DataPlane:
         return self.repository.load(artifact)
 
     async def load(self, artifact: str) -> list[str]:
-        """``load_now`` on a thread, so requests to other models go on meanwhile."""
+        """``load_now`` on a thread, so requests to other models go on meanwhile: a load over the API.
+
+        Raises:
+            ModelControlError: the server runs several worker processes.
+        """
+        self._check_model_control()
         return await asyncio.to_thread(self.load_now, artifact)
 
     async def unload(self, artifact: str) -> None:
+        """Stop serving an artifact's models: an unload over the API.
+
+        Raises:
+            ModelControlError: the server runs several worker processes.
+        """
+        self._check_model_control()
         await asyncio.to_thread(self.repository.unload, artifact)
+
+    def _check_model_control(self) -> None:
+        # Each worker process has its own repository: a load would change the one worker that received it, and
+        # the others would go on serving what they hold, so that the same request got different answers.
+        processes = self.settings.worker_processes
+        if processes > 1:
+            # Triton's words for a server that does not take loads ("explicit model load / unload is not
+            # allowed"), which its tools look for.
+            raise ModelControlError(
+                f"explicit model load / unload is not allowed: this server runs {processes} worker processes, "
+                "and a load or unload would change only the one that received it; restart the server to serve "
+                "other artifacts, or serve with --worker-processes 1 to load and unload over the API"
+            )
 
     async def close(self) -> None:
         """Stop intake; let queued batches run; release the threads."""

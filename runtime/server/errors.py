@@ -42,5 +42,14 @@ class UnavailableError(ServerError):
     """The server is shutting down, or an artifact failed to load."""
 
 
+class ModelControlError(ServerError):
+    """Loading and unloading over the API are off: the server runs several worker processes, and a load would
+    change only the one that received it."""
+
+
+class WorkerError(ServerError):
+    """A worker process failed to start, or kept crashing: the server stops."""
+
+
 class ServerConfigError(ServerError):
     """The server's own configuration (flags, model config file) is malformed."""

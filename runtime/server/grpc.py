@@ -35,6 +35,7 @@ from .dataplane import DataPlane
 from .errors import (
     BadRequestError,
     ForbiddenError,
+    ModelControlError,
     ModelNotFoundError,
     OverloadedError,
     PayloadTooLargeError,
@@ -56,6 +57,7 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     ExecutionError: grpc.StatusCode.INVALID_ARGUMENT,  # the model rejected an input that passed the checks
     UnsupportedError: grpc.StatusCode.UNIMPLEMENTED,
     ForbiddenError: grpc.StatusCode.PERMISSION_DENIED,
+    ModelControlError: grpc.StatusCode.FAILED_PRECONDITION,
     ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
     PayloadTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     BackendError: grpc.StatusCode.INTERNAL,  # the engine failed for a reason that is not the request's
@@ -327,7 +329,8 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.max_send_message_length", -1),
         # gRPC sets SO_REUSEPORT by default: a second server on a busy port would start and share it silently.
-        ("grpc.so_reuseport", 0),
+        # Worker processes share the port so on purpose (their supervisor checked first that it was free).
+        ("grpc.so_reuseport", int(settings.worker_processes > 1)),
         # The connection's HTTP/2 preface and settings must arrive in the headers' time.
         ("grpc.server_handshake_timeout_ms", int(settings.header_timeout_s * 1000)),
         # Calls in flight per connection (HTTP/2's SETTINGS_MAX_CONCURRENT_STREAMS; unbounded by default). The

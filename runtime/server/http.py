@@ -29,6 +29,7 @@ from .dataplane import DataPlane
 from .errors import (
     BadRequestError,
     ForbiddenError,
+    ModelControlError,
     ModelNotFoundError,
     OverloadedError,
     PayloadTooLargeError,
@@ -48,6 +49,7 @@ STATUS: dict[type[Exception], int] = {
     ExecutionError: 400,  # the model rejected an input that passed the checks (e.g. an unusable image size)
     UnsupportedError: 400,  # an endpoint of the protocol this server does not offer (shared memory, tracing)
     ForbiddenError: 403,
+    ModelControlError: 400,  # loads are off while several worker processes serve: resending will not help
     ModelNotFoundError: 404,
     PayloadTooLargeError: 413,
     BackendError: 500,  # the engine failed for a reason that is not the request's
@@ -154,8 +156,10 @@ def create_app(dataplane: DataPlane) -> Starlette:
         await dataplane.unload(name(request))
         return JSONResponse({})
 
+    worker = None if settings.worker_index is None else {"worker": str(settings.worker_index)}
+
     async def metrics(request: Request) -> Response:
-        return Response(metrics_text(list(dataplane.stats.values())), media_type=CONTENT_TYPE)
+        return Response(metrics_text(list(dataplane.stats.values()), worker), media_type=CONTENT_TYPE)
 
     def unsupported(what: str) -> Handler:
         async def refuse(request: Request) -> Response:

@@ -94,7 +94,7 @@ class Server(uvicorn.Server):
             await stopping
 
 
-def _open_files_for(connections: int) -> None:
+def fit_open_files(connections: int) -> None:
     """Raise this process's open-file limit (soft, up to the hard one) so ``connections`` sockets fit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = connections + 256  # the models' files, the gRPC server, the loop's own descriptors
@@ -113,10 +113,20 @@ def run(dataplane: DataPlane, settings: ServerSettings) -> None:
     Raises:
         ServerConfigError: the gRPC port cannot be bound.
     """
-    _open_files_for(settings.max_connections)
+    fit_open_files(settings.max_connections)
     Server(dataplane, settings).run()
 
 
 def serve(artifacts: Artifacts, settings: ServerSettings) -> None:
-    """Serve ``artifacts`` until SIGTERM or SIGINT, then finish in-flight requests and return."""
+    """Serve ``artifacts`` until SIGTERM or SIGINT, then finish in-flight requests and return: in this process, or
+    from ``settings.worker_processes`` worker processes behind the same ports (``workers.py``).
+
+    Raises:
+        PopfuseError: an artifact failed to load, a port cannot be bound, or a worker process kept crashing.
+    """
+    if settings.worker_processes > 1:
+        from .workers import Supervisor  # which imports this module
+
+        Supervisor(artifacts, settings).run()
+        return
     run(build(artifacts, settings), settings)

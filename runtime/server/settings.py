@@ -49,6 +49,10 @@ class ServerSettings:
         header_timeout_s: Seconds a connection has to send a request's headers; then it is closed.
         body_timeout_s: Seconds a request has to send its body once its headers are in; then it is closed.
         max_connections: Open HTTP connections at once; more are refused.
+        worker_processes: Processes that serve the artifacts behind the same ports, each with its own data plane
+            and threads, sharing the artifacts' and executables' pages; 1: this process alone.
+        worker_index: Which of those processes this one is (0 for the first); None when it is not one of
+            several. The metrics carry it as their ``worker`` label.
     """
 
     host: str = "127.0.0.1"
@@ -66,6 +70,8 @@ class ServerSettings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
     max_connections: int = 4096
+    worker_processes: int = 1
+    worker_index: int | None = None
 
     def batching_for(self, model: str) -> BatchingConfig:
         return self.batching.get(model, self.default_batching)

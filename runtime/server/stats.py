@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 #: Why a request failed, as Triton labels ``nv_inference_request_failure``.
@@ -130,22 +130,24 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def metrics_text(stats: Iterable[ModelStats]) -> str:
-    """Every model's statistics in the Prometheus text format, as Triton exposes them."""
+def metrics_text(stats: Iterable[ModelStats], labels: Mapping[str, str] | None = None) -> str:
+    """Every model's statistics in the Prometheus text format, as Triton exposes them; ``labels`` are added to
+    every sample after Triton's own (a worker process's ``worker``)."""
     models = sorted(stats, key=lambda s: s.name)
     snapshots = []
     for s in models:
         with s.lock:
             snapshots.append((_label(s.name), {name: value(s) for name, _, _, value in _FAMILIES},
                               dict(s.failures)))
+    extra = "".join(f',{key}="{_label(value)}"' for key, value in (labels or {}).items())
     lines = []
     for name, kind, doc, _ in _FAMILIES:
         lines += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}"]
-        lines += [f'{name}{{model="{model}",version="1"}} {values[name]}' for model, values, _ in snapshots]
+        lines += [f'{name}{{model="{model}",version="1"{extra}}} {values[name]}' for model, values, _ in snapshots]
         if name == "nv_inference_request_success":
             failure = "nv_inference_request_failure"
             lines += [f"# HELP {failure} Number of failed inference requests, all batch sizes",
                       f"# TYPE {failure} counter"]
-            lines += [f'{failure}{{model="{model}",reason="{reason}",version="1"}} {count}'
+            lines += [f'{failure}{{model="{model}",reason="{reason}",version="1"{extra}}} {count}'
                       for model, _, failures in snapshots for reason, count in failures.items()]
     return "\n".join(lines) + "\n"

@@ -150,6 +150,8 @@ def built(tmp_path_factory):
         (("serve", "--ray", "c.yaml", "--grpc-restricted-api", "inference:k=v"), 2,
          "--grpc-restricted-api does not apply with --ray; set ingress.grpc_restricted_api in the catalog"),
         (("serve", "--ray", "c.yaml", "--header-timeout", "3"), 2, "--header-timeout does not apply with --ray"),
+        (("serve", "--ray", "c.yaml", "--worker-processes", "3"), 2,
+         "--worker-processes does not apply with --ray; set replicas.num_replicas in the catalog"),
         (("serve", "--ray", "missing.yaml"), 1, "popfuse serve: error: missing.yaml: no such catalog file"),
         (("build", "missing.yaml"), 1, "popfuse build: error: missing.yaml: no such config file"),
         (("dump", "a.onnx"), 1, "popfuse dump: error: a.onnx: blob 0 at byte 0"),

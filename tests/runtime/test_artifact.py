@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from popfuse.fusion import compile_artifact, fuse_models
 from popfuse.runtime.artifact import read_artifact, read_header, to_blobs
 from popfuse.runtime.errors import ArtifactError
-from popfuse.runtime.popef import Blob, BlobType, encode_header, iter_encoded, write_blobs
+from popfuse.runtime.popef import FORMAT_VERSION, Blob, BlobType, encode_header, iter_encoded, write_blobs
 from tests.models import scale_model
 
 
@@ -88,8 +88,9 @@ def test_the_header_records_are_checked_against_each_other(make_artifact, tmp_pa
 def test_an_older_format_is_refused_before_its_checksum(make_artifact):
     data = bytearray(make_artifact([scale_model()]).read_bytes())
     struct.pack_into("<H", data, 4, 1)  # format 1's header has another size: its checksum means nothing here
-    with pytest.raises(ArtifactError, match=r"old: blob 0 at byte 0: format version 1 is older than this popfuse "
-                                            r"reads \(2\); rebuild it with `popfuse build CONFIG.yaml`"):
+    message = (rf"old: blob 0 at byte 0: format version 1 is older than this popfuse reads \({FORMAT_VERSION}\); "
+               r"rebuild it with `popfuse build CONFIG\.yaml`")
+    with pytest.raises(ArtifactError, match=message):
         read_header(io.BytesIO(bytes(data)), "old")
 
 

@@ -11,7 +11,9 @@ import zlib
 import onnx
 import pytest
 
+from popfuse.runtime import metadata as md
 from popfuse.runtime.artifact import read_artifact, to_blobs
+from popfuse.runtime.compression import compress, decompress
 from popfuse.runtime.errors import ArtifactError, OutputError
 from popfuse.runtime.popef import HEADER_SIZE, Blob, BlobType, encode_header, read_blobs, release_pages, write_blobs
 from tests.models import scale_model
@@ -43,7 +45,7 @@ def test_header_records_version_type_and_total_size():
     head = encode_header(blob)
     magic, version, btype, header_size, name_size, total, digest, crc = struct.unpack_from("<4sHHIIQ32sI", head)
     # 3 bytes of padding put the payload at byte 64.
-    assert (magic, version, btype, header_size, name_size, total) == (b"PFEF", 2, 4, 63, 1, 63 + 1 + 3)
+    assert (magic, version, btype, header_size, name_size, total) == (b"PFEF", 3, 4, 63, 1, 63 + 1 + 3)
     assert digest == hashlib.sha256(b"nabc").digest() and crc == zlib.crc32(head[:56])
     assert len(head) == 64
 
@@ -140,33 +142,42 @@ def test_failed_write_keeps_the_previous_file(tmp_path):
     assert os.listdir(tmp_path) == ["out.popef"]
 
 
-def test_the_executable_is_stored_compressed_and_read_back_whole(make_artifact):
-    path = make_artifact([scale_model(2.0), scale_model(3.0)])
+def test_the_records_and_the_executable_are_stored_compressed_and_read_back_whole(make_artifact):
+    path = make_artifact([scale_model(2.0, n=300), scale_model(3.0)])
     artifact = read_artifact(path)
-    assert artifact.metadata.executable_encoding == "zlib"
-    stored = next(b for b in read_blobs(path) if b.type == BlobType.EXECUTABLE)
-    assert zlib.decompress(stored.payload) == artifact.executable
-    assert len(stored.payload) < len(artifact.executable)
+    stored = {b.name: b for b in read_blobs(path)}
+    assert decompress(stored["executable"].payload, 1 << 31, "x") == artifact.executable
     onnx.load_from_string(artifact.executable)  # plain ONNX in memory
+    for name, record in (("metadata", artifact.metadata), ("fusion_map", artifact.fusion_map)):
+        assert json.loads(decompress(stored[name].payload, 1 << 26, "x")) == md.to_json(record)
+    assert len(stored["executable"].payload) < len(artifact.executable) / 2
+    # Tensor data is stored as it is, to be used in place.
+    assert bytes(stored["weights"].payload) == bytes(artifact.tensors["weights"])
 
 
+@pytest.mark.parametrize("blob", ["metadata", "fusion_map", "executable"])
 @pytest.mark.parametrize(
-    "encoding, payload, match",
-    [("zlib", b"not deflate", "compressed executable is corrupt"), ("lz4", b"x", "executableEncoding: must be one of")],
+    "payload, match",
+    [
+        (b"", r"is truncated: 0 bytes"),
+        (struct.pack("<Q", 5) + b"not lzma", r"is corrupt: its compressed stream does not decode"),
+        (compress(b"{}")[:-1], r"does not decompress to the 2 bytes it declares"),
+        (struct.pack("<Q", 3) + compress(b"{}")[8:], r"does not decompress to the 3 bytes it declares"),
+        (struct.pack("<Q", 1 << 40) + compress(b"{}")[8:], r"declares 1099511627776 bytes once decompressed, over"),
+    ],
 )
-def test_a_bad_executable_encoding_is_an_artifact_error(make_artifact, tmp_path, encoding, payload, match):
-    artifact = read_artifact(make_artifact([scale_model()]))
-    blobs = to_blobs(artifact)
-    meta = json.loads(blobs[0].payload)
-    meta["executableEncoding"] = encoding
-    blobs[0] = Blob(BlobType.METADATA, "metadata", json.dumps(meta).encode())
-    blobs = [Blob(b.type, b.name, payload) if b.type == BlobType.EXECUTABLE else b for b in blobs]
-    meta["blobs"] = [{**ref, "size": len(payload)} if ref["type"] == BlobType.EXECUTABLE else ref
-                     for ref in meta["blobs"]]
-    blobs[0] = Blob(BlobType.METADATA, "metadata", json.dumps(meta).encode())
+def test_a_bad_compressed_blob_is_an_artifact_error_naming_it(make_artifact, tmp_path, blob, payload, match):
+    blobs = to_blobs(read_artifact(make_artifact([scale_model()])))
+    i = next(k for k, b in enumerate(blobs) if b.name == blob)
+    blobs[i] = Blob(blobs[i].type, blob, payload)
+    if blob != "metadata":  # the metadata's blob list states the new size, as a forger would write it
+        meta = json.loads(decompress(blobs[0].payload, 1 << 26, "x"))
+        meta["blobs"] = [{**ref, "size": len(payload)} if ref["name"] == blob else ref for ref in meta["blobs"]]
+        blobs[0] = Blob(BlobType.METADATA, "metadata", compress(json.dumps(meta).encode()))
     path = tmp_path / "bad.popef"
     write_blobs(path, blobs)
-    with pytest.raises(ArtifactError, match=match):
+    what = {"metadata": "the Metadata record", "fusion_map": "the FusionMap record", "executable": "the executable"}
+    with pytest.raises(ArtifactError, match=rf"bad\.popef: {what[blob]} (.*){match}"):
         read_artifact(path)
 
 
@@ -195,12 +206,16 @@ def resident_kb(path) -> int:
     return total
 
 
-def test_an_artifact_of_the_previous_format_is_refused_with_the_rebuild_hint(tmp_path):
-    # Format 1's 32-byte header (CRC-32s where format 2 has a SHA-256): its own checksum cannot be read as
-    # format 2's, so the version decides first.
-
-    head = struct.pack("<4sHHIIQI", b"PFEF", 1, 1, 64, 8, 64 + 8 + 2, 0)
-    old = head + struct.pack("<I", zlib.crc32(head)) + b"\0" * 32 + b"metadata" + b"{}"
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_artifact_of_a_previous_format_is_refused_with_the_rebuild_hint(tmp_path, version):
+    # Format 1's 32-byte header held CRC-32s where later formats hold a SHA-256: its own checksum cannot be read
+    # as theirs, so the version decides first. Format 2 had this header, and stored the records uncompressed.
+    if version == 1:
+        head = struct.pack("<4sHHIIQI", b"PFEF", 1, 1, 64, 8, 64 + 8 + 2, 0)
+        old = head + struct.pack("<I", zlib.crc32(head)) + b"\0" * 32 + b"metadata" + b"{}"
+    else:
+        head = struct.pack("<4sHHIIQ32s", b"PFEF", 2, 1, 56 + 4, 8, 60 + 8 + 2, hashlib.sha256(b"metadata{}").digest())
+        old = head + struct.pack("<I", zlib.crc32(head)) + b"metadata" + b"{}"
     (tmp_path / "old.popef").write_bytes(old)
-    with pytest.raises(ArtifactError, match=r"format version 1 is older than this popfuse reads \(2\); rebuild it"):
+    with pytest.raises(ArtifactError, match=rf"format version {version} is older than this popfuse reads \(3\); rebu"):
         read_artifact(tmp_path / "old.popef")

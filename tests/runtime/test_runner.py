@@ -14,6 +14,7 @@ from popfuse.runtime import metadata as md
 from popfuse.runtime.artifact import read_artifact, to_blobs, write_artifact
 from popfuse.runtime.backends import SessionOptions, Weight
 from popfuse.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from popfuse.runtime.compression import compress, decompress
 from popfuse.runtime.errors import BackendError
 from popfuse.runtime.popef import Blob, write_blobs
 from popfuse.runtime.runner import check_artifact, weights
@@ -176,7 +177,7 @@ def test_an_artifact_is_checked_without_being_opened_and_opened_without_being_re
 def test_artifact_from_before_slots_is_refused_with_the_fix(artifact, tmp_path):
     # The layout before slots recorded "packed" streams; its executable takes other inputs, so it must be rebuilt.
     blobs = to_blobs(read_artifact(artifact))
-    meta = bytes(blobs[0].payload).replace(b'"slots":', b'"packed":')
+    meta = compress(decompress(blobs[0].payload, 1 << 26, "metadata").replace(b'"slots":', b'"packed":'))
     old = tmp_path / "old.popef"
     write_blobs(old, [Blob(blobs[0].type, blobs[0].name, meta), *blobs[1:]])
     expected = r"old.popef: the Metadata record is malformed: Metadata.slots: missing.*popfuse build"

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from popfuse.fusion import build
 from popfuse.runtime import ArtifactError, Runner, RuntimeConfig
+from popfuse.runtime.compression import compress, decompress
 from popfuse.runtime.dump import describe, render
 from popfuse.runtime.errors import SignatureError
 from popfuse.runtime.popef import Blob, BlobType, encode_header, iter_encoded, read_blobs
@@ -82,13 +83,13 @@ def edits(path: Path) -> dict[str, bytes]:
     """Forged versions of a signed file: every checksum and digest recomputed, the signature kept."""
     blobs = read_blobs(path)
     signature = blobs.pop()
-    meta = json.loads(bytes(blobs[0].payload))
+    meta = json.loads(decompress(blobs[0].payload, 1 << 26, "metadata"))
     meta["isInference"] = False
     weights = bytearray(blobs[-1].payload)
     weights[100] ^= 1
     keep = lambda _: signature  # noqa: E731
     forged = {
-        "metadata": [Blob(BlobType.METADATA, "metadata", json.dumps(meta).encode()), *blobs[1:]],
+        "metadata": [Blob(BlobType.METADATA, "metadata", compress(json.dumps(meta).encode())), *blobs[1:]],
         "weight": [*blobs[:-1], Blob(BlobType.TENSOR, blobs[-1].name, bytes(weights))],
         "dropped blob": blobs[:-1],
         "renamed blob": [*blobs[:-1], Blob(BlobType.TENSOR, "weights2", blobs[-1].payload)],

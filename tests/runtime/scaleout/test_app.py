@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import time
@@ -106,6 +107,49 @@ def test_serve_run_deploys_the_application_builder(ray_server, shelf, tmp_path):
         from ray import serve
 
         serve.delete("second")
+
+
+def test_serve_deploy_deploys_the_documented_config(ray_server, shelf, tmp_path):
+    # The Ray Serve config file docs/scale-out.md shows, as written but for this cluster's ports, another
+    # application name and route, and a catalog of one artifact; deployed by Ray's own `serve deploy` through
+    # the dashboard, next to the application popfuse serve --ray runs, which it leaves alone.
+    text = (Path(__file__).parents[3] / "docs" / "scale-out.md").read_text()
+    config = yaml.safe_load(re.search(r"```yaml\n(# serve-config\.yaml\n.*?)```", text, re.S).group(1))
+    catalog = shelf.catalog(tmp_path / "deployed.yaml", artifacts={"a1": str(shelf.paths["a1"])},
+                            ingress={"ray_actor_options": {"num_cpus": 0.1}})
+    doc = yaml.safe_load(catalog.read_text())
+    doc["replicas"].update(num_replicas=1, ray_actor_options={"num_cpus": 0.1})
+    catalog.write_text(yaml.safe_dump(doc))
+    config["http_options"] = {"host": "127.0.0.1", "port": ray_server.port}
+    config["grpc_options"]["port"] = ray_server.grpc_port
+    (application,) = config["applications"]
+    assert application["import_path"] == "popfuse.runtime.scaleout.app:build"
+    application.update(name="deployed", route_prefix="/deployed", args={"catalog": str(catalog)})
+    path = tmp_path / "serve-config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    serve_cli = Path(sys.executable).with_name("serve")
+    ran = subprocess.run([str(serve_cli), "deploy", str(path), "--address", ray_server.dashboard],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    try:
+        x = np.full((1, 32), 0.5, np.float32)
+        tensor = {"name": "X", "datatype": "FP32", "shape": [1, 32], "data": x.ravel().tolist()}
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                answer = post(f"http://{ray_server.url}/deployed/v2/models/a1m2/infer", {"inputs": [tensor]})
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(1, 32),
+                                   shelf.reference("a1m2", {"X": x}), rtol=1e-5, atol=1e-6)
+        assert {"popfuse", "deployed"} <= set(deployments(ray_server))
+    finally:
+        from ray import serve
+
+        serve.delete("deployed")
 
 
 def test_a_bad_builder_argument_is_refused(ray_server, tmp_path):

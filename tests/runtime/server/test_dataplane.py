@@ -10,11 +10,17 @@ import pytest
 from popfuse.runtime.config import RuntimeConfig
 from popfuse.runtime.errors import BackendError, ExecutionError
 from popfuse.runtime.server.dataplane import DataPlane
-from popfuse.runtime.server.errors import BadRequestError, ModelNotFoundError, OverloadedError, UnavailableError
+from popfuse.runtime.server.errors import (
+    BadRequestError,
+    ModelControlError,
+    ModelNotFoundError,
+    OverloadedError,
+    UnavailableError,
+)
 from popfuse.runtime.server.protocol import InferRequest
 from popfuse.runtime.server.repository import FixedRepository, Repository
 from popfuse.runtime.server.settings import ServerSettings
-from tests.models import PPOCR, ppocr_input
+from tests.models import PPOCR, ppocr_input, scale_model
 from tests.runtime.server.toys import ErrorModel, RemoteSum, SlowModel, SumModel
 
 
@@ -112,6 +118,24 @@ def test_admission_is_bounded_and_closing_refuses_new_work():
         return dp
 
     assert not asyncio.run(main()).ready()
+
+
+def test_loads_and_unloads_are_refused_when_several_worker_processes_serve(make_artifact):
+    path = make_artifact([scale_model()], name="toys.popef")
+    config = RuntimeConfig(validate_io_params=False)
+
+    async def main():
+        dp = DataPlane(ServerSettings(workers=1, worker_processes=3),
+                       lambda attach: Repository([path], config, attach))
+        dp.load_now("toys")  # the worker's own start
+        for call in (dp.load, dp.unload):
+            with pytest.raises(ModelControlError, match="this server runs 3 worker processes.*--worker-processes 1"):
+                await call("toys")
+        served = [e["state"] for e in dp.repository.index()]
+        await dp.close()
+        return served
+
+    assert asyncio.run(main()) == ["READY", "READY"]
 
 
 def test_real_artifact_models_through_the_repository(ppocr_build):

@@ -24,3 +24,15 @@ def test_metrics_have_tritons_names_types_and_no_total_suffix():
     assert set(types.values()) == {"counter"} and len(types) == 9
     json = stats.to_json()["inference_stats"]
     assert json["compute_input"] == {"count": 1, "ns": 1000} and json["fail"]["count"] == 1
+
+
+def test_a_worker_process_labels_every_sample_after_tritons_labels():
+    stats = ModelStats("m")
+    stats.request(1_000_000, "OTHER")
+    plain, labelled = metrics_text([stats]), metrics_text([stats], {"worker": "1"})
+    samples = [line for line in labelled.splitlines() if not line.startswith("#")]
+    assert len(samples) == len([line for line in plain.splitlines() if not line.startswith("#")])
+    assert all(line.split("}")[0].endswith(',worker="1"') for line in samples)
+    assert 'nv_inference_request_failure{model="m",reason="OTHER",version="1",worker="1"} 1' in samples
+    assert [line for line in labelled.splitlines() if line.startswith("#")] == [
+        line for line in plain.splitlines() if line.startswith("#")]
