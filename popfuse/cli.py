@@ -168,6 +168,10 @@ def _artifact(spec: str) -> Path | tuple[str, Path]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        return _serve_ray(args)
+    if not args.artifacts:
+        raise UsageError("name the artifacts to serve, or a catalog with --ray CATALOG.yaml")
     try:
         from popfuse.runtime.server.access import Restriction
         from popfuse.runtime.server.serve import serve
@@ -195,6 +199,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
         worker_processes=args.worker_processes,
     )
     serve(args.artifacts, settings)
+    return 0
+
+
+#: ``popfuse serve`` flags that a Ray catalog sets instead, and where (None: none applies; Ray Serve's proxies
+#: hold the connections).
+_CATALOG_SETS = {"max_batch_size": None, "max_queue_delay_us": None, "model_config": None,
+                 "max_pending": "ingress.max_pending", "max_body_bytes": "ingress.max_body_bytes",
+                 "workers": "replicas.workers", "threads": "replicas.threads", "graceful_timeout": None,
+                 "header_timeout": None, "body_timeout": None, "max_connections": None,
+                 "http_restricted_api": "ingress.http_restricted_api",
+                 "grpc_restricted_api": "ingress.grpc_restricted_api",
+                 "worker_processes": "replicas.num_replicas"}
+
+
+def _serve_ray(args: argparse.Namespace) -> int:
+    if args.artifacts:
+        raise UsageError("with --ray, the catalog names the artifacts; drop the artifact arguments")
+    defaults = make_parser().parse_args(["serve", "--ray", str(args.ray)])
+    for name, key in _CATALOG_SETS.items():
+        if getattr(args, name) != getattr(defaults, name):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} does not apply with --ray" + (f"; set {key} in the catalog" if key else ""))
+    from popfuse.runtime.scaleout.catalog import load_catalog
+
+    catalog = load_catalog(args.ray)  # refused before anything starts, Ray or not
+    try:
+        from popfuse.runtime.scaleout.app import serve_catalog
+    except ModuleNotFoundError as e:
+        raise UsageError(f"popfuse serve --ray needs the ray extra, which is not installed here (no module "
+                         f"{e.name!r}): pip install 'popfuse[ray]'") from e
+    serve_catalog(catalog, args.host, args.port, None if args.no_grpc else args.grpc_port)
     return 0
 
 
@@ -255,9 +290,12 @@ def make_parser() -> argparse.ArgumentParser:
     command("check", "say which targets work here, running a tiny fused model on each", cmd_check)
 
     p = command("serve", "serve artifacts over the KServe v2 / Triton HTTP and gRPC protocols", cmd_serve)
-    p.add_argument("artifacts", nargs="+", type=_artifact, metavar="[NAME=]PATH",
+    p.add_argument("artifacts", nargs="*", type=_artifact, metavar="[NAME=]PATH",
                    help="artifacts to serve, each subgraph a model; NAME=PATH names the artifact, else it is "
                         "named after its file (executable.popef: executable)")
+    p.add_argument("--ray", type=Path, default=None, metavar="CATALOG.yaml",
+                   help="serve a catalog's artifacts on a Ray Serve cluster instead (RAY_ADDRESS's, `ray start`'s, "
+                        "or one started here); see docs/scale-out.md")
     p.add_argument("--host", default="127.0.0.1",
                    help="the address to listen on, HTTP and gRPC (127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="the HTTP port")

@@ -4,7 +4,9 @@
 ``read_artifact`` checks the signature against the trusted keys before it
 parses any record, checks that every blob the metadata promises is there (so a
 file cut at a blob boundary is caught too), and checks the records against
-each other (``validation``) before anything uses them.
+each other (``validation``) before anything uses them. ``read_header`` reads
+the metadata and fusion map from the front of the file alone, which say what
+the artifact serves and how big it is before it loads.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import metadata as md
 from .atomic import write_atomic
 from .compression import compress, decompress
 from .display import source_label
 from .errors import ArtifactError
-from .popef import Blob, BlobType, Signer, iter_encoded, read_blobs
+from .popef import Blob, BlobType, Signer, blob_extent, iter_encoded, read_blob_at, read_blobs, reading
 from .signing import Signature, signature_of, verify
 from .validation import check_records
 
@@ -47,6 +49,15 @@ class Artifact:
     #: an artifact read from a file, over their headers, which hold the contents' SHA-256s). Empty when built
     #: in memory.
     content_id: str = ""
+
+
+@dataclass(frozen=True)
+class ArtifactHeader:
+    """What the front of an artifact says: its metadata, its fusion map, and the file's size in bytes."""
+
+    metadata: md.Metadata
+    fusion_map: md.FusionMap
+    size: int
 
 
 def to_blobs(artifact: Artifact) -> list[Blob]:
@@ -91,6 +102,43 @@ def read_artifact(source: str | os.PathLike | bytes | memoryview, trusted_keys: 
     blobs = read_blobs(source)
     signature = verify(blobs, trusted_keys, label) if trusted_keys else None
     return replace(parse_blobs(blobs, label), signature=signature)
+
+
+def read_header(source: str | os.PathLike | BinaryIO, label: str | None = None) -> ArtifactHeader:
+    """Read and verify the metadata and fusion map at the front of an artifact, and nothing after them.
+
+    ``source`` is a path or a seekable binary stream (an object in storage); ``label`` names it in errors.
+    The size is the file's; for a stream, the one the metadata's blob list adds up to.
+
+    Raises:
+        ArtifactError: the file is missing, is not a popfuse artifact, or its front is truncated or corrupt.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        return _read_header(source, label or repr(source), None)
+    label = label or source_label(source)
+    with reading(source, label) as stream:
+        return _read_header(stream, label, os.fstat(stream.fileno()).st_size)
+
+
+def _read_header(stream: BinaryIO, label: str, actual_size: int | None) -> ArtifactHeader:
+    first, offset = read_blob_at(stream, 0, 0, label, expect=BlobType.METADATA)
+    meta: md.Metadata = load_record(md.Metadata, first.payload, label)
+    # The writer puts the fusion map right after the metadata (``to_blobs``).
+    second, _ = read_blob_at(stream, offset, 1, label, expect=BlobType.OPAQUE)
+    if second.name != FUSION_MAP_BLOB:
+        raise ArtifactError(f"{label}: blob 1 is {second.name!r}, expected the fusion map; this file was not "
+                            "written by popfuse")
+    fusion_map: md.FusionMap = load_record(md.FusionMap, second.payload, label)
+    # The tensor blobs are not read: their sizes are those the blob list promises, which a full read checks.
+    check_records(meta, fusion_map, {r.name: range(r.size) for r in meta.blobs if r.type == BlobType.TENSOR}, label)
+    size = offset
+    for ref in meta.blobs:
+        size += blob_extent(ref.name, ref.size, size)
+    if actual_size is not None and actual_size < size:
+        raise ArtifactError(f"{label}: the file has {actual_size} bytes, but its metadata lists blobs of {size}; "
+                            "it is truncated")
+    # Blobs past those listed are a later writer's, which readers skip; they still take room.
+    return ArtifactHeader(meta, fusion_map, size if actual_size is None else actual_size)
 
 
 def parse_blobs(blobs: list[Blob], label: str) -> Artifact:

@@ -24,6 +24,7 @@ each header holds its blob's SHA-256, so the signature covers every byte of the 
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import mmap
@@ -33,6 +34,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from .atomic import write_atomic
 from .display import source_label
@@ -78,11 +80,23 @@ class Blob:
 Signer = Callable[[bytes], Blob]
 
 
+def _header_size(name_size: int, offset: int) -> int:
+    """The header's size with the padding that starts the payload of a blob written at ``offset`` on a
+    ``PAYLOAD_ALIGN``-byte boundary."""
+    return HEADER_SIZE + (-(offset + HEADER_SIZE + name_size) % PAYLOAD_ALIGN)
+
+
+def blob_extent(name: str, payload_size: int, offset: int) -> int:
+    """The bytes a blob named ``name`` with a payload of ``payload_size`` bytes takes in a file at ``offset``."""
+    name_size = len(name.encode("utf-8"))
+    return _header_size(name_size, offset) + name_size + payload_size
+
+
 def encode_header(blob: Blob, offset: int = 0) -> bytes:
     """The header and name of ``blob``, padded so that its payload, written at
     ``offset`` in the file, starts on a ``PAYLOAD_ALIGN``-byte boundary."""
     name = blob.name.encode("utf-8")
-    header_size = HEADER_SIZE + (-(offset + HEADER_SIZE + len(name)) % PAYLOAD_ALIGN)
+    header_size = _header_size(len(name), offset)
     total = header_size + len(name) + len(blob.payload)
     digest = hashlib.sha256(name)
     digest.update(blob.payload)
@@ -146,6 +160,31 @@ def read_blobs(source: str | os.PathLike | bytes | memoryview) -> list[Blob]:
     return blobs
 
 
+def read_blob_at(stream: BinaryIO, offset: int, number: int, label: str,
+                 expect: BlobType | None = None) -> tuple[Blob, int]:
+    """Read and verify blob ``number``, which starts at ``offset`` of a seekable binary ``stream``, reading
+    nothing past its end: the front of a file is read without the rest. Returns the blob and its total size.
+
+    Raises:
+        ArtifactError: as ``read_blobs``; also when the blob is not of type ``expect`` (checked before its
+            payload is read).
+    """
+    where = f"{label}: blob {number} at byte {offset}"
+    try:
+        stream.seek(offset)
+        head = stream.read(HEADER_SIZE)
+        btype, header_size, name_size, total, digest = _check_header(where, head, offset)
+        if expect is not None and btype != expect:
+            raise ArtifactError(f"{where}: a blob of type {btype}, expected {expect.name.lower()} here")
+        rest = stream.read(total - HEADER_SIZE)
+    except OSError as e:
+        raise ArtifactError(f"{where}: cannot read: {e.strerror or e}") from e
+    if len(rest) < total - HEADER_SIZE:
+        raise ArtifactError(f"{where}: truncated; the blob declares {total} bytes but {HEADER_SIZE + len(rest)} remain")
+    blob = _check_body(where, memoryview(head + rest), btype, header_size, name_size, digest)
+    return blob, total
+
+
 def release_pages(*payloads: bytes | memoryview) -> None:
     """Drop from this process the resident pages of the file mappings behind ``payloads``, if any.
 
@@ -166,18 +205,25 @@ def _open(source: str | os.PathLike | bytes | memoryview) -> tuple[str, memoryvi
     if isinstance(source, (bytes, bytearray, memoryview)):
         return source_label(source), memoryview(source)
     path = Path(source)
+    with reading(path, str(path)) as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return str(path), memoryview(b"")
+        # The map stays valid after the file is closed; payload views keep it alive.
+        return str(path), memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, label: str) -> Iterator[BinaryIO]:
+    """An artifact file open for reading; failing to open or read it raises ArtifactError naming ``label``."""
     try:
         with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                return str(path), memoryview(b"")
-            # The map stays valid after the file is closed; payload views keep it alive.
-            return str(path), memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            yield f
     except FileNotFoundError:
-        raise ArtifactError(f"{path}: no such artifact file") from None
+        raise ArtifactError(f"{label}: no such artifact file") from None
     except IsADirectoryError:
-        raise ArtifactError(f"{path}: is a folder; expected an artifact file such as executable.popef") from None
+        raise ArtifactError(f"{label}: is a folder; expected an artifact file such as executable.popef") from None
     except OSError as e:
-        raise ArtifactError(f"{path}: cannot read the artifact: {e.strerror or e}") from e
+        raise ArtifactError(f"{label}: cannot read the artifact: {e.strerror or e}") from e
 
 
 def _total_size(data: memoryview, offset: int) -> int:
@@ -187,12 +233,23 @@ def _total_size(data: memoryview, offset: int) -> int:
 def _read_one(label: str, data: memoryview, offset: int, number: int) -> Blob:
     where = f"{label}: blob {number} at byte {offset}"
     remaining = len(data) - offset
-    if bytes(data[offset : offset + len(MAGIC)]) != MAGIC[:remaining]:
+    btype, header_size, name_size, total, digest = _check_header(where, data[offset : offset + HEADER_SIZE], offset)
+    if total > remaining:
+        raise ArtifactError(f"{where}: truncated; the blob declares {total} bytes but {remaining} remain")
+    return _check_body(where, data[offset : offset + total], btype, header_size, name_size, digest)
+
+
+def _check_header(where: str, head: bytes | memoryview, offset: int) -> tuple[int, int, int, int, bytes]:
+    """The type, header size, name size, total size and SHA-256 of a blob's verified fixed header.
+
+    ``head`` is the first ``HEADER_SIZE`` bytes of the blob, or what is left of the file when that is less.
+    """
+    if bytes(head[: len(MAGIC)]) != MAGIC[: len(head)]:
         hint = " (this is not a popfuse artifact)" if offset == 0 else ""
-        raise ArtifactError(f"{where}: bad magic {bytes(data[offset : offset + 4])!r}, expected {MAGIC!r}{hint}")
+        raise ArtifactError(f"{where}: bad magic {bytes(head[: len(MAGIC)])!r}, expected {MAGIC!r}{hint}")
     # The version first: an older format's header has another size, so its checksum cannot be checked here.
-    if remaining >= _VERSION.size + 4:
-        (version,) = _VERSION.unpack_from(data, offset + 4)
+    if len(head) >= _VERSION.size + len(MAGIC):
+        (version,) = _VERSION.unpack_from(head, len(MAGIC))
         if version != FORMAT_VERSION:
             newer = version > FORMAT_VERSION
             fix = "upgrade popfuse" if newer else "rebuild it with `popfuse build CONFIG.yaml`"
@@ -200,24 +257,26 @@ def _read_one(label: str, data: memoryview, offset: int, number: int) -> Blob:
                 f"{where}: format version {version} is {'newer' if newer else 'older'} than this popfuse reads "
                 f"({FORMAT_VERSION}); {fix}"
             )
-    if remaining < HEADER_SIZE:
-        raise ArtifactError(f"{where}: truncated; {remaining} bytes left, a header needs {HEADER_SIZE}")
-    _, version, btype, header_size, name_size, total, digest = _HEADER.unpack_from(data, offset)
-    (header_crc,) = _HEADER_CRC.unpack_from(data, offset + _HEADER.size)
-    if zlib.crc32(data[offset : offset + _HEADER.size]) != header_crc:
+    if len(head) < HEADER_SIZE:
+        raise ArtifactError(f"{where}: truncated; {len(head)} bytes left, a header needs {HEADER_SIZE}")
+    _, _, btype, header_size, name_size, total, digest = _HEADER.unpack_from(head)
+    (header_crc,) = _HEADER_CRC.unpack_from(head, _HEADER.size)
+    if zlib.crc32(head[: _HEADER.size]) != header_crc:
         raise ArtifactError(f"{where}: the header is corrupt (checksum mismatch)")
     if header_size < HEADER_SIZE or total < header_size + name_size:
         raise ArtifactError(f"{where}: inconsistent sizes (header {header_size}, name {name_size}, total {total})")
-    if total > remaining:
-        raise ArtifactError(f"{where}: truncated; the blob declares {total} bytes but {remaining} remain")
-    if any(data[offset + HEADER_SIZE : offset + header_size]):
+    return btype, header_size, name_size, total, digest
+
+
+def _check_body(where: str, blob: memoryview, btype: int, header_size: int, name_size: int, digest: bytes) -> Blob:
+    """The blob whose ``total`` bytes (header included) are ``blob``, after checking its padding and SHA-256."""
+    if any(blob[HEADER_SIZE:header_size]):
         raise ArtifactError(f"{where}: the header padding is corrupt (not zeros)")
-    body = data[offset + header_size : offset + total]
+    body = blob[header_size:]
     if hashlib.sha256(body).digest() != digest:
         raise ArtifactError(f"{where}: the contents are corrupt or were changed (SHA-256 mismatch)")
     try:
         name = bytes(body[:name_size]).decode("utf-8")
     except UnicodeDecodeError as e:
         raise ArtifactError(f"{where}: the blob name is not UTF-8") from e
-    header = bytes(data[offset : offset + header_size + name_size])
-    return Blob(type=btype, name=name, payload=body[name_size:], header=header)
+    return Blob(type=btype, name=name, payload=body[name_size:], header=bytes(blob[: header_size + name_size]))

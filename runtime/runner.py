@@ -82,12 +82,43 @@ class ExecuteFuture:
         return self._future.done()
 
 
+def check_artifact(source: str | os.PathLike | bytes, config: RuntimeConfig | None = None) -> Artifact:
+    """Read and verify an artifact, and check that this machine's backend can open it (the version and CPU
+    features it was compiled for), without opening it: what can be refused before memory is spent on it.
+
+    Raises:
+        ArtifactError: as ``Runner`` (``SignatureError`` when ``config.trusted_keys`` are set and none signed it).
+        BackendError: the artifact's target has no backend here.
+    """
+    config = config or RuntimeConfig()
+    artifact = read_artifact(source, [public_key(key) for key in config.trusted_keys])
+    backend, device = resolve_target(artifact.metadata.target)
+    built = artifact.metadata.backend
+    name, version, features = backend.name, backend.version(), backend.features(device)
+    if (built.name, built.version, built.features) == (name, version, features):
+        return artifact
+    label = source_label(source)
+    if (built.name, built.version) != (name, version):
+        problem = f"{label} was compiled by {built.name} {built.version}, but this machine has {name} {version}"
+    else:
+        problem = f"{label} was compiled for a machine with [{built.features}], but this machine has [{features}]"
+    if config.check_package_hash:
+        raise ArtifactError(
+            f"{problem}. Rebuild it here with `popfuse build CONFIG.yaml`, or set "
+            "RuntimeConfig(check_package_hash=False) to load it anyway"
+        )
+    log.warning("%s; loading anyway because check_package_hash is False", problem)
+    return artifact
+
+
 class Runner:
     """Executes the subgraphs of one artifact. PopRT's ``ModelRunner``.
 
     Args:
         source: Path to an ``executable.popef``, or its bytes.
         config: Runtime settings; None means ``RuntimeConfig()``.
+        checked: ``source``'s contents as ``check_artifact`` returned them under the same ``config``, so
+            that they are not read and checked again; None reads them.
 
     Raises:
         ArtifactError: the artifact is unreadable, its records disagree, it was
@@ -97,16 +128,15 @@ class Runner:
         BackendError: the backend cannot load the executable here.
     """
 
-    def __init__(self, source: str | os.PathLike | bytes, config: RuntimeConfig | None = None):
+    def __init__(self, source: str | os.PathLike | bytes, config: RuntimeConfig | None = None,
+                 checked: Artifact | None = None):
         self.config = config or RuntimeConfig()
-        trusted = [public_key(key) for key in self.config.trusted_keys]
-        artifact = read_artifact(source, trusted)
+        artifact = checked or check_artifact(source, self.config)
         #: Who signed the artifact (verified against ``trusted_keys`` when they are set), or None.
         self.signature = artifact.signature
         self.metadata: md.Metadata = artifact.metadata
         self.fusion_map: md.FusionMap = artifact.fusion_map
         backend, device = resolve_target(artifact.metadata.target)
-        self._check_backend(artifact, backend.name, backend.version(), backend.features(device), source)
         # The weights are views of the artifact's mapping, used in place for the session's life.
         cache = self.config.executable_cache
         options = SessionOptions(self.config.intra_op_num_threads, cache_key=artifact.content_id or None,
@@ -144,24 +174,6 @@ class Runner:
             seen[t] = k + 1
             out.append(slots[t][k])
         return out
-
-    def _check_backend(self, artifact: Artifact, name: str, version: str, features: str, source: Any) -> None:
-        built = artifact.metadata.backend
-        if (built.name, built.version, built.features) == (name, version, features):
-            return
-        label = source_label(source)
-        if (built.name, built.version) != (name, version):
-            problem = f"{label} was compiled by {built.name} {built.version}, but this machine has {name} {version}"
-        else:
-            problem = (
-                f"{label} was compiled for a machine with [{built.features}], but this machine has [{features}]"
-            )
-        if self.config.check_package_hash:
-            raise ArtifactError(
-                f"{problem}. Rebuild it here with `popfuse build CONFIG.yaml`, or set "
-                "RuntimeConfig(check_package_hash=False) to load it anyway"
-            )
-        log.warning("%s; loading anyway because check_package_hash is False", problem)
 
     @property
     def subgraphs(self) -> tuple[md.Subgraph, ...]:

@@ -94,8 +94,10 @@ def run_block(block: Block, cwd: Path) -> None:
 
 
 def check_yaml(block: Block, cwd: Path) -> None:
-    """A build file builds (next to the example's models, which it names); a server's model file loads."""
+    """A build file builds (next to the example's models, which it names); a server's model file loads; a Ray
+    catalog is read and checked (its paths relative to the repository's root)."""
     from popfuse.fusion import build
+    from popfuse.runtime.scaleout.catalog import load_catalog
     from popfuse.runtime.server.settings import load_model_config
 
     data = yaml.safe_load(block.code)
@@ -107,8 +109,13 @@ def check_yaml(block: Block, cwd: Path) -> None:
         path = cwd / f"doc-line-{block.line}.yaml"
         path.write_text(block.code)
         load_model_config(path)
+    elif "artifacts" in data:
+        path = cwd / f"doc-line-{block.line}.yaml"
+        path.write_text(block.code)
+        load_catalog(path)
     else:
-        raise AssertionError(f"line {block.line}: a YAML block that is neither a build file nor a model file")
+        raise AssertionError(f"line {block.line}: a YAML block that is neither a build file, a model file nor a "
+                             "catalog")
 
 
 def start_background(block: Block, url: str, cwd: Path) -> subprocess.Popen:

@@ -14,23 +14,18 @@ at least 2x the throughput of batch-1 classifier requests.
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import resource
-import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
-import grpc
 import numpy as np
-from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from popfuse.runtime import Runner
 from popfuse.runtime.server.heap import keep_freed_memory
 
 from .. import perf_analyzer
+from ..clients import GrpcClient, HttpClient, Request, closed_loop
 from ..context import Context
 from ..models import Workload, ppocr
 from ..server_process import ServerProcess
@@ -51,7 +46,7 @@ def run(ctx: Context) -> dict:
     fused_cmd = [sys.executable, "-m", "popfuse", "serve", str(artifact), "--threads", threads]
     baseline_cmd = [sys.executable, "-m", "popfuse.benchmarks.baseline_server", "--threads", threads,
                     *(f"{w.name}={w.path}" for w in models)]
-    requests = {w.name: _Request(w.name, w.feeds["x"]) for w in models}
+    requests = {w.name: Request(w.name, w.feeds) for w in models}
     # Requests per load: about a second and a half of work at each concurrency on the benchmark machine.
     mixed_total = {1: ctx.scale(96, 8), 8: ctx.scale(192, 16), 32: ctx.scale(224, 32)}
     pairs, rounds = ctx.scale(6, 1), ctx.scale(2, 1)
@@ -91,7 +86,7 @@ def run(ctx: Context) -> dict:
             "compute_bound": _compute_bound(runner(artifact, ctx.threads), 2, models[2], int(BATCH[1]), ctx)}
 
 
-def _overhead(server: ServerProcess, artifact, requests: dict[str, _Request], ctx: Context) -> list[dict]:
+def _overhead(server: ServerProcess, artifact, requests: dict[str, Request], ctx: Context) -> list[dict]:
     """Each model's p50 latency at concurrency 1 through the server (HTTP and gRPC) and in this process
     (``Runner.execute`` of the same request), in interleaved blocks. This process keeps freed heap for reuse
     as the server does (``heap.py``), so both sides allocate their outputs alike."""
@@ -99,7 +94,7 @@ def _overhead(server: ServerProcess, artifact, requests: dict[str, _Request], ct
     fused = runner(artifact, ctx.threads)
     rows = []
     for index, (name, request) in enumerate(requests.items()):
-        feeds = fused_feeds(fused, index, {"x": request.x})
+        feeds = fused_feeds(fused, index, request.inputs)
         per_block = ctx.scale({"det": 40, "rec": 12, "cls": 80}.get(name, 20), 2)
         samples: dict[str, list[float]] = {"runner": [], "http": [], "grpc": []}
         for _ in range(ctx.scale(5, 1)):
@@ -162,7 +157,7 @@ def _pair(commands: dict[str, list[str]], turn: int) -> Iterator[dict[str, Serve
         yield {label: stack.enter_context(ServerProcess(commands[label])) for label in labels}
 
 
-def _turns(targets: dict[str, tuple[ServerProcess, str]], requests: dict[str, _Request], concurrency: int, total: int,
+def _turns(targets: dict[str, tuple[ServerProcess, str]], requests: dict[str, Request], concurrency: int, total: int,
            rounds: int, into: dict[str, list[dict]]) -> None:
     """Load each target (a server and a protocol) in turn, ``rounds`` times, adding each load's result to
     ``into``; the order alternates between rounds."""
@@ -198,92 +193,16 @@ def _compute_bound(fused: Runner, index: int, workload: Workload, batch: int, ct
     return {"batch1_ms": lat["one"].p50 * 1e3, "per_item_ms": per_item * 1e3, "ratio": lat["one"].p50 / per_item}
 
 
-class _Request:
-    """One model's request, as each protocol sends it: binary tensors over HTTP, raw contents over gRPC."""
-
-    def __init__(self, model: str, x: np.ndarray):
-        self.model, self.x = model, x
-        header = json.dumps({
-            "inputs": [{"name": "x", "datatype": "FP32", "shape": list(x.shape),
-                        "parameters": {"binary_data_size": x.nbytes}}],
-            "parameters": {"binary_data_output": True},
-        }).encode()
-        self.http_body = header + x.tobytes()
-        self.http_headers = {"Inference-Header-Content-Length": str(len(header)),
-                             "Content-Type": "application/octet-stream"}
-        self.grpc_message = service_pb2.ModelInferRequest(model_name=model)
-        self.grpc_message.inputs.add(name="x", datatype="FP32", shape=x.shape)
-        self.grpc_message.raw_input_contents.append(x.tobytes())
-
-
-class _HttpClient:
-    def __init__(self, port: int):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        self.conn.connect()
-        # http.client sends a request's headers and body in two writes: without TCP_NODELAY, Nagle's algorithm
-        # holds the body's last segment until the server's delayed ACK (up to 40 ms). Triton's clients, curl
-        # and perf_analyzer set it, and gRPC does.
-        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def send(self, request: _Request) -> bool:
-        self.conn.request("POST", f"/v2/models/{request.model}/infer", body=request.http_body,
-                          headers=request.http_headers)
-        response = self.conn.getresponse()
-        response.read()
-        return response.status == 200
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-class _GrpcClient:
-    def __init__(self, port: int):
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
-
-    def send(self, request: _Request) -> bool:
-        try:
-            self.stub.ModelInfer(request.grpc_message, timeout=120)
-            return True
-        except grpc.RpcError:
-            return False
-
-    def close(self) -> None:
-        self.channel.close()
-
-
-def _load(target: tuple[ServerProcess, str], requests: dict[str, _Request], concurrency: int, total: int) -> dict:
+def _load(target: tuple[ServerProcess, str], requests: dict[str, Request], concurrency: int, total: int) -> dict:
     """Closed-loop load: ``concurrency`` clients, each sending its next request when the last returns, until
     ``total`` requests are answered. Client k always sends the same sequence of models (seeded by k), so two
     servers given the same load do exactly the same work, and only their speed sets the throughput."""
     server, protocol = target
     names = list(requests)
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    failures = [0] * concurrency
-    start_gate = threading.Barrier(concurrency + 1)
     each = -(-total // concurrency)
-
-    def client(k: int) -> None:
-        conn = _HttpClient(server.port) if protocol == "http" else _GrpcClient(server.grpc_port)
+    sequences = []
+    for k in range(concurrency):
         rng = np.random.default_rng(k)
-        conn.send(requests[names[0]])  # the connection is up before the clock starts
-        start_gate.wait()
-        for _ in range(each):
-            request = requests[names[int(rng.integers(len(names)))]]
-            t = time.perf_counter()
-            if conn.send(request):
-                latencies[k].append(time.perf_counter() - t)
-            else:
-                failures[k] += 1
-        conn.close()
-
-    workers = [threading.Thread(target=client, args=(k,)) for k in range(concurrency)]
-    for w in workers:
-        w.start()
-    start_gate.wait()
-    began = time.perf_counter()
-    for w in workers:
-        w.join()
-    elapsed = time.perf_counter() - began
-    flat = np.array([x for per in latencies for x in per]) if any(latencies) else np.array([np.nan])
-    return {"rps": len(flat) / elapsed, "latencies": flat, "failures": int(sum(failures))}
+        sequences.append([requests[names[int(rng.integers(len(names)))]] for _ in range(each)])
+    connect = (lambda: HttpClient(server.port)) if protocol == "http" else (lambda: GrpcClient(server.grpc_port))
+    return closed_loop(connect, sequences, warm=requests[names[0]])  # the connection is up before the clock

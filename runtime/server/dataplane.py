@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from ..errors import BackendError, ExecutionError
 from .batching import Batched
 from .errors import BadRequestError, ModelControlError, ModelNotFoundError, OverloadedError, UnavailableError
-from .model import BlockingModel, Model, Threaded, batchable
+from .model import BlockingModel, Forwarded, Model, RemoteModel, Threaded, batchable
 from .model_config import model_config
 from .protocol import InferRequest, InferResponse, brief
 from .settings import ServerSettings
@@ -36,7 +36,7 @@ def _failure(error: Exception) -> str:
 
 
 #: How a repository turns a model it loads into the model the data plane serves (``DataPlane.attach``).
-Attach = Callable[[BlockingModel], Model]
+Attach = Callable[[BlockingModel | RemoteModel], Model]
 
 
 class ModelRepository(Protocol):
@@ -80,9 +80,12 @@ class DataPlane:
         self._closing = False
         self.repository = make_repository(self.attach)
 
-    def attach(self, model: BlockingModel) -> Model:
-        """``model`` as served: batched when its settings ask and its shapes allow, else one request per run."""
+    def attach(self, model: BlockingModel | RemoteModel) -> Model:
+        """``model`` as served: a remote model forwarded; a local one batched when its settings ask and its
+        shapes allow, else one request per run."""
         stats = self._stats_for(model.name)
+        if isinstance(model, RemoteModel):
+            return Forwarded(model, stats)
         config = self.settings.batching_for(model.name)
         if config.enabled and batchable(model):
             return Batched(model, stats, self._executor, self.spawn, config.max_batch_size,

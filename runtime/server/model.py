@@ -6,11 +6,14 @@ against its declared dtypes and shapes before anything runs.
 
 A ``BlockingModel`` (one with a blocking ``predict``) becomes a served ``Model`` when the
 data plane attaches how it runs: on the thread pool (``Threaded``) or through
-a batcher (``batching.Batched``).
+a batcher (``batching.Batched``). A ``RemoteModel`` runs in another process or
+on another machine (a Ray Serve replica); attached, it is ``Forwarded``: checked
+here, awaited there.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import concurrent.futures
 import logging
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from .. import metadata as md
 from ..dtypes import kserve_from_numpy, numpy_from_popef
 from ..errors import ExecutionError
 from ..runner import Runner
@@ -43,6 +47,22 @@ class TensorSpec:
 
     def metadata(self) -> dict:
         return {"name": self.name, "datatype": kserve_from_numpy(self.dtype), "shape": list(self.shape)}
+
+
+def subgraph_specs(metadata: md.Metadata, sub: md.Subgraph) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """A fused model's inputs and outputs under its own names, from the artifact's records."""
+    anchors = {a.name: a for a in metadata.anchors}
+
+    def spec(anchor: str) -> TensorSpec:
+        info = anchors[anchor].tensor_info
+        return TensorSpec(sub.local_name(anchor), numpy_from_popef(info.data_type), info.shape)
+
+    return [spec(a) for a in sub.inputs], [spec(a) for a in sub.outputs]
+
+
+def platform(metadata: md.Metadata) -> str:
+    """The platform a fused model reports in its metadata: ``popfuse_<backend>``."""
+    return f"popfuse_{metadata.backend.name}"
 
 
 class BlockingModel(Protocol):
@@ -94,16 +114,9 @@ class SubgraphModel:
         sub = runner.subgraphs[index]
         self.artifact = artifact
         self.name = sub.name
-        self.platform = f"popfuse_{runner.metadata.backend.name}"
+        self.platform = platform(runner.metadata)
         self.runner = runner
-        anchors = {a.name: a for a in runner.metadata.anchors}
-
-        def spec(anchor: str) -> TensorSpec:
-            info = anchors[anchor].tensor_info
-            return TensorSpec(sub.local_name(anchor), numpy_from_popef(info.data_type), info.shape)
-
-        self.inputs = [spec(a) for a in sub.inputs]
-        self.outputs = [spec(a) for a in sub.outputs]
+        self.inputs, self.outputs = subgraph_specs(runner.metadata, sub)
         self._feeds = [(s.name, a) for s, a in zip(self.inputs, sub.inputs)]
         self._fetches = [(s.name, a) for s, a in zip(self.outputs, sub.outputs)]
         self._index_feed = {runner.fusion_map.index_anchor: np.array([index], np.uint32)}
@@ -216,3 +229,61 @@ class Threaded(Served):
             return outputs
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, execute)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """A remote run's outputs, and how long the request queued and computed where it ran."""
+
+    outputs: dict[str, np.ndarray]
+    queue_ns: int
+    compute_ns: int
+
+
+async def execute(executor: concurrent.futures.Executor, model: BlockingModel, inputs: dict[str, np.ndarray],
+                  queued_ns: int) -> Execution:
+    """Run ``model`` on ``executor`` and time it: what a process that runs models for others reports back.
+    ``queued_ns`` is when the request arrived (``time.perf_counter_ns``)."""
+
+    def run() -> tuple[dict[str, np.ndarray], int, int]:
+        start = time.perf_counter_ns()
+        outputs = model.predict(inputs)
+        return outputs, start, time.perf_counter_ns()
+
+    outputs, start, end = await asyncio.get_running_loop().run_in_executor(executor, run)
+    return Execution(outputs, start - queued_ns, end - start)
+
+
+class RemoteModel(abc.ABC):
+    """A model that runs in another process or on another machine: its requests are awaited, never run here.
+
+    Attributes:
+        name, artifact, platform, inputs, outputs: As a ``BlockingModel``'s, known without the model loaded.
+    """
+
+    name: str
+    artifact: str
+    platform: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    @abc.abstractmethod
+    async def run(self, inputs: dict[str, np.ndarray]) -> Execution:
+        """Run one checked request where the model is; raises the errors a served model raises."""
+
+
+class Forwarded(Served):
+    """A RemoteModel served: requests are checked here, run there, and counted here with the remote times."""
+
+    model: RemoteModel
+
+    def __init__(self, model: RemoteModel, stats: ModelStats):
+        super().__init__(model, stats)  # the same metadata as a BlockingModel's
+        self._rows = batchable(model)
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        execution = await self.model.run(inputs)
+        rows = next(iter(inputs.values())).shape[0] if self._rows else 1
+        # One request per run, as ``Threaded``'s: the remote compute is the model's run.
+        self.stats.execution(1, rows, execution.queue_ns, 0, execution.compute_ns, 0)
+        return execution.outputs

@@ -142,6 +142,17 @@ def built(tmp_path_factory):
          "--index 7 is out of range: executable.popef has 2 models, 0..1 (0 a, 1 b)"),
         (("bench", "--only", "dispatch,warp"), 2, "unknown suite(s) warp; choose from dispatch"),
         (("completion", "fish"), 2, "invalid choice: 'fish'"),
+        (("serve",), 2, "popfuse serve: error: name the artifacts to serve, or a catalog with --ray CATALOG.yaml"),
+        (("serve", "executable.popef", "--ray", "c.yaml"), 2, "with --ray, the catalog names the artifacts"),
+        (("serve", "--ray", "c.yaml", "--max-batch-size", "8"), 2, "--max-batch-size does not apply with --ray"),
+        (("serve", "--ray", "c.yaml", "--workers", "3"), 2,
+         "--workers does not apply with --ray; set replicas.workers in the catalog"),
+        (("serve", "--ray", "c.yaml", "--grpc-restricted-api", "inference:k=v"), 2,
+         "--grpc-restricted-api does not apply with --ray; set ingress.grpc_restricted_api in the catalog"),
+        (("serve", "--ray", "c.yaml", "--header-timeout", "3"), 2, "--header-timeout does not apply with --ray"),
+        (("serve", "--ray", "c.yaml", "--worker-processes", "3"), 2,
+         "--worker-processes does not apply with --ray; set replicas.num_replicas in the catalog"),
+        (("serve", "--ray", "missing.yaml"), 1, "popfuse serve: error: missing.yaml: no such catalog file"),
         (("build", "missing.yaml"), 1, "popfuse build: error: missing.yaml: no such config file"),
         (("dump", "a.onnx"), 1, "popfuse dump: error: a.onnx: blob 0 at byte 0"),
         (("run", "executable.popef", "--index", "0", "--input", "X=nothing.npy"), 1, "cannot load 'nothing.npy'"),
@@ -168,6 +179,16 @@ def test_serve_without_its_extra_says_how_to_install_it(built):
     assert ran.returncode == 2
     assert ran.stderr.strip() == ("popfuse serve: error: popfuse serve needs the serve extra, which is not installed "
                                   "here (no module 'uvicorn'): pip install 'popfuse[serve]'")
+
+
+def test_serve_ray_without_its_extra_says_how_to_install_it(built):
+    (built / "catalog.yaml").write_text("artifacts: {fused: executable.popef}\nreplicas: {memory_budget: 1 MB}\n")
+    code = ("import sys; sys.modules['ray'] = None; from popfuse.cli import main; "
+            "sys.exit(main(['serve', '--ray', 'catalog.yaml']))")
+    ran = subprocess.run([sys.executable, "-c", code], cwd=built, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 2
+    assert ran.stderr.strip() == ("popfuse serve: error: popfuse serve --ray needs the ray extra, which is not "
+                                  "installed here (no module 'ray'): pip install 'popfuse[ray]'")
 
 
 def test_a_closed_pipe_ends_quietly(built):

@@ -17,7 +17,7 @@ from popfuse.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from popfuse.runtime.compression import compress, decompress
 from popfuse.runtime.errors import BackendError
 from popfuse.runtime.popef import Blob, write_blobs
-from popfuse.runtime.runner import weights
+from popfuse.runtime.runner import check_artifact, weights
 from tests.concurrency import run_in_threads
 from tests.models import dynamic_model, if_model, scale_model
 
@@ -156,6 +156,21 @@ def test_artifact_from_another_backend_version_is_refused(artifact, tmp_path, ca
         Runner(stale)
     runner = Runner(stale, RuntimeConfig(validate_io_params=False, check_package_hash=False))
     assert "loading anyway" in caplog.text
+    np.testing.assert_allclose(runner.execute({"graph0/X": np.zeros((1, 4), np.float32)})["graph0/O"], [[0, 1, 2, 3]])
+
+
+def test_an_artifact_is_checked_without_being_opened_and_opened_without_being_read_again(artifact, tmp_path,
+                                                                                        monkeypatch):
+    stale = with_backend(artifact, tmp_path / "stale.popef", version="0.0.1")
+    opened = []
+    monkeypatch.setattr(OnnxRuntimeBackend, "open", lambda *a, **k: opened.append(a))
+    with pytest.raises(ArtifactError, match="compiled by onnxruntime 0.0.1"):
+        check_artifact(stale)
+    checked = check_artifact(artifact)
+    assert not opened
+    monkeypatch.undo()
+    monkeypatch.setattr("popfuse.runtime.runner.read_artifact", lambda *a: pytest.fail("read again"))
+    runner = Runner(artifact, LENIENT, checked=checked)
     np.testing.assert_allclose(runner.execute({"graph0/X": np.zeros((1, 4), np.float32)})["graph0/O"], [[0, 1, 2, 3]])
 
 

@@ -21,7 +21,7 @@ from popfuse.runtime.server.protocol import InferRequest
 from popfuse.runtime.server.repository import FixedRepository, Repository
 from popfuse.runtime.server.settings import ServerSettings
 from tests.models import PPOCR, ppocr_input, scale_model
-from tests.runtime.server.toys import ErrorModel, SlowModel, SumModel
+from tests.runtime.server.toys import ErrorModel, RemoteSum, SlowModel, SumModel
 
 
 def plane(*models, **settings) -> DataPlane:
@@ -43,6 +43,27 @@ def test_a_request_runs_and_is_counted():
     np.testing.assert_array_equal(response.outputs["O"], [10, 4])
     (stats,) = dp.statistics()["model_stats"]
     assert stats["inference_count"] == 2 and stats["inference_stats"]["success"]["count"] == 1
+
+
+def test_a_remote_model_is_checked_here_run_there_and_counted_with_its_times():
+    remote = RemoteSum()
+
+    async def main():
+        dp = plane(remote)
+        response = await dp.infer("remote", request([[1, 2, 3, 4], [0, 0, 0, 1]]))
+        with pytest.raises(BadRequestError, match="expected shape"):
+            await dp.infer("remote", request([[1, 2, 3]]))
+        await dp.close()
+        return dp, response
+
+    dp, response = asyncio.run(main())
+    np.testing.assert_array_equal(response.outputs["O"], [10, 1])
+    assert remote.local.executions == [2]  # the bad request never left
+    (stats,) = dp.statistics()["model_stats"]
+    assert (stats["inference_count"], stats["execution_count"]) == (2, 1)
+    assert stats["inference_stats"]["queue"] == {"count": 1, "ns": 1_000}
+    assert stats["inference_stats"]["compute_infer"] == {"count": 1, "ns": 5_000}
+    assert stats["inference_stats"]["fail"]["count"] == 1
 
 
 def test_bad_requests_are_refused_before_anything_runs():

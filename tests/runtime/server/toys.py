@@ -3,13 +3,14 @@ the BlockingModel interface, small enough to say exactly what a request did."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
 import numpy as np
 
 from popfuse.runtime.errors import BackendError, ExecutionError
-from popfuse.runtime.server.model import TensorSpec
+from popfuse.runtime.server.model import Execution, RemoteModel, TensorSpec
 
 
 class SumModel:
@@ -55,3 +56,19 @@ class ErrorModel(SumModel):
         if (x[:, 0] < 0).any():
             raise ExecutionError("a negative first value is out of this model's domain")
         return super().predict(inputs)
+
+
+class RemoteSum(RemoteModel):
+    """A SumModel run elsewhere (a thread of its own standing for another process): reports the rows it was
+    sent and fixed queue and compute times, as a replica reports its own."""
+
+    platform = "toy"
+
+    def __init__(self, name: str = "remote"):
+        self.local = SumModel(name)
+        self.name = self.artifact = name
+        self.inputs, self.outputs = self.local.inputs, self.local.outputs
+
+    async def run(self, inputs: dict[str, np.ndarray]) -> Execution:
+        outputs = await asyncio.to_thread(self.local.predict, inputs)
+        return Execution(outputs, queue_ns=1_000, compute_ns=5_000)
