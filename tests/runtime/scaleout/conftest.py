@@ -20,7 +20,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from popfuse.benchmarks.models import Workload, mlp
 from popfuse.benchmarks.server_process import free_port
@@ -130,6 +129,8 @@ class RayServer:
     def metrics(self, name: str) -> dict[tuple[str, str], float]:
         """Samples of Ray metric ``name`` (``ray_`` prefixed, as exported) by (replica, artifact), summed over
         the rest of the labels; artifact is "" for metrics without it."""
+        from prometheus_client.parser import text_string_to_metric_families  # installed with the ray extra
+
         with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
             text = response.read().decode()
         out: dict[tuple[str, str], float] = {}
