@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -83,5 +84,10 @@ def _read_remote(source: str, read: Callable[[BinaryIO], T]) -> T:
             return read(stream)
     except ArtifactError:
         raise
+    except ImportError as e:  # smart_open's support for a scheme is an extra of its own
+        found = re.search(r"use the (\w+) functionality", str(e))
+        extra = found.group(1) if found else source.split("://", 1)[0]
+        raise ArtifactError(f"{source}: smart_open reads such URIs only with its {extra!r} support installed: "
+                            f"pip install 'smart_open[{extra}]'") from e
     except Exception as e:  # smart_open raises each scheme's own errors (HTTP, S3, GCS …)
         raise ArtifactError(f"{source}: cannot read the artifact: {type(e).__name__}: {e}") from e

@@ -39,3 +39,10 @@ def test_unreadable_uris_are_artifact_errors(storage, tmp_path):
     with pytest.raises(ArtifactError, match="absent.popef: cannot read the artifact"):
         sources.local_copy(f"{storage}/absent.popef", tmp_path)
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_a_scheme_whose_smart_open_support_is_missing_names_the_extra():
+    # Azure's client is in no popfuse extra: smart_open refuses the scheme with an ImportError of its own.
+    with pytest.raises(ArtifactError, match=r"azure://box/a.popef: smart_open reads such URIs only with its "
+                                            r"'azure' support installed: pip install 'smart_open\[azure\]'"):
+        sources.source_header("azure://box/a.popef")
