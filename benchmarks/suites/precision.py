@@ -19,6 +19,7 @@ import onnx
 
 from popfuse.fusion import ModelOptions, compile_artifact, fuse_models
 from popfuse.fusion.graph import IR_VERSION, initializer_bytes
+from popfuse.fusion.naming import anchor
 from popfuse.runtime.artifact import write_artifact
 
 from .. import ocr
@@ -63,12 +64,13 @@ def run(ctx: Context) -> dict:
         fp32, fp16 = built["fp32"]["runner"], built["fp16"]["runner"]
         plain = session(_plain_fp16(sources[i]), ctx.threads)
         judged, plain_judged = [], []
+        feed = anchor(i, "x")
         for x in inputs[name]:
-            (want,) = fp32.execute({f"graph{i}/x": x}).values()
-            (got,) = fp16.execute({f"graph{i}/x": x.astype(np.float16)}).values()
+            (want,) = fp32.execute({feed: x}).values()
+            (got,) = fp16.execute({feed: x.astype(np.float16)}).values()
             judged.append(ocr.agreement(name, want, got))
             plain_judged.append(ocr.agreement(name, want, plain.run(None, {"x": x.astype(np.float16)})[0]))
-        x32, x16 = {f"graph{i}/x": inputs[name][0]}, {f"graph{i}/x": inputs[name][0].astype(np.float16)}
+        x32, x16 = {feed: inputs[name][0]}, {feed: inputs[name][0].astype(np.float16)}
         ratios, t32, t16 = paired_blocks(partial(fp32.execute, x32), partial(fp16.execute, x16),
                                          blocks=ctx.scale(12, 2), per_block=ctx.scale(3, 1), warmup=2)
         report = built["fp16"]["reports"][i]
