@@ -5,10 +5,11 @@ dictionary is as large as the decoded bytes, at least 4 KiB and at most 1 MiB. T
 and the executable are stored so: they are mostly names, which LZMA2 shrinks about twice as far as zlib did
 (figures in docs/popef-format.md). Tensor data is never compressed: it is used in place.
 
-The reader checks the declared size against its limit before it decodes anything, decodes no more than that
-size, and refuses a stream that is corrupt, ends early or runs on: a forged frame can neither make it
-allocate more than the limit allows nor raise anything but ArtifactError. The dictionary is the reader's
-choice, not the stream's, so a forged stream cannot ask for a larger one.
+The reader checks the declared size against its limit, and against 1,024 times the frame's own size, before
+it decodes anything; it decodes no more than that size, and refuses a stream that is corrupt, ends early or
+runs on. A forged frame can neither make it allocate more than the lesser of the two nor raise anything but
+ArtifactError. The dictionary is the reader's choice, not the stream's, so a forged stream cannot ask for a
+larger one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from .errors import ArtifactError
 _SIZE = struct.Struct("<Q")
 _MIN_DICT = 4 << 10
 _MAX_DICT = 1 << 20
+#: How many times its compressed size a frame may declare. LZMA2 shrinks real graphs and records 2-12x; a run
+#: of zeros it shrinks about 7,000x, which would let a small forged file make a reader allocate gigabytes.
+_MAX_RATIO = 1024
+_SLACK = 64 << 10
 #: LZMA's level 6; lc=1, pb=0 suit protobuf and JSON, whose bytes follow no 4-byte rhythm, better than its
 #: defaults (lc=3, pb=2).
 _ENCODER = {"id": lzma.FILTER_LZMA2, "preset": 6, "lc": 1, "lp": 0, "pb": 0}
@@ -46,6 +51,9 @@ def decompress(frame: bytes | memoryview, limit: int, what: str) -> bytes:
     if size > limit:
         raise ArtifactError(f"{what} declares {size} bytes once decompressed, over the {limit} a reader accepts; "
                             "the file is corrupt")
+    if size > _MAX_RATIO * len(frame) + _SLACK:
+        raise ArtifactError(f"{what} declares {size} bytes once decompressed from {len(frame)}, more than "
+                            f"{_MAX_RATIO} times its size, which no real graph or record reaches; the file is corrupt")
     decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2,
                                                                "dict_size": _dictionary(size)}])
     try:

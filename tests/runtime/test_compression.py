@@ -55,6 +55,15 @@ def test_a_declared_size_over_the_limit_is_refused_before_anything_is_decoded():
         decompress(bomb, 1 << 20, "x")
 
 
+def test_a_frame_declaring_far_more_than_its_stream_could_hold_is_refused_before_decoding():
+    # 16 MiB of zeros compress to a few kilobytes: within the executable's 2 GiB limit, a small forged file
+    # would still make the reader allocate all of it, and gigabytes as easily.
+    bomb = compress(bytes(16 << 20))
+    with pytest.raises(ArtifactError, match=r"x declares 16777216 bytes once decompressed from \d+, more than 1024 "
+                                            r"times its size"):
+        decompress(bomb, 1 << 31, "x")
+
+
 def test_a_stream_that_holds_more_than_it_declares_is_cut_at_the_declared_size():
     # 64 MiB of zeros behind a frame that declares 1,000 bytes: decoding stops one byte past them.
     stream = lzma.compress(bytes(64 << 20), format=lzma.FORMAT_RAW,
