@@ -113,6 +113,12 @@ def _prefix_nodes(graph: onnx.GraphProto, sig: dict[str, bytes], common: set[byt
     return [n for n in graph.node if _is_shared(n, sig, common)]
 
 
+def _weighed(graph: onnx.GraphProto, sig: dict[str, bytes]) -> set[bytes]:
+    """The signatures of the values computed by the nodes of ``graph`` that read an initializer."""
+    weights = {t.name for t in graph.initializer}
+    return {sig[o] for n in graph.node if any(name in weights for name in n.input) for o in n.output if o}
+
+
 def group_models(graphs: Sequence[onnx.GraphProto], min_shared_bytes: int = MIN_SHARED_BYTES) -> list[Group]:
     """Group the models that share a prefix; every model is in exactly one group, in index order.
 
@@ -122,6 +128,7 @@ def group_models(graphs: Sequence[onnx.GraphProto], min_shared_bytes: int = MIN_
     """
     sigs = [signatures(g) for g in graphs]
     node_sigs = [{sig[o] for n in g.node for o in n.output if o} for g, sig in zip(graphs, sigs)]
+    weighed = [_weighed(g, sig) for g, sig in zip(graphs, sigs)]
     members: list[list[int]] = []
     commons: list[set[bytes]] = []
     for i, graph in enumerate(graphs):
@@ -130,6 +137,10 @@ def group_models(graphs: Sequence[onnx.GraphProto], min_shared_bytes: int = MIN_
             if _input_signature(graphs[first]) != _input_signature(graph):
                 continue
             common = commons[k] & node_sigs[i]
+            # Shared nodes that read no weight cannot reach min_shared_bytes: distinct models (most pairs of a
+            # multi-tenant fusion) are told apart here, without walking the group's graph once per pair.
+            if min_shared_bytes > 0 and not common & weighed[first]:
+                continue
             shared = _prefix_nodes(graphs[first], sigs[first], common)
             if initializer_bytes([graphs[first]], read_by=shared) >= min_shared_bytes:
                 group.append(i)
