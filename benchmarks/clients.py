@@ -81,8 +81,17 @@ class GrpcClient:
         except grpc.RpcError:
             return False
 
+    def live(self) -> bool:
+        """Whether the server answered its liveness check (ServerLive) with live."""
+        return self.stub.ServerLive(service_pb2.ServerLiveRequest(), timeout=30).live
+
     def close(self) -> None:
         self.channel.close()
+
+
+def grpc_ready(channel: grpc.Channel, timeout: float = 60) -> None:
+    """Wait until ``channel``'s server accepts connections (a server process just started)."""
+    grpc.channel_ready_future(channel).result(timeout=timeout)
 
 
 def closed_loop(connect: Callable[[], HttpClient | GrpcClient], sequences: Sequence[Sequence[Request]],

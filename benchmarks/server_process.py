@@ -19,6 +19,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time process ``pid`` has used so far, user and system."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 class ServerProcess:
     """``command`` (``popfuse serve …`` or the baseline server) on free HTTP and gRPC ports, up and ready inside
     the ``with``; stopped with SIGTERM after it."""
@@ -64,8 +70,7 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time the server process has used so far, user and system."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        return cpu_seconds(self.proc.pid)
 
     def inferences(self, model: str) -> int:
         """How many inferences of ``model`` the server has counted."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -25,10 +26,10 @@ from popfuse.runtime import Runner
 from popfuse.runtime.server.heap import keep_freed_memory
 
 from .. import perf_analyzer
-from ..clients import GrpcClient, HttpClient, Request, closed_loop
+from ..clients import GrpcClient, HttpClient, Request, closed_loop, grpc_ready
 from ..context import Context
 from ..models import Workload, ppocr
-from ..server_process import ServerProcess
+from ..server_process import ServerProcess, cpu_seconds, free_port
 from ..setups import build_fused, fused_feeds, runner
 from ..timing import interleaved
 
@@ -57,6 +58,7 @@ def run(ctx: Context) -> dict:
     cls_request = {"cls": requests["cls"]}
     overhead: dict[str, dict[str, list[float]]] = {}
     perf: list[dict] = []
+    call_cost: dict[str, float] = {}
     # Both servers of a pair stay up and take turns: the machine drifts, and each round's ratio compares
     # contenders that saw the same moment. A server process also runs a few per cent faster or slower for its
     # whole life depending on where its memory landed, so several pairs are started, in alternating order.
@@ -69,6 +71,7 @@ def run(ctx: Context) -> dict:
             if p == 0:
                 overhead = _overhead(servers["fused"], artifact, requests, ctx)
                 perf = _perf_analyzer(servers["fused"], ctx)
+                call_cost = _call_cost(servers["fused"], ctx)
         with _pair({"on": fused_cmd + BATCH, "off": fused_cmd}, p) as servers:
             targets = {label: (servers[label], "http") for label in ("on", "off")}
             _turns(targets, cls_request, 32 if not ctx.smoke else 8, ctx.scale(1024, 32), rounds, single)
@@ -83,6 +86,7 @@ def run(ctx: Context) -> dict:
     batching = _summary(single, "on", "off")
     return {"rows": rows, "grpc_rows": grpc_rows, "batching": batching, "batching_ratio": batching["ratio"],
             "batch_size": int(BATCH[1]), "server_pairs": pairs, "overhead": overhead, "perf_analyzer": perf,
+            "call_cost": call_cost,
             "compute_bound": _compute_bound(runner(artifact, ctx.threads), 2, models[2], int(BATCH[1]), ctx)}
 
 
@@ -141,6 +145,38 @@ def _perf_analyzer(server: ServerProcess, ctx: Context) -> list[dict]:
     return [{"protocol": protocol, "concurrency": level,
              **{field: float(np.median([m[field] for m in ms])) for field in ms[0]}}
             for (protocol, level), ms in sorted(runs.items())]
+
+
+def _call_cost(server: ServerProcess, ctx: Context) -> dict[str, float]:
+    """Server CPU µs per liveness check, a call that does no work: over HTTP and gRPC to ``server``, and to a
+    bare grpc.aio server (``bare_grpc``). What each protocol's stack costs per call, which an inference pays
+    too; the medians of three blocks."""
+    calls = ctx.scale(3000, 100)
+
+    def per_call(pid: int, client: HttpClient | GrpcClient) -> float:
+        for _ in range(50):
+            client.live()
+        blocks = []
+        for _ in range(3):
+            before = cpu_seconds(pid)
+            for _ in range(calls):
+                client.live()
+            blocks.append(1e6 * (cpu_seconds(pid) - before) / calls)
+        client.close()
+        return float(np.median(blocks))
+
+    pid = server.proc.pid
+    out = {"http_us": per_call(pid, HttpClient(server.port)), "grpc_us": per_call(pid, GrpcClient(server.grpc_port))}
+    port = free_port()
+    bare = subprocess.Popen([sys.executable, "-m", "popfuse.benchmarks.bare_grpc", str(port)])
+    try:
+        client = GrpcClient(port)
+        grpc_ready(client.channel)
+        out["bare_grpc_us"] = per_call(bare.pid, client)
+    finally:
+        bare.terminate()
+        bare.wait(timeout=60)
+    return out
 
 
 def _children_cpu() -> float:

@@ -44,6 +44,7 @@ def test_benchmark_smoke_run_writes_the_report(tmp_path):
     robustness = results["robustness"]
     assert robustness["malformed"]["server_errors"] == 0 and robustness["slowloris"]["served_failures"] == 0
     assert serving["compute_bound"]["per_item_ms"] > 0
+    assert set(serving["call_cost"]) == {"http_us", "grpc_us", "bare_grpc_us"}
     assert all(r["met"] for r in results["precision"]["rows"])
     for plot in ("dispatch", "switching", "coldstart", "scaling", "serving", "precision"):
         assert (tmp_path / "benchmarks" / f"{plot}.png").stat().st_size > 1000
