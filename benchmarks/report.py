@@ -51,16 +51,24 @@ def machine() -> dict:
     import onnx
     import onnxruntime
 
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+            if cpu and flags:
                 break
     except OSError:
         pass
+    # A virtual machine's CPU is often named by its family alone ("AMD EPYC"), while its vector width decides
+    # onnxruntime's kernels and weight layout (and so an artifact's size).
+    vector = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
+                  "")
     return {
         "cpu": cpu,
+        "vector": vector,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
@@ -238,7 +246,7 @@ def _fit(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, float], float]:
 # What identifies a run beside its suites' results; a suite's results are every other key.
 _RUN_KEYS = ("machine", "threads", "smoke", "measured")
 # What must match for an earlier run's figures to stand beside a new one's: the machine's kind and the versions.
-_SAME_MACHINE = ("cpu", "cores", "python", "onnxruntime", "onnx", "numpy")
+_SAME_MACHINE = ("cpu", "vector", "cores", "python", "onnxruntime", "onnx", "numpy")
 
 
 def carry_over(results: dict, out_dir: Path) -> dict:
@@ -251,7 +259,9 @@ def carry_over(results: dict, out_dir: Path) -> dict:
         return results
     alike = (isinstance(earlier, dict) and earlier.get("threads") == results["threads"]
              and earlier.get("smoke") == results["smoke"]
-             and all(earlier.get("machine", {}).get(k) == results["machine"][k] for k in _SAME_MACHINE))
+             # A key an earlier run did not record yet (the vector width) is taken as matching.
+             and all(earlier.get("machine", {}).get(k, results["machine"].get(k)) == results["machine"].get(k)
+                     for k in _SAME_MACHINE))
     if not alike:
         return results
     merged = {**results, "measured": dict(results["measured"])}
@@ -285,7 +295,8 @@ def write(results: dict, out_dir: Path) -> Path:
         "a process runs a few per cent faster or slower for its whole life depending on where its memory landed, so",
         "dispatch, switching and serving spread their paired samples over several fresh processes (or server pairs).",
         "",
-        f"- Machine: {info['cpu']}, {info['cores']} cores; {info['platform']}",
+        f"- Machine: {info['cpu']}" + (f" ({info['vector']})" if info.get("vector") else "")
+        + f", {info['cores']} cores; {info['platform']}",
         f"- Versions: Python {info['python']}, onnxruntime {info['onnxruntime']}, onnx {info['onnx']}, "
         f"numpy {info['numpy']}",
         f"- Threads: {results['threads']} intra-op thread(s) for every session, fused or not",
