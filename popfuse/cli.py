@@ -324,9 +324,10 @@ def make_parser() -> argparse.ArgumentParser:
     group.add_argument("--header-timeout", type=float, default=10.0,
                        help="seconds a connection has to send a request's headers before it is closed")
     group.add_argument("--body-timeout", type=float, default=60.0,
-                       help="seconds a request has to send its body before its connection is closed")
+                       help="seconds a request has to send its body before its connection is closed (and a gRPC "
+                            "connection may stay with no call in flight)")
     group.add_argument("--max-connections", type=int, default=4096,
-                       help="open HTTP connections before more are refused, in each process")
+                       help="open connections before more are refused, HTTP and gRPC each, in each process")
     group = p.add_argument_group("access control (Triton's restricted APIs; default: every API open)")
     groups = "health, metadata, inference, shared-memory, model-config, model-repository, statistics, trace, logging"
     group.add_argument("--http-restricted-api", action="append", default=[], metavar="API[,API...]:KEY=VALUE",

@@ -337,6 +337,11 @@ def server_options(settings: ServerSettings) -> list[tuple[str, int]]:
         # server-wide bound is the data plane's --max-pending: grpc.aio's own maximum_concurrent_rpcs costs
         # every call a Python-level lock, about 15% of a small model's throughput here.
         ("grpc.max_concurrent_streams", MAX_STREAMS),
+        # As over HTTP: at most --max-connections open at once (gRPC core closes the ones past it as they
+        # arrive), and a connection that has had no call in flight for the body's time is closed (a client
+        # reconnects on its next call), so connections that open and then send nothing cannot pile up.
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.max_connection_idle_ms", int(settings.body_timeout_s * 1000)),
     ]
 
 

@@ -94,8 +94,10 @@ class Server(uvicorn.Server):
             await stopping
 
 
-def fit_open_files(connections: int) -> None:
-    """Raise this process's open-file limit (soft, up to the hard one) so ``connections`` sockets fit."""
+def fit_open_files(settings: ServerSettings) -> None:
+    """Raise this process's open-file limit (soft, up to the hard one) so that ``settings.max_connections``
+    sockets fit, for HTTP and as many for gRPC."""
+    connections = settings.max_connections * (1 if settings.grpc_port is None else 2)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = connections + 256  # the models' files, the gRPC server, the loop's own descriptors
     if soft != resource.RLIM_INFINITY and soft < wanted:
@@ -103,7 +105,7 @@ def fit_open_files(connections: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
         if new < wanted:
             log.warning("at most %d files may be open in this process; --max-connections %d will not fit", new,
-                        connections)
+                        settings.max_connections)
 
 
 def run(dataplane: DataPlane, settings: ServerSettings) -> None:
@@ -113,7 +115,7 @@ def run(dataplane: DataPlane, settings: ServerSettings) -> None:
     Raises:
         ServerConfigError: the gRPC port cannot be bound.
     """
-    fit_open_files(settings.max_connections)
+    fit_open_files(settings)
     Server(dataplane, settings).run()
 
 

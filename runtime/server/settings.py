@@ -47,8 +47,9 @@ class ServerSettings:
         http_restricted: API groups that HTTP requests reach only with a given header.
         grpc_restricted: API groups that gRPC calls reach only with given metadata.
         header_timeout_s: Seconds a connection has to send a request's headers; then it is closed.
-        body_timeout_s: Seconds a request has to send its body once its headers are in; then it is closed.
-        max_connections: Open HTTP connections at once; more are refused.
+        body_timeout_s: Seconds a request has to send its body once its headers are in; then it is closed. A
+            gRPC connection with no call in flight for this long is closed too.
+        max_connections: Open connections at once, HTTP and gRPC each; more are refused.
         worker_processes: Processes that serve the artifacts behind the same ports, each with its own data plane
             and threads, sharing the artifacts' and executables' pages; 1: this process alone.
         worker_index: Which of those processes this one is (0 for the first); None when it is not one of

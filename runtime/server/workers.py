@@ -410,7 +410,7 @@ def main(argv: list[str]) -> int:
     server = None
     try:
         dataplane = build(spec.artifacts, spec.settings)
-        fit_open_files(spec.settings.max_connections)
+        fit_open_files(spec.settings)
         server = _WorkerServer(dataplane, spec.settings, channel)
         server.run(sockets=[http])
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the supervisor stops the rest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import grpc
 import numpy as np
@@ -211,6 +212,25 @@ def test_refused_calls_leak_no_descriptor(pair):
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
     channel.close()
     assert _open_descriptors() <= before + 2
+
+
+def test_connections_past_the_cap_are_refused_and_idle_ones_are_closed(serve):
+    server = serve({"a": [scale_model(2.0)]}, grpc=True, max_connections=2, body_timeout_s=1.0)
+
+    def connect() -> service_pb2_grpc.GRPCInferenceServiceStub:
+        # A channel of its own connection (channels to one address share one by default).
+        channel = grpc.insecure_channel(server.grpc_url, options=[("grpc.use_local_subchannel_pool", 1)])
+        return service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+    live = service_pb2.ServerLiveRequest()
+    first, second, third = connect(), connect(), connect()
+    assert first.ServerLive(live, timeout=10).live and second.ServerLive(live, timeout=10).live
+    with pytest.raises(grpc.RpcError) as refused:
+        third.ServerLive(live, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    time.sleep(2.5)  # the first two, idle past the body timeout, are closed: a new connection fits
+    assert connect().ServerLive(live, timeout=10, wait_for_ready=True).live
+    assert first.ServerLive(live, timeout=10, wait_for_ready=True).live  # and a closed one reconnects
 
 
 def test_a_busy_port_is_a_clear_error():
