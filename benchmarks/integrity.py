@@ -1,8 +1,9 @@
 """What checking an artifact's integrity costs when it opens: ``python -m popfuse.benchmarks.integrity``.
 
 Builds the PP-OCR fusion (det, rec, cls), then, alternating in one process, times ``Runner(path)`` from the
-file to a loaded session, SHA-256 over every blob's name and payload (what the reader checks since format
-2), and CRC-32 over the same bytes (what format 1 checked instead). The figure that matters is how much longer a
+file to a loaded session, and the check as the reader makes it with SHA-256 (since format 2) and with CRC-32
+(what format 1 checked instead): the records' and the executable's digests, then their decoding, while the
+weights' digests run on another thread, as ``read_artifact`` does. The figure that matters is how much longer a
 load takes than it would with CRC-32: (SHA-256 - CRC-32) / (load - SHA-256 + CRC-32). With ``--sign``, the
 artifact is signed and loaded with its key trusted, so the Ed25519 check is inside the load time too.
 """
@@ -14,9 +15,10 @@ import hashlib
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
@@ -34,26 +36,46 @@ def measure(rounds: int = 15, sign: bool = False) -> dict[str, float]:
                                                               for n in PPOCR]}
         path = build(config, sign_key=key).popef_path
         size = path.stat().st_size
-        bodies = [(b.name.encode(), b.payload) for b in read_blobs(path)]
+        blobs = read_blobs(path)
         loads, sha, crc = [], [], []
         Runner(path, RuntimeConfig(trusted_keys=trusted))  # page cache and onnxruntime warmed once
         for _ in range(rounds):
             start = time.perf_counter()
             Runner(path, RuntimeConfig(trusted_keys=trusted))
             loads.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            for name, payload in bodies:
-                digest = hashlib.sha256(name)
-                digest.update(payload)
-                digest.digest()
-            sha.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            for name, payload in bodies:
-                zlib.crc32(payload, zlib.crc32(name))
-            crc.append(time.perf_counter() - start)
+            sha.append(_check(blobs, path.name, _sha256))
+            crc.append(_check(blobs, path.name, _crc32))
     load, sha_s, crc_s = (statistics.median(v) for v in (loads, sha, crc))
     return {"bytes": size, "load_s": load, "sha256_s": sha_s, "crc32_s": crc_s,
             "added": (sha_s - crc_s) / (load - sha_s + crc_s)}
+
+
+def _sha256(name: bytes, payload: memoryview) -> None:
+    digest = hashlib.sha256(name)
+    digest.update(payload)
+    digest.digest()
+
+
+def _crc32(name: bytes, payload: memoryview) -> None:
+    zlib.crc32(payload, zlib.crc32(name))
+
+
+def _check(blobs: list, label: str, digest: Callable[[bytes, memoryview], None]) -> float:
+    """Seconds the reader's checks take with ``digest``: the weights' on a thread, the rest and the records'
+    decoding on this one, as ``read_artifact`` runs them."""
+    from popfuse.runtime.artifact import parse_blobs
+    from popfuse.runtime.popef import BlobType
+
+    start = time.perf_counter()
+    weights = [b for b in blobs if b.type == BlobType.TENSOR]
+    thread = threading.Thread(target=lambda: [digest(b.name.encode(), b.payload) for b in weights])
+    thread.start()
+    for blob in blobs:
+        if blob.type != BlobType.TENSOR:
+            digest(blob.name.encode(), blob.payload)
+    parse_blobs(blobs, label)
+    thread.join()
+    return time.perf_counter() - start
 
 
 def _keys(folder: Path) -> tuple[Path, list[bytes]]:
@@ -76,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     r = measure(args.rounds, args.sign)
     print(f"PP-OCR artifact {r['bytes'] / 1e6:.2f} MB{' (signed, key trusted)' if args.sign else ''}: "
-          f"load {r['load_s'] * 1e3:.1f} ms, SHA-256 {r['sha256_s'] * 1e3:.2f} ms, CRC-32 {r['crc32_s'] * 1e3:.2f} ms;"
+          f"load {r['load_s'] * 1e3:.1f} ms, the checks with SHA-256 {r['sha256_s'] * 1e3:.2f} ms, with CRC-32 "
+          f"{r['crc32_s'] * 1e3:.2f} ms;"
           f" SHA-256 instead of CRC-32 adds {r['added'] * 100:.1f}% to the load")
     return 0
 

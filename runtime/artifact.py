@@ -22,7 +22,7 @@ from .atomic import write_atomic
 from .compression import compress, decompress
 from .display import source_label
 from .errors import ArtifactError
-from .popef import Blob, BlobType, Signer, blob_extent, iter_encoded, read_blob_at, read_blobs, reading
+from .popef import Blob, BlobType, Signer, blob_extent, iter_encoded, read_blob_at, read_blobs_checking_later, reading
 from .signing import Signature, signature_of, verify
 from .validation import check_records
 
@@ -99,9 +99,16 @@ def read_artifact(source: str | os.PathLike | bytes | memoryview, trusted_keys: 
         SignatureError: with ``trusted_keys``, the file is unsigned, signed by another key, or changed since.
     """
     label = source_label(source)
-    blobs = read_blobs(source)
-    signature = verify(blobs, trusted_keys, label) if trusted_keys else None
-    return replace(parse_blobs(blobs, label), signature=signature)
+    # The weights' digests are checked on another thread while the records are decoded and checked; every
+    # digest is checked before this returns, and the signature (over the headers, which hold the digests)
+    # before any record is parsed.
+    blobs, finish = read_blobs_checking_later(source, (BlobType.TENSOR,))
+    try:
+        signature = verify(blobs, trusted_keys, label) if trusted_keys else None
+        artifact = parse_blobs(blobs, label)
+    finally:
+        finish()
+    return replace(artifact, signature=signature)
 
 
 def read_header(source: str | os.PathLike | BinaryIO, label: str | None = None) -> ArtifactHeader:

@@ -30,8 +30,9 @@ import hashlib
 import mmap
 import os
 import struct
+import threading
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -143,8 +144,24 @@ def read_blobs(source: str | os.PathLike | bytes | memoryview) -> list[Blob]:
         ArtifactError: the file is missing, is not a PopEF-structured file, or is
             truncated or corrupt. The message names the blob and the offset.
     """
+    blobs, finish = read_blobs_checking_later(source, ())
+    finish()
+    return blobs
+
+
+def read_blobs_checking_later(source: str | os.PathLike | bytes | memoryview,
+                              later: Collection[int]) -> tuple[list[Blob], Callable[[], None]]:
+    """As ``read_blobs``, but the SHA-256 of the blobs whose type is in ``later`` is checked on another thread
+    (hashlib lets go of the GIL) while the caller goes on with the rest: the weights' digests while the records
+    are decoded. ``finish()`` waits for that check and raises as ``read_blobs`` would; nothing may use those
+    blobs' payloads before it returns.
+
+    Raises:
+        ArtifactError: as ``read_blobs``, for all but the payloads checked later.
+    """
     label, data = _open(source)
     blobs: list[Blob] = []
+    pending: list[tuple[str, memoryview, bytes]] = []
     offset = 0
     size = len(data)
     if size == 0:
@@ -155,9 +172,32 @@ def read_blobs(source: str | os.PathLike | bytes | memoryview) -> list[Blob]:
                 f"{label}: blob {len(blobs)} at byte {offset} follows the signature; a signature is the last blob, "
                 "so this file was changed after it was signed"
             )
-        blobs.append(_read_one(label, data, offset, len(blobs)))
+        blobs.append(_read_one(label, data, offset, len(blobs), pending if later else None, later))
         offset += _total_size(data, offset)
-    return blobs
+    return blobs, _check_on_a_thread(pending)
+
+
+def _check_on_a_thread(pending: list[tuple[str, memoryview, bytes]]) -> Callable[[], None]:
+    """Start checking ``pending`` (where, body, digest) on a thread; the returned function waits for it."""
+    if not pending:
+        return lambda: None
+    mismatch: list[str] = []
+
+    def check() -> None:
+        for where, body, digest in pending:
+            if hashlib.sha256(body).digest() != digest:
+                mismatch.append(where)
+                return
+
+    thread = threading.Thread(target=check, name="popfuse-digests", daemon=True)
+    thread.start()
+
+    def finish() -> None:
+        thread.join()
+        if mismatch:
+            raise ArtifactError(_changed(mismatch[0]))
+
+    return finish
 
 
 def read_blob_at(stream: BinaryIO, offset: int, number: int, label: str,
@@ -230,13 +270,24 @@ def _total_size(data: memoryview, offset: int) -> int:
     return _HEADER.unpack_from(data, offset)[5]
 
 
-def _read_one(label: str, data: memoryview, offset: int, number: int) -> Blob:
+def _read_one(label: str, data: memoryview, offset: int, number: int,
+              pending: list[tuple[str, memoryview, bytes]] | None = None, later: Collection[int] = ()) -> Blob:
+    """Blob ``number`` at ``offset``; with ``pending``, a blob whose type is in ``later`` has its body's digest
+    appended there to check, rather than checked now."""
     where = f"{label}: blob {number} at byte {offset}"
     remaining = len(data) - offset
     btype, header_size, name_size, total, digest = _check_header(where, data[offset : offset + HEADER_SIZE], offset)
     if total > remaining:
         raise ArtifactError(f"{where}: truncated; the blob declares {total} bytes but {remaining} remain")
-    return _check_body(where, data[offset : offset + total], btype, header_size, name_size, digest)
+    blob = data[offset : offset + total]
+    if pending is not None and btype in later:
+        pending.append((where, blob[header_size:], digest))
+        digest = b""
+    return _check_body(where, blob, btype, header_size, name_size, digest)
+
+
+def _changed(where: str) -> str:
+    return f"{where}: the contents are corrupt or were changed (SHA-256 mismatch)"
 
 
 def _check_header(where: str, head: bytes | memoryview, offset: int) -> tuple[int, int, int, int, bytes]:
@@ -269,12 +320,13 @@ def _check_header(where: str, head: bytes | memoryview, offset: int) -> tuple[in
 
 
 def _check_body(where: str, blob: memoryview, btype: int, header_size: int, name_size: int, digest: bytes) -> Blob:
-    """The blob whose ``total`` bytes (header included) are ``blob``, after checking its padding and SHA-256."""
+    """The blob whose ``total`` bytes (header included) are ``blob``, after checking its padding and SHA-256
+    (unless ``digest`` is empty: the caller checks it later)."""
     if any(blob[HEADER_SIZE:header_size]):
         raise ArtifactError(f"{where}: the header padding is corrupt (not zeros)")
     body = blob[header_size:]
-    if hashlib.sha256(body).digest() != digest:
-        raise ArtifactError(f"{where}: the contents are corrupt or were changed (SHA-256 mismatch)")
+    if digest and hashlib.sha256(body).digest() != digest:
+        raise ArtifactError(_changed(where))
     try:
         name = bytes(body[:name_size]).decode("utf-8")
     except UnicodeDecodeError as e:

@@ -11,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from popfuse.fusion import compile_artifact, fuse_models
+from popfuse.runtime import Runner
 from popfuse.runtime.artifact import read_artifact, read_header, to_blobs
 from popfuse.runtime.errors import ArtifactError
-from popfuse.runtime.popef import FORMAT_VERSION, Blob, BlobType, encode_header, iter_encoded, write_blobs
+from popfuse.runtime.popef import FORMAT_VERSION, Blob, BlobType, encode_header, iter_encoded, read_blobs, write_blobs
 from tests.models import scale_model
 
 
@@ -26,6 +27,21 @@ class CountingReader(io.BytesIO):
         data = super().read(size)
         self.furthest = max(self.furthest, self.tell())
         return data
+
+
+def test_a_changed_weight_is_refused_though_its_digest_is_checked_while_the_records_are_read(make_artifact,
+                                                                                                tmp_path):
+    path = make_artifact([scale_model(2.0, n=2048), scale_model(3.0, n=2048)])
+    blobs = read_blobs(path)
+    number = next(i for i, b in enumerate(blobs) if b.type == BlobType.TENSOR)
+    data = bytearray(path.read_bytes())
+    data[data.find(bytes(blobs[number].payload[:64])) + 100] ^= 1
+    changed = tmp_path / "changed.popef"
+    changed.write_bytes(bytes(data))
+    for load in (read_artifact, Runner):
+        with pytest.raises(ArtifactError, match=rf"changed.popef: blob {number} at byte \d+: the contents are corrupt "
+                                                r"or were changed \(SHA-256 mismatch\)"):
+            load(changed)
 
 
 def test_the_header_gives_records_and_size_without_the_rest(make_artifact):
