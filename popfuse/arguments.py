@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 #: Exit statuses, as Unix tools use them.
@@ -52,6 +53,14 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
                        help="intra-op threads of the backend (default: the backend's own choice)")
     group.add_argument("--no-check-package-hash", action="store_true",
                        help="load an artifact compiled by another backend version anyway")
+    add_trusted_key_arg(group)
+
+
+def add_trusted_key_arg(group: argparse._ArgumentGroup) -> None:
+    """``--trusted-key``: open only artifacts signed by one of these keys."""
+    group.add_argument("--trusted-key", action="append", type=Path, default=[], metavar="KEY.pub",
+                       help="open only artifacts signed by this Ed25519 public key (PEM or OpenSSH); repeat for "
+                            "several (default: any artifact, signed or not)")
 
 
 def positive_int(text: str) -> int:

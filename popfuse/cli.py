@@ -35,6 +35,7 @@ from .arguments import (
     Parser,
     add_output_args,
     add_runtime_args,
+    add_trusted_key_arg,
     positive_int,
 )
 
@@ -52,6 +53,7 @@ def _runtime_config(args: argparse.Namespace):
         validate_io_params=False,
         intra_op_num_threads=args.threads,
         check_package_hash=not args.no_check_package_hash,
+        trusted_keys=tuple(args.trusted_key),
     )
 
 
@@ -197,6 +199,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         body_timeout_s=args.body_timeout,
         max_connections=args.max_connections,
         worker_processes=args.worker_processes,
+        trusted_keys=tuple(args.trusted_key),
     )
     serve(args.artifacts, settings)
     return 0
@@ -210,7 +213,7 @@ _CATALOG_SETS = {"max_batch_size": None, "max_queue_delay_us": None, "model_conf
                  "header_timeout": None, "body_timeout": None, "max_connections": None,
                  "http_restricted_api": "ingress.http_restricted_api",
                  "grpc_restricted_api": "ingress.grpc_restricted_api",
-                 "worker_processes": "replicas.num_replicas"}
+                 "worker_processes": "replicas.num_replicas", "trusted_key": None}
 
 
 def _serve_ray(args: argparse.Namespace) -> int:
@@ -319,6 +322,7 @@ def make_parser() -> argparse.ArgumentParser:
                        help="threads that run models, in each process (default: the number of cores)")
     group.add_argument("--threads", type=int, default=None,
                        help="onnxruntime intra-op threads per execution (default: onnxruntime's choice)")
+    add_trusted_key_arg(group)
     group.add_argument("--graceful-timeout", type=float, default=30.0,
                        help="seconds in-flight requests may take to finish after SIGTERM")
     group.add_argument("--header-timeout", type=float, default=10.0,

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 def build(artifacts: Artifacts, settings: ServerSettings) -> DataPlane:
     """Open and warm every artifact; returns the data plane that serves them."""
-    config = RuntimeConfig(validate_io_params=False, intra_op_num_threads=settings.intra_op_num_threads)
+    config = RuntimeConfig(validate_io_params=False, intra_op_num_threads=settings.intra_op_num_threads,
+                           trusted_keys=settings.trusted_keys)
     dataplane = DataPlane(settings, lambda attach: Repository(artifacts, config, attach))
     for entry in dataplane.repository.index():
         dataplane.load_now(entry["name"])

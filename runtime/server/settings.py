@@ -41,6 +41,8 @@ class ServerSettings:
         max_pending: Requests queued or running at once, across models; more get 503.
         workers: Threads that run models.
         intra_op_num_threads: onnxruntime intra-op threads per execution; None: its default.
+        trusted_keys: Ed25519 public keys (paths, or a file's bytes); when given, only artifacts signed by one of
+            them load, as ``RuntimeConfig.trusted_keys``.
         graceful_timeout_s: On SIGTERM, how long in-flight requests may take to finish.
         default_batching: Batching for models the config file does not name.
         batching: Batching per model name.
@@ -63,6 +65,7 @@ class ServerSettings:
     max_pending: int = 256
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)
     intra_op_num_threads: int | None = None
+    trusted_keys: tuple[str | os.PathLike | bytes, ...] = ()
     graceful_timeout_s: float = 30.0
     default_batching: BatchingConfig = BatchingConfig()
     batching: dict[str, BatchingConfig] = field(default_factory=dict)

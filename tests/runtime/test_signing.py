@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,37 @@ def test_the_cli_signs_and_dump_shows_the_signer(tmp_path):
     key = serialization.load_ssh_public_key(public.read_bytes())
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     assert f"Signature: ed25519, signed by key {fingerprint(raw)}" in dumped.stdout
+
+
+def test_run_and_serve_take_trusted_keys_and_refuse_what_they_did_not_sign(tmp_path):
+    import onnx
+
+    onnx.save(scale_model(), tmp_path / "m.onnx")
+    (tmp_path / "fusion.yaml").write_text("output_dir: out\nmodel_fusion:\n  - input_model: m.onnx\n")
+    private, public = key_pair(tmp_path, "key")
+    cli = [sys.executable, "-m", "popfuse.cli"]
+
+    def popfuse(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    assert popfuse("build", "fusion.yaml").returncode == 0
+    (tmp_path / "out" / "executable.popef").rename(tmp_path / "unsigned.popef")
+    assert popfuse("build", "fusion.yaml", "--sign-key", str(private)).returncode == 0
+    np.save(tmp_path / "x.npy", np.ones((1, 4), np.float32))
+    run = ["--index", "0", "--input", "X=x.npy", "--trusted-key", str(public)]
+    assert popfuse("run", "out/executable.popef", *run).returncode == 0
+    refused = popfuse("run", "unsigned.popef", *run)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("popfuse run: error: unsigned.popef: the artifact is not signed")
+    served = popfuse("serve", "unsigned.popef", "--trusted-key", str(public), "--port", "0", "--no-grpc")
+    assert served.returncode == 1
+    assert "popfuse serve: error: artifact 'unsigned' failed to load: unsigned.popef: the artifact is not signed" \
+        in served.stderr
+    from tests.runtime.server.conftest import RunningServer, server_settings
+
+    server = RunningServer([tmp_path / "out" / "executable.popef"], server_settings(trusted_keys=(public,)))
+    try:
+        with urllib.request.urlopen(f"http://{server.url}/v2/health/ready", timeout=30) as ready:
+            assert ready.status == 200
+    finally:
+        server.stop()
