@@ -41,7 +41,7 @@ PERF_CONCURRENCY = (1, 2, 4, 8)
 
 def run(ctx: Context) -> dict:
     folder = ctx.workdir / "serving"
-    models = [ppocr(n) for n in ("det", "rec", "cls")]
+    models = [ppocr(n) for n in (("cls",) if ctx.smoke else ("det", "rec", "cls"))]  # the classifier last
     artifact = build_fused(models, folder).popef_path
     threads = str(ctx.threads)
     fused_cmd = [sys.executable, "-m", "popfuse", "serve", str(artifact), "--threads", threads]
@@ -51,7 +51,7 @@ def run(ctx: Context) -> dict:
     # Requests per load: about a second and a half of work at each concurrency on the benchmark machine.
     mixed_total = {1: ctx.scale(96, 8), 8: ctx.scale(192, 16), 32: ctx.scale(224, 32)}
     pairs, rounds = ctx.scale(6, 1), ctx.scale(2, 1)
-    levels = CONCURRENCY[:2] if ctx.smoke else CONCURRENCY
+    levels = CONCURRENCY[:1] if ctx.smoke else CONCURRENCY
     labels = ("fused", "baseline", "fused_grpc", "baseline_grpc")
     mixed: dict[int, dict[str, list[dict]]] = {c: {label: [] for label in labels} for c in levels}
     single: dict[str, list[dict]] = {"on": [], "off": []}
@@ -87,7 +87,8 @@ def run(ctx: Context) -> dict:
     return {"rows": rows, "grpc_rows": grpc_rows, "batching": batching, "batching_ratio": batching["ratio"],
             "batch_size": int(BATCH[1]), "server_pairs": pairs, "overhead": overhead, "perf_analyzer": perf,
             "call_cost": call_cost,
-            "compute_bound": _compute_bound(runner(artifact, ctx.threads), 2, models[2], int(BATCH[1]), ctx)}
+            "compute_bound": _compute_bound(runner(artifact, ctx.threads), len(models) - 1, models[-1],
+                                            int(BATCH[1]), ctx)}
 
 
 def _overhead(server: ServerProcess, artifact, requests: dict[str, Request], ctx: Context) -> list[dict]:
@@ -151,7 +152,7 @@ def _call_cost(server: ServerProcess, ctx: Context) -> dict[str, float]:
     """Server CPU µs per liveness check, a call that does no work: over HTTP and gRPC to ``server``, and to a
     bare grpc.aio server (``bare_grpc``). What each protocol's stack costs per call, which an inference pays
     too; the medians of three blocks."""
-    calls = ctx.scale(3000, 100)
+    calls = ctx.scale(3000, 30)
 
     def per_call(pid: int, client: HttpClient | GrpcClient) -> float:
         for _ in range(50):
