@@ -17,6 +17,18 @@ from popfuse.runtime.artifact import write_artifact
 from tests.models import PPOCR, ppocr_path
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The ray tests share one local Ray cluster per session; test processes of their own (pytest-xdist's, the
+    # default here) would each start one on the same machine. They run in one process: .ci/run's ray step.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        if os.environ.get("POPFUSE_REQUIRE_RAY") and any(item.get_closest_marker("ray") for item in items):
+            raise pytest.UsageError("POPFUSE_REQUIRE_RAY runs the ray tests, which need one process: add -n 0")
+        skip = pytest.mark.skip(reason="the ray tests share one Ray cluster: run them in one process, "
+                                       "pytest -n 0 -m ray (as .ci/run does)")
+        for item in items:
+            if item.get_closest_marker("ray"):
+                item.add_marker(skip)
+
 @pytest.fixture(scope="session", autouse=True)
 def executable_cache(tmp_path_factory) -> Path:
     """The executable cache of every Runner the suite opens, in this process and in those it starts: a folder
