@@ -51,6 +51,23 @@ def test_the_catalog_settings_reach_ray(ray_server):
     assert ingress["max_ongoing_requests"] == 64 and ingress["ray_actor_options"]["num_cpus"] == 0.25
 
 
+def answers_as_onnxruntime(base: str, model: str, x: np.ndarray, shelf) -> None:
+    """``model`` under ``base`` answers ``x`` as onnxruntime does on its source, once the application that
+    serves it is up (within two minutes of its deployment)."""
+    tensor = {"name": "X", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            answer = post(f"{base}/v2/models/{model}/infer", {"inputs": [tensor]})
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+    np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(x.shape),
+                               shelf.reference(model, {"X": x}), rtol=1e-5, atol=1e-6)
+
+
 def stream(ray_server, model: str, x: np.ndarray, headers: dict) -> tuple:
     """One request on a gRPC stream (tritonclient's): its (result, error)."""
     import tritonclient.grpc as triton_grpc
@@ -81,19 +98,8 @@ def test_serve_run_deploys_the_application_builder(ray_server, shelf, tmp_path):
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr[-3000:]
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                x = np.ones((1, 32), np.float32)
-                tensor = {"name": "X", "datatype": "FP32", "shape": [1, 32], "data": x.ravel().tolist()}
-                answer = post(f"http://{ray_server.url}/second/v2/models/a0m0/infer", {"inputs": [tensor]})
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
-        np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(1, 32),
-                                   shelf.reference("a0m0", {"X": x}), rtol=1e-5, atol=1e-6)
+        x = np.ones((1, 32), np.float32)
+        answers_as_onnxruntime(f"http://{ray_server.url}/second", "a0m0", x, shelf)
         result, error = stream(ray_server, "a0m0", x, {"application": "second"})
         assert result is None and error.status() == "StatusCode.PERMISSION_DENIED"
         assert "send the 'tenant-key' header" in error.message()
@@ -132,19 +138,7 @@ def test_serve_deploy_deploys_the_documented_config(ray_server, shelf, tmp_path)
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr[-3000:]
     try:
-        x = np.full((1, 32), 0.5, np.float32)
-        tensor = {"name": "X", "datatype": "FP32", "shape": [1, 32], "data": x.ravel().tolist()}
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                answer = post(f"http://{ray_server.url}/deployed/v2/models/a1m2/infer", {"inputs": [tensor]})
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
-        np.testing.assert_allclose(np.array(answer["outputs"][0]["data"]).reshape(1, 32),
-                                   shelf.reference("a1m2", {"X": x}), rtol=1e-5, atol=1e-6)
+        answers_as_onnxruntime(f"http://{ray_server.url}/deployed", "a1m2", np.full((1, 32), 0.5, np.float32), shelf)
         assert {"popfuse", "deployed"} <= set(deployments(ray_server))
     finally:
         from ray import serve
