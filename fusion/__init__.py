@@ -16,6 +16,7 @@ from .config import FusionConfig, ModelOptions, ModelSpec, load_config, parse_co
 from .errors import ConfigError, FusionError
 from .fuse import FusedModel, fuse, fuse_models
 from .graph import IR_VERSION
+from .passes.precision import PrecisionError, PrecisionWarning
 from .pipeline import PassError, PassResult
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "ModelSpec",
     "PassError",
     "PassResult",
+    "PrecisionError",
+    "PrecisionWarning",
     "build",
     "compile_artifact",
     "fuse",

@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 _API = {
     **dict.fromkeys(
         ("build", "fuse", "fuse_models", "compile_artifact", "FusedModel", "ModelOptions", "BuildResult",
-         "FusionError", "ConfigError", "PassError"),
+         "FusionError", "ConfigError", "PassError", "PrecisionError", "PrecisionWarning"),
         "popfuse.fusion",
     ),
     **dict.fromkeys(
@@ -34,8 +34,9 @@ _MODULES = {"inference": "popfuse.runtime.inference"}
 
 __all__ = [
     "ArtifactError", "BackendError", "BuildResult", "ConfigError", "ExecutionError", "FusedModel", "FusionError",
-    "ModelOptions", "ModelRunner", "OutputError", "PassError", "PopfuseError", "Runner", "RuntimeConfig",
-    "SignatureError", "TensorDescriptor", "build", "compile_artifact", "fuse", "fuse_models", "inference", "run_check",
+    "ModelOptions", "ModelRunner", "OutputError", "PassError", "PopfuseError", "PrecisionError", "PrecisionWarning",
+    "Runner", "RuntimeConfig", "SignatureError", "TensorDescriptor", "build", "compile_artifact", "fuse", "fuse_models",
+    "inference", "run_check",
 ]
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
@@ -47,6 +48,8 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
         FusionError,
         ModelOptions,
         PassError,
+        PrecisionError,
+        PrecisionWarning,
         build,
         compile_artifact,
         fuse,
