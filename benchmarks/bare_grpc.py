@@ -25,7 +25,8 @@ async def _serve(port: int) -> None:
         response_serializer=service_pb2.ServerLiveResponse.SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         "inference.GRPCInferenceService", {"ServerLive": handler}),))
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
+        sys.exit(f"cannot listen on 127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
 

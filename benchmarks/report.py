@@ -259,9 +259,7 @@ def carry_over(results: dict, out_dir: Path) -> dict:
         return results
     alike = (isinstance(earlier, dict) and earlier.get("threads") == results["threads"]
              and earlier.get("smoke") == results["smoke"]
-             # A key an earlier run did not record yet (the vector width) is taken as matching.
-             and all(earlier.get("machine", {}).get(k, results["machine"].get(k)) == results["machine"].get(k)
-                     for k in _SAME_MACHINE))
+             and all(earlier.get("machine", {}).get(k) == results["machine"].get(k) for k in _SAME_MACHINE))
     if not alike:
         return results
     merged = {**results, "measured": dict(results["measured"])}

@@ -66,13 +66,14 @@ def to_blobs(artifact: Artifact) -> list[Blob]:
     The metadata, the fusion map and the executable are stored compressed (``compression``): they are
     mostly names. Tensor blobs are stored as they are, so weights can be used in place.
     """
-    rest = [Blob(BlobType.OPAQUE, FUSION_MAP_BLOB, compress(md.dumps(artifact.fusion_map)))]
+    rest = [Blob(BlobType.OPAQUE, FUSION_MAP_BLOB, compress(md.dumps(artifact.fusion_map), "the fusion map"))]
     rest += [Blob(BlobType.OPAQUE, k, v) for k, v in sorted(artifact.opaques.items())]
-    rest.append(Blob(BlobType.EXECUTABLE, artifact.metadata.executable, compress(artifact.executable)))
+    executable = compress(artifact.executable, "the executable")
+    rest.append(Blob(BlobType.EXECUTABLE, artifact.metadata.executable, executable))
     rest += [Blob(BlobType.TENSOR, k, v) for k, v in sorted(artifact.tensors.items())]
     refs = tuple(md.BlobRef(int(b.type), b.name, len(b.payload)) for b in rest)
     meta = replace(artifact.metadata, blobs=refs)
-    return [Blob(BlobType.METADATA, "metadata", compress(md.dumps(meta))), *rest]
+    return [Blob(BlobType.METADATA, "metadata", compress(md.dumps(meta), "the metadata")), *rest]
 
 
 def encode_artifact(artifact: Artifact, sign: Signer | None = None) -> Iterator[bytes]:

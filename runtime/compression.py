@@ -5,10 +5,10 @@ dictionary is as large as the decoded bytes, at least 4 KiB and at most 1 MiB. T
 and the executable are stored so: they are mostly names, which LZMA2 shrinks about twice as far as zlib did
 (figures in docs/popef-format.md). Tensor data is never compressed: it is used in place.
 
-The reader checks the declared size against its limit, and against 1,024 times the frame's own size, before
-it decodes anything; it decodes no more than that size, and refuses a stream that is corrupt, ends early or
-runs on. A forged frame can neither make it allocate more than the lesser of the two nor raise anything but
-ArtifactError. The dictionary is the reader's choice, not the stream's, so a forged stream cannot ask for a
+The reader checks the declared size against its limit, and (past 256 MiB) against 1,024 times the frame's own
+size, before it decodes anything; it decodes no more than that size, and refuses a stream that is corrupt, ends
+early or runs on. A forged frame can neither make it allocate more than the lesser of the two nor raise
+anything but ArtifactError. The dictionary is the reader's choice, not the stream's, so a forged stream cannot ask for a
 larger one.
 """
 
@@ -22,19 +22,35 @@ from .errors import ArtifactError
 _SIZE = struct.Struct("<Q")
 _MIN_DICT = 4 << 10
 _MAX_DICT = 1 << 20
-#: How many times its compressed size a frame may declare. LZMA2 shrinks real graphs and records 2-12x; a run
-#: of zeros it shrinks about 7,000x, which would let a small forged file make a reader allocate gigabytes.
+#: Past 256 MiB, how many times its compressed size a frame may declare. LZMA2 shrinks graphs and records 2 to
+#: 80x, and a run of zeros (a constant a graph returns stays in it) about 7,000x: without a bound, a small forged
+#: file could make a reader allocate the executable's 2 GiB. Below 256 MiB any ratio is read; a writer refuses
+#: to write what a reader would refuse.
 _MAX_RATIO = 1024
-_SLACK = 64 << 10
+_FREE = 256 << 20
 #: LZMA's level 6; lc=1, pb=0 suit protobuf and JSON, whose bytes follow no 4-byte rhythm, better than its
 #: defaults (lc=3, pb=2).
 _ENCODER = {"id": lzma.FILTER_LZMA2, "preset": 6, "lc": 1, "lp": 0, "pb": 0}
 
 
-def compress(data: bytes | memoryview) -> bytes:
-    """``data`` as a frame: its size, then its LZMA2 stream. The same bytes always give the same frame."""
+def compress(data: bytes | memoryview, what: str = "a blob") -> bytes:
+    """``data`` as a frame: its size, then its LZMA2 stream. The same bytes always give the same frame.
+
+    Raises:
+        ArtifactError: ``data`` is over 256 MiB and shrinks more than 1,024 times, which a reader refuses.
+    """
     filters = [{**_ENCODER, "dict_size": _dictionary(len(data))}]
-    return _SIZE.pack(len(data)) + lzma.compress(data, format=lzma.FORMAT_RAW, filters=filters)
+    frame = _SIZE.pack(len(data)) + lzma.compress(data, format=lzma.FORMAT_RAW, filters=filters)
+    if len(data) > _largest(len(frame)):
+        raise ArtifactError(f"{what} is {len(data)} bytes that compress to {len(frame)}, more than {_MAX_RATIO} times "
+                            "over 256 MiB, which a reader refuses as a forged file; give the model's large constant "
+                            "outputs as inputs instead")
+    return frame
+
+
+def _largest(frame_size: int) -> int:
+    """The most bytes a frame of ``frame_size`` bytes may declare."""
+    return max(_FREE, _MAX_RATIO * frame_size)
 
 
 def decompress(frame: bytes | memoryview, limit: int, what: str) -> bytes:
@@ -51,9 +67,9 @@ def decompress(frame: bytes | memoryview, limit: int, what: str) -> bytes:
     if size > limit:
         raise ArtifactError(f"{what} declares {size} bytes once decompressed, over the {limit} a reader accepts; "
                             "the file is corrupt")
-    if size > _MAX_RATIO * len(frame) + _SLACK:
-        raise ArtifactError(f"{what} declares {size} bytes once decompressed from {len(frame)}, more than "
-                            f"{_MAX_RATIO} times its size, which no real graph or record reaches; the file is corrupt")
+    if size > _largest(len(frame)):
+        raise ArtifactError(f"{what} declares {size} bytes once decompressed from {len(frame)}: over 256 MiB and "
+                            f"more than {_MAX_RATIO} times its size, which no writer writes; the file is corrupt")
     decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2,
                                                                "dict_size": _dictionary(size)}])
     try:

@@ -280,10 +280,16 @@ def _read_one(label: str, data: memoryview, offset: int, number: int,
     if total > remaining:
         raise ArtifactError(f"{where}: truncated; the blob declares {total} bytes but {remaining} remain")
     blob = data[offset : offset + total]
-    if pending is not None and btype in later:
-        pending.append((where, blob[header_size:], digest))
-        digest = b""
-    return _check_body(where, blob, btype, header_size, name_size, digest)
+    if pending is None or btype not in later:
+        return _check_body(where, blob, btype, header_size, name_size, digest)
+    try:
+        checked = _check_body(where, blob, btype, header_size, name_size, b"")
+    except ArtifactError:
+        # Damage the digest would have named first is named so still: the name is part of what it covers.
+        _check_body(where, blob, btype, header_size, name_size, digest)
+        raise
+    pending.append((where, blob[header_size:], digest))
+    return checked
 
 
 def _changed(where: str) -> str:

@@ -155,16 +155,19 @@ def _call_cost(server: ServerProcess, ctx: Context) -> dict[str, float]:
     calls = ctx.scale(3000, 30)
 
     def per_call(pid: int, client: HttpClient | GrpcClient) -> float:
-        for _ in range(50):
-            client.live()
-        blocks = []
-        for _ in range(3):
-            before = cpu_seconds(pid)
-            for _ in range(calls):
-                client.live()
-            blocks.append(1e6 * (cpu_seconds(pid) - before) / calls)
-        client.close()
-        return float(np.median(blocks))
+        try:
+            for _ in range(50):
+                if not client.live():
+                    raise RuntimeError("a liveness check failed while measuring what a call costs")
+            blocks = []
+            for _ in range(3):
+                before = cpu_seconds(pid)
+                for _ in range(calls):
+                    client.live()
+                blocks.append(1e6 * (cpu_seconds(pid) - before) / calls)
+            return float(np.median(blocks))
+        finally:
+            client.close()
 
     pid = server.proc.pid
     out = {"http_us": per_call(pid, HttpClient(server.port)), "grpc_us": per_call(pid, GrpcClient(server.grpc_port))}

@@ -56,12 +56,18 @@ def test_a_declared_size_over_the_limit_is_refused_before_anything_is_decoded():
 
 
 def test_a_frame_declaring_far_more_than_its_stream_could_hold_is_refused_before_decoding():
-    # 16 MiB of zeros compress to a few kilobytes: within the executable's 2 GiB limit, a small forged file
-    # would still make the reader allocate all of it, and gigabytes as easily.
-    bomb = compress(bytes(16 << 20))
-    with pytest.raises(ArtifactError, match=r"x declares 16777216 bytes once decompressed from \d+, more than 1024 "
-                                            r"times its size"):
+    # A few kilobytes of zeros' stream declaring 1 GiB: within the executable's 2 GiB limit, a small forged file
+    # would make the reader allocate all of it.
+    bomb = struct.pack("<Q", 1 << 30) + compress(bytes(16 << 20))[8:]
+    with pytest.raises(ArtifactError, match=r"x declares 1073741824 bytes once decompressed from \d+: over 256 MiB "
+                                            r"and more than 1024 times its size"):
         decompress(bomb, 1 << 31, "x")
+
+
+def test_a_graph_that_returns_a_constant_of_zeros_still_reads():
+    # A constant a graph returns stays in the executable, and zeros shrink far past any ratio of real graphs.
+    zeros = bytes(1 << 20)
+    assert decompress(compress(zeros), 1 << 31, "x") == zeros
 
 
 def test_a_stream_that_holds_more_than_it_declares_is_cut_at_the_declared_size():
