@@ -213,7 +213,7 @@ _CATALOG_SETS = {"max_batch_size": None, "max_queue_delay_us": None, "model_conf
                  "header_timeout": None, "body_timeout": None, "max_connections": None,
                  "http_restricted_api": "ingress.http_restricted_api",
                  "grpc_restricted_api": "ingress.grpc_restricted_api",
-                 "worker_processes": "replicas.num_replicas", "trusted_key": None}
+                 "worker_processes": "replicas.num_replicas", "trusted_key": "replicas.trusted_keys"}
 
 
 def _serve_ray(args: argparse.Namespace) -> int:

@@ -179,6 +179,8 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _load(path: Path, data: bytes, loaders, kind, visibility: str, **kwargs):
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     problems = []
     for load in loaders:
         try:
@@ -188,7 +190,7 @@ def _load(path: Path, data: bytes, loaders, kind, visibility: str, **kwargs):
                 f"{path}: the private key is encrypted; popfuse signs with an unencrypted key file "
                 f"(decrypt a copy with `ssh-keygen -p -N '' -f KEY` or `openssl pkey -in KEY -out PLAIN`): {e}"
             ) from e
-        except (ValueError, UnicodeError) as e:
+        except (ValueError, UnicodeError, UnsupportedAlgorithm) as e:  # the last: OpenSSH's reader, on a non-key
             problems.append(str(e))
             continue
         if not isinstance(key, kind):

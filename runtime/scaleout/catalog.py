@@ -11,6 +11,7 @@ deployments scale, from YAML validated before anything starts::
       ray_actor_options: {num_cpus: 1}
       threads: 1                    # onnxruntime intra-op threads per execution (default: its own)
       workers: 1                    # requests one replica runs at once (default: its CPUs, at least 1)
+      trusted_keys: [keys/ops.pub]  # load only artifacts signed by one of these Ed25519 keys (default: any)
     ingress:                        # the replicas that speak KServe v2 (HTTP and gRPC) and route requests
       num_replicas: 1
       ray_actor_options: {num_cpus: 0.5}
@@ -42,12 +43,13 @@ from ..display import human_size
 from ..errors import ArtifactError
 from ..server.access import Restriction, Restrictions
 from ..server.errors import ServerConfigError
+from ..signing import public_key
 from . import sources
 
 #: The options that pass to Ray Serve's ``Deployment.options`` unchanged.
 RAY_OPTIONS = ("num_replicas", "autoscaling_config", "max_ongoing_requests", "ray_actor_options")
 _TOP = ("artifacts", "replicas", "ingress")
-_REPLICAS = (*RAY_OPTIONS, "memory_budget", "threads", "workers")
+_REPLICAS = (*RAY_OPTIONS, "memory_budget", "threads", "workers", "trusted_keys")
 _INGRESS = (*RAY_OPTIONS, "max_pending", "max_body_bytes", "http_restricted_api", "grpc_restricted_api")
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -84,12 +86,15 @@ class ReplicaSettings:
         memory_budget: Artifact bytes one replica may hold at once.
         threads: onnxruntime intra-op threads per execution; None: onnxruntime's default.
         workers: Requests one replica runs at once.
+        trusted_keys: The contents of the public key files whose signers' artifacts alone load (any, when
+            empty), read where the catalog is read: the replicas need not see the files.
         ray: Options for Ray Serve's ``Deployment.options``.
     """
 
     memory_budget: int
     threads: int | None = None
     workers: int = 1
+    trusted_keys: tuple[bytes, ...] = ()
     ray: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,7 +168,7 @@ def load_catalog(path: str | os.PathLike) -> Catalog:
             raise CatalogError(f"{where}: {e}") from e
         artifacts[name] = CatalogArtifact(name, source, header)
     _check_models(label, artifacts)
-    replicas = _replicas(label, _section(label, data, "replicas", required=True))
+    replicas = _replicas(label, _section(label, data, "replicas", required=True), path.parent)
     for artifact in artifacts.values():
         if artifact.size > replicas.memory_budget:
             raise CatalogError(
@@ -215,7 +220,25 @@ def _known(label: str, prefix: str, section: Mapping, allowed: tuple[str, ...]) 
             raise CatalogError(f"{label}: unknown key {prefix}{key}{hint}")
 
 
-def _replicas(label: str, section: dict) -> ReplicaSettings:
+def _trusted_keys(label: str, value: object, folder: Path) -> tuple[bytes, ...]:
+    """The key files' contents, each checked to hold an Ed25519 public key; paths are relative to ``folder``."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise CatalogError(f"{label}: replicas.trusted_keys must be a list of public key files (PEM or OpenSSH), "
+                           f"received {value!r}"[:300])
+    keys = []
+    for i, name in enumerate(value):
+        key = folder / name
+        try:
+            public_key(key)
+            keys.append(key.read_bytes())
+        except (ArtifactError, OSError) as e:
+            raise CatalogError(f"{label}: replicas.trusted_keys[{i}]: {e}") from e
+    return tuple(keys)
+
+
+def _replicas(label: str, section: dict, folder: Path) -> ReplicaSettings:
     if "memory_budget" not in section:
         raise CatalogError(f"{label}: replicas.memory_budget is required: the artifact bytes one replica may hold "
                            "(an integer, or a string such as '512 MiB')")
@@ -230,6 +253,7 @@ def _replicas(label: str, section: dict) -> ReplicaSettings:
         memory_budget=budget,
         threads=_positive(label, "replicas.threads", section.get("threads"), None),
         workers=_positive(label, "replicas.workers", section.get("workers"), default_workers),
+        trusted_keys=_trusted_keys(label, section.get("trusted_keys"), folder),
         ray=ray,
     )
 

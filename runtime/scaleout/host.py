@@ -42,7 +42,8 @@ class ArtifactHost:
 
     def __init__(self, catalog: Catalog, listener: Listener | None = None, cache: Path | None = None):
         self.catalog = catalog
-        self._config = RuntimeConfig(validate_io_params=False, intra_op_num_threads=catalog.replicas.threads)
+        self._config = RuntimeConfig(validate_io_params=False, intra_op_num_threads=catalog.replicas.threads,
+                                     trusted_keys=catalog.replicas.trusted_keys)
         self._cache = cache or sources.default_cache()
         self._executor = concurrent.futures.ThreadPoolExecutor(catalog.replicas.workers,
                                                                thread_name_prefix="popfuse-replica")

@@ -109,3 +109,17 @@ def test_unreadable_catalog_files(tmp_path):
     (tmp_path / "broken.yaml").write_text("artifacts: [\n")
     with pytest.raises(CatalogError, match="broken.yaml: cannot read the catalog"):
         load_catalog(tmp_path / "broken.yaml")
+
+
+@pytest.mark.parametrize("keys, message", [
+    (["absent.pub"], r"replicas\.trusted_keys\[0\]: .*absent\.pub"),
+    ("ops.pub", r"replicas\.trusted_keys must be a list of public key files"),
+    (["not-a-key.pub"], r"replicas\.trusted_keys\[0\]: .*not-a-key\.pub: not an Ed25519 public key in PEM or "
+                        r"OpenSSH format"),
+])
+def test_trusted_keys_that_cannot_be_used_are_named(shelf, tmp_path, keys, message):
+    # A line such as a YAML mapping's, which OpenSSH's reader answers with an exception of its own.
+    (tmp_path / "not-a-key.pub").write_text("artifacts: {s: signed.popef}\n")
+    path = shelf.catalog(tmp_path / "c.yaml", replicas={"memory_budget": "1 GiB", "trusted_keys": keys})
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(path)

@@ -91,3 +91,26 @@ def test_unknown_artifacts_and_models(shelf, tmp_path):
         assert await host.load("a1") == ["a1m0", "a1m1", "a1m2"]
 
     asyncio.run(main())
+
+
+def test_a_replica_with_trusted_keys_loads_only_what_they_signed(shelf, tmp_path):
+    from popfuse.runtime.artifact import read_artifact, write_artifact
+    from popfuse.runtime.signing import signer
+    from tests.runtime.test_signing import key_pair
+
+    private, public = key_pair(tmp_path, "ops")
+    write_artifact(tmp_path / "s0.popef", read_artifact(shelf.paths["a0"]), signer(private))
+    catalog = load_catalog(shelf.catalog(tmp_path / "c.yaml", artifacts={"s0": "s0.popef",
+                                                                          "a1": str(shelf.paths["a1"])},
+                                         replicas={"memory_budget": "1 GiB", "trusted_keys": ["ops.pub"]}))
+    assert catalog.replicas.trusted_keys == (public.read_bytes(),)
+    host = ArtifactHost(catalog)
+
+    async def main():
+        (output,) = (await host.infer("s0", "a0m0", request(shelf, "a0m0"))).outputs.values()
+        np.testing.assert_allclose(output, shelf.reference("a0m0", request(shelf, "a0m0")), rtol=1e-5, atol=1e-6)
+        with pytest.raises(UnavailableError, match="a1.popef: the artifact is not signed"):
+            await host.infer("a1", "a1m0", request(shelf, "a1m0"))
+        await host.close()
+
+    asyncio.run(main())
