@@ -42,7 +42,7 @@ class Anchor:
 @dataclass(frozen=True)
 class BackendInfo:
     """The backend an executable was compiled for, the version that compiled it, and the
-    machine features (CPU instruction sets …) the compiled code depends on."""
+    machine features (device, architecture …) the compiled code depends on."""
 
     name: str
     version: str

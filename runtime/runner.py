@@ -83,8 +83,8 @@ class ExecuteFuture:
 
 
 def check_artifact(source: str | os.PathLike | bytes, config: RuntimeConfig | None = None) -> Artifact:
-    """Read and verify an artifact, and check that this machine's backend can open it (the version and CPU
-    features it was compiled for), without opening it: what can be refused before memory is spent on it.
+    """Read and verify an artifact, and check that this machine's backend can open it (the version and
+    machine features it was compiled for), without opening it: what can be refused before memory is spent on it.
 
     Raises:
         ArtifactError: as ``Runner`` (``SignatureError`` when ``config.trusted_keys`` are set and none signed it).
@@ -139,7 +139,10 @@ class Runner:
         backend, device = resolve_target(artifact.metadata.target)
         # The weights are views of the artifact's mapping, used in place for the session's life.
         cache = self.config.executable_cache
-        options = SessionOptions(self.config.intra_op_num_threads, cache_key=artifact.content_id or None,
+        # An executable holds what optimises on every machine of its kind: opening it adds what depends on
+        # this one's (onnxruntime's layout for the CPU's vector width), which the cache keeps.
+        options = SessionOptions(self.config.intra_op_num_threads, optimize=True, optimization_level="all",
+                                 cache_key=artifact.content_id or None,
                                  cache_dir=None if cache is None else os.fspath(cache))
         self._session = backend.open(artifact.executable, weights(artifact), device, options)
         release_pages(*artifact.tensors.values())

@@ -117,7 +117,7 @@ class Backend(ABC):
 
     @abstractmethod
     def features(self, device: str) -> str:
-        """What an executable compiled here depends on beyond the version (CPU instruction sets …)."""
+        """What an executable compiled here depends on beyond the version (device, architecture …)."""
 
     @abstractmethod
     def devices(self) -> list[str]:

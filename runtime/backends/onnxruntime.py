@@ -31,7 +31,7 @@ _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _PREPACKED_BY_CPU = {("", "MatMul"): 1, ("com.microsoft", "FusedMatMul"): 1, ("", "Gemm"): 1}
 
 # CPU features that change what onnxruntime's full optimisation writes (the NCHWc
-# block size and its kernels follow the widest vector unit).
+# block size and its kernels follow the widest vector unit): they name an executable cache entry.
 _CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "amx_tile", "asimd", "sve")
 
 
@@ -49,12 +49,14 @@ def _cpu_flags() -> tuple[str, ...]:
 
 
 class OnnxRuntimeBackend(Backend):
-    """Compiles with onnxruntime's full offline optimisation; opens with none left to do.
+    """Compiles with every onnxruntime optimisation that holds on any CPU; opens adding this CPU's layout.
 
-    Compiling at the highest level applies the machine-specific layout rewrites
-    (NCHWc convolutions) once, at build time, so opening skips every graph
-    optimisation. The artifact records the CPU features the rewrites depend on,
-    and the runner refuses an artifact compiled for other ones.
+    Compiling at the extended level fuses and folds once, at build time, and leaves out
+    the layout rewrites that depend on the CPU's vector width (NCHWc convolutions, whose
+    weights are padded to its block): an artifact opens on any machine of its
+    architecture, and holds each weight at its own size. Opening it at the highest
+    level adds those rewrites for this CPU; the executable cache keeps the result, so
+    that only an artifact's first load on a machine pays for them.
     """
 
     name = "onnxruntime"
@@ -63,7 +65,7 @@ class OnnxRuntimeBackend(Backend):
         return ort.__version__
 
     def features(self, device: str) -> str:
-        return " ".join([device, platform.machine(), *_cpu_flags()])
+        return f"{device} {platform.machine()}"
 
     def devices(self) -> list[str]:
         available = set(ort.get_available_providers())
@@ -86,11 +88,8 @@ class OnnxRuntimeBackend(Backend):
         with tempfile.TemporaryDirectory(prefix="popfuse-compile-") as tmp:
             out = Path(tmp) / "executable.onnx"
             options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
             options.optimized_model_filepath = os.fspath(out)
-            # Even when its logs are shown, onnxruntime's warning that a fully optimised model is specific to
-            # this machine would only repeat what the design handles: the artifact records the CPU features
-            # and the runner checks them.
             options.log_severity_level = max(_log_severity(), _ERROR)
             try:
                 ort.InferenceSession(model, options, providers=providers)
@@ -127,7 +126,7 @@ class OnnxRuntimeBackend(Backend):
             _bound_arena(options.memory_limit_bytes)
             so.add_session_config_entry("session.use_env_allocators", "1")
         if options.cache_dir and options.cache_key and device == "cpu":
-            cached = _cached_executable(model, weights, options, self.features(device))
+            cached = _cached_executable(model, weights, so, options, " ".join([self.features(device), *_cpu_flags()]))
             if cached is not None:
                 # onnxruntime maps the file, and its weights stay there, used in place: processes that open the
                 # same entry share its pages.
@@ -135,6 +134,7 @@ class OnnxRuntimeBackend(Backend):
                 # below ignores them.)
                 so.add_session_config_entry("session.use_memory_mapped_ort_model", "1")
                 so.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
+                level, so.graph_optimization_level = so.graph_optimization_level, _LEVELS[None]  # done when written
                 try:
                     session = _open_session(os.fspath(cached), so, providers, options, keep=cached)
                     # Loading read the whole file, but a run reads only the weights its kernels did not pack
@@ -147,6 +147,7 @@ class OnnxRuntimeBackend(Backend):
                     log.warning("the executable cache entry %s cannot be opened (%s); removed, opening the "
                                 "executable without it", cached, e)
                     cached.unlink(missing_ok=True)
+                    so.graph_optimization_level = level
         # Each weight is given as an initializer over the caller's memory, in the main graph
         # and in the If branches alike, so onnxruntime neither reads nor copies it: a branch
         # initializer read from the model is held twice or more.
@@ -154,11 +155,11 @@ class OnnxRuntimeBackend(Backend):
         for weight, value in zip(weights, values):
             so.add_initializer(weight.name, value)
         with tempfile.TemporaryDirectory(prefix="popfuse-open-") as folder:
-            # onnxruntime checks that the file each external tensor names exists, though
-            # every one is supplied above and none is read: empty stand-ins satisfy the check
-            # (were one read, it would fail loudly: it holds no data).
-            for location in {w.location for w in weights}:
-                _placeholder(Path(folder), location)
+            # onnxruntime checks that the file each external tensor names exists, though every one is
+            # supplied above: with no optimisation to do none is read, and empty stand-ins satisfy the check
+            # (were one read, it would fail loudly: it holds no data). Optimising reads the weights it
+            # rewrites from their files: then they hold the data.
+            _external_files(Path(folder), weights, filled=so.graph_optimization_level != _LEVELS[None])
             so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
             return _open_session(bytes(model), so, providers, options, keep=(weights, values))
 
@@ -181,19 +182,23 @@ def _open_session(model: bytes | str, so: ort.SessionOptions, providers: list, o
 
 # The executable cache: an executable in onnxruntime's own ORT format, which it maps from the file and
 # reads its weights from in place (docs/runtime.md, "The executable cache"). Bump when what is cached changes.
-_CACHE_FORMAT = "1"
+_CACHE_FORMAT = "2"
 
 
-def _cached_executable(model: bytes | memoryview, weights: Sequence[Weight], options: SessionOptions,
-                       features: str) -> Path | None:
-    """The cache entry of ``model``, made first if it is missing or does not match its checksum; None when
-    the cache folder cannot be used (the caller opens the model as it is)."""
-    entry = cache_entry(options.cache_dir, options.cache_key, ort.__version__, features)
+def _cached_executable(model: bytes | memoryview, weights: Sequence[Weight], so: ort.SessionOptions,
+                       options: SessionOptions, machine: str) -> Path | None:
+    """The cache entry of ``model``, optimised at ``so``'s level, made first if it is missing or does not match
+    its checksum; None when the cache folder cannot be used (the caller opens the model as it is)."""
+    level = so.graph_optimization_level
+    entry = cache_entry(options.cache_dir, f"{options.cache_key} {level.name}", ort.__version__, machine)
     checksum = entry.with_suffix(".sha256")
     try:
         if entry.is_file() and checksum.is_file() and checksum.read_text().strip() == _file_sha256(entry):
             return entry
-        _write_ort_format(model, weights, entry, checksum)
+        _write_ort_format(model, weights, level, entry, checksum)
+        # Optimising the graph freed more heap than the open session keeps, which the C library would
+        # otherwise hold in this process for its whole life.
+        _trim_heap()
         return entry
     except OSError as e:
         log.warning("the executable cache %s cannot be used (%s); opening the executable without it",
@@ -226,21 +231,25 @@ def cache_entry(cache_dir: str, cache_key: str, version: str, features: str) -> 
     return Path(cache_dir) / f"{key.hexdigest()}.ort"
 
 
-def _write_ort_format(model: bytes | memoryview, weights: Sequence[Weight], entry: Path, checksum: Path) -> None:
-    """Save ``model`` in the ORT format, its weights inside, at ``entry`` (atomically), and its SHA-256."""
+def _trim_heap() -> None:
+    """Return the C heap's free pages to the system (glibc's ``malloc_trim``; elsewhere nothing)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(ctypes.c_size_t(0))
+    except (OSError, AttributeError):
+        pass
+
+
+def _write_ort_format(model: bytes | memoryview, weights: Sequence[Weight], level: ort.GraphOptimizationLevel,
+                      entry: Path, checksum: Path) -> None:
+    """Save ``model``, optimised at ``level``, in the ORT format, its weights inside, at ``entry`` (atomically),
+    and its SHA-256."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.graph_optimization_level = level
     so.log_severity_level = max(_log_severity(), _ERROR)
     so.add_session_config_entry("session.save_model_format", "ORT")
     with tempfile.TemporaryDirectory(prefix="popfuse-cache-", dir=entry.parent) as folder:
-        # Saving reads every external weight from its file: write each one at its offset there.
-        for location in {w.location for w in weights}:
-            _placeholder(Path(folder), location)
-        for w in weights:
-            with open(Path(folder) / w.location, "r+b") as f:
-                f.seek(w.offset)
-                f.write(memoryview(w.data).cast("B"))
+        _external_files(Path(folder), weights, filled=True)  # saving reads every weight from its file
         so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
         written = Path(folder) / "executable.ort"
         so.optimized_model_filepath = os.fspath(written)
@@ -366,7 +375,14 @@ def _bound_arena(limit: int) -> None:
     _ARENA_BOUND.append(limit)
 
 
-def _placeholder(folder: Path, location: str) -> None:
-    if Path(location).name != location or location in ("", ".", ".."):
-        raise BackendError(f"the executable names external data at {location!r}; expected a tensor blob's name")
-    (folder / location).touch()
+def _external_files(folder: Path, weights: Sequence[Weight], filled: bool) -> None:
+    """In ``folder``, the file each weight's location names: empty, or with each weight at its offset."""
+    for location in {w.location for w in weights}:
+        if Path(location).name != location or location in ("", ".", ".."):
+            raise BackendError(f"the executable names external data at {location!r}; expected a tensor blob's name")
+        (folder / location).touch()
+    if filled:
+        for w in weights:
+            with open(folder / w.location, "r+b") as f:
+                f.seek(w.offset)
+                f.write(memoryview(w.data).cast("B"))

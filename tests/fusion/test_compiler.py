@@ -29,7 +29,7 @@ def test_two_builds_of_the_ppocr_fusion_are_byte_identical(ppocr_build, tmp_path
 def test_the_optimisers_node_names_are_numbered_in_graph_order(ppocr_build):
     executable = onnx.load_from_string(bytes(read_artifact(ppocr_build.popef_path).executable))
     generated = [n.name for n in walk_nodes(executable.graph.node) if n.name and "/" not in n.name]
-    assert len(generated) > 10
+    assert len(generated) > 3
     assert [int(name.rsplit("_token_", 1)[1]) for name in generated] == list(range(len(generated)))
 
 
@@ -131,3 +131,12 @@ def test_outputs_follow_the_umask_and_a_killed_builds_temp_files_go(tmp_path):
     assert sorted(os.listdir(out)) == ["executable.popef", "model_fusion.onnx"]
     assert {(out / n).stat().st_mode & 0o777 for n in os.listdir(out)} == {0o640}
     assert result.popef_path.stat().st_size == result.artifact_bytes
+
+
+def test_the_ppocr_artifact_is_no_larger_than_its_sources(ppocr_build):
+    # Compiled with onnxruntime's CPU layout, convolution weights were padded to the vector width:
+    # 1.010x the sources on AVX-512. The executable now holds each weight at its own size.
+    from tests.models import PPOCR, ppocr_path
+
+    sources = sum(ppocr_path(name).stat().st_size for name in PPOCR)
+    assert ppocr_build.popef_path.stat().st_size <= sources
