@@ -14,7 +14,6 @@ from functools import partial
 from pathlib import Path
 
 import onnx
-from google.protobuf.message import DecodeError
 
 from popfuse.runtime import metadata as md
 from popfuse.runtime.artifact import Artifact, encode_artifact
@@ -22,7 +21,6 @@ from popfuse.runtime.atomic import Chunks, write_all
 from popfuse.runtime.backends import Backend, resolve_target
 from popfuse.runtime.display import human_size
 from popfuse.runtime.dtypes import popef_from_onnx
-from popfuse.runtime.errors import BackendError
 from popfuse.runtime.signing import signer
 
 from . import naming
@@ -32,6 +30,7 @@ from .dispatch.sharing import group_models
 from .errors import FusionError
 from .fuse import FusedModel, Progress, fuse_models
 from .loading import load_models
+from .passes.backend_compile import backend_compile
 from .passes.node_names import canonical_node_names
 from .passes.opset import used_opsets_only
 from .passes.weights import ExternalWeights, externalize_weights
@@ -56,7 +55,7 @@ class BuildResult:
 
 
 def compile_passes(backend: Backend, device: str) -> list[Pass]:
-    """The compile stage: the backend optimises the packed graph, whose generated node names are then
+    """The compile stage: the backend optimises the packed graph, leaf by leaf, whose generated node names are then
     numbered deterministically; it imports only the domains it uses, and its weights leave it for the
     artifact's ``weights`` blob (``externalize_weights``)."""
 
@@ -64,18 +63,11 @@ def compile_passes(backend: Backend, device: str) -> list[Pass]:
         return backend.copies_at_load(node.domain, node.op_type, index, len(tensor.dims), device)
 
     return [
-        Pass("compile", partial(_backend_compile, backend=backend, device=device)),
+        Pass("compile", partial(backend_compile, backend=backend, device=device)),
         Pass("node_names", canonical_node_names),
         Pass("opset_imports", used_opsets_only),
         Pass("weights", partial(externalize_weights, location=WEIGHTS_BLOB, copied_at_load=copied_at_load)),
     ]
-
-
-def _backend_compile(model: onnx.ModelProto, backend: Backend, device: str) -> PassResult[None]:
-    try:
-        return PassResult(onnx.load_from_string(backend.compile(model.SerializeToString(), device)), True)
-    except DecodeError as e:
-        raise BackendError(f"{backend.name} returned an executable that is not ONNX: {e}") from e
 
 
 def compile_artifact(
