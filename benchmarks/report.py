@@ -168,7 +168,7 @@ def verdicts(results: dict) -> dict[str, tuple[bool | None, str]]:
     if "scaleout" in results and "skipped" not in results["scaleout"]:
         so = results["scaleout"]
         popfuse, baseline = so["rows"]
-        spread = "–".join(f"{f(so['ratios']):.2f}" for f in (min, max))
+        spread = _spread(so["ratios"], ".2f")
         out["scaleout_throughput"] = (so["throughput_ratio"] >= 1.0, f"{so['throughput_ratio']:.2f}x "
                                       f"(rounds {spread})")
         out["scaleout_loads"] = (so["loads_ratio"] <= 0.5, f"{so['loads_ratio']:.2f}x ({popfuse['loads_per_1000']:.0f} "
@@ -291,7 +291,8 @@ def write(results: dict, out_dir: Path) -> Path:
         f"{when}, every figure side by side with its baseline in one",
         "run and judged as a ratio. These machines are noisy: absolute times drift by 30% or more between runs, and",
         "a process runs a few per cent faster or slower for its whole life depending on where its memory landed, so",
-        "dispatch, switching and serving spread their paired samples over several fresh processes (or server pairs).",
+        "dispatch, switching, serving and the tenants' p50 spread their paired samples over several fresh processes "
+        "(or server pairs).",
         "",
         f"- Machine: {info['cpu']}" + (f" ({info['vector']})" if info.get("vector") else "")
         + f", {info['cores']} cores; {info['platform']}",
@@ -326,7 +327,7 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
     lines: list[str] = []
     if "dispatch" in results:
         dispatch = results["dispatch"]
-        rows = [{**r, "spread": "–".join(f"{f(r['process_ratios']):.3f}" for f in (min, max))}
+        rows = [{**r, "spread": _spread(r["process_ratios"])}
                 for r in dispatch["rows"]]
         lines += ["", "## 1. Dispatch overhead", "",
                   "`Runner.execute` on one subgraph of the PP-OCR fusion (det, rec, cls) against a plain",
@@ -406,7 +407,7 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
                   "of a pair stay up and take turns; " + str(sv.get("server_pairs", 1)) + " pairs of server processes, "
                   "started in alternating order; the ratio is the median of the rounds' ratios, latencies are pooled.",
                   ""]
-        rows = [{**r, "spread": "–".join(f"{f(r.get('ratios', [r['ratio']])):.2f}" for f in (min, max))}
+        rows = [{**r, "spread": _spread(r.get("ratios", [r["ratio"]]), ".2f")}
                 for r in sv["rows"]]
         lines += _table(rows, [
             ("concurrency", "concurrency", ""), ("fused req/s", "fused_rps", ".1f"),
@@ -437,24 +438,32 @@ def _sections(results: dict, plots: dict[str, str]) -> list[str]:
     return lines
 
 
+def _spread(values: list[float], spec: str = ".3f") -> str:
+    """The range of ``values``, ``low–high``."""
+    return "–".join(f"{f(values):{spec}}" for f in (min, max))
+
+
 def _tenancy_section(tenancy: dict, plots: dict[str, str]) -> list[str]:
     rows = [{**r, "artifact_mb": r["artifact_bytes"] / 1e6, "sources_mb": r["sources_bytes"] / 1e6,
-             "load_total_s": r["load_per_model_ms"] * r["n"] / 1e3} for r in tenancy["rows"]]
+             "load_total_s": r["load_per_model_ms"] * r["n"] / 1e3,
+             "p50_spread": _spread(r.get("p50_process_ratios", [r["p50_ratio"]]))} for r in tenancy["rows"]]
     w = tenancy["workers"]
     lines = ["", "## 10. Many tenants", "",
              "N distinct models in one artifact against N plain sessions: PP-OCR classifiers (and recognisers), each",
              "with its weights moved apart so that nothing deduplicates. Each trial is a fresh process, fused and",
              "plain alternating; the executable cache is made by a first load (*first load s*), as a host's first",
              "start makes it, and the trials measure the loads after it. *First results* is from loading to the",
-             "first result of every model; RSS is the growth after running every model; p50 is one model's, paired",
-             "against its plain session.", ""]
+             "first result of every model; RSS is the growth after running every model; p50 is the last model's,",
+             "paired against its plain session in alternating blocks, spread over fresh processes (where a process",
+             "places its memory moves its times by a few per cent for its whole life); the ratio is the median of",
+             "every block, and the spread the range of the processes' own medians.", ""]
     lines += _table(rows, [
         ("model", "model", ""), ("N", "n", ""), ("build s per model", "build_per_model_s", ".2f"),
         ("first load s", "first_load_s", ".2f"), ("load s", "load_total_s", ".3f"),
         ("fused first results s", "fused_first_results_s", ".3f"),
         ("sessions first results s", "sessions_first_results_s", ".3f"), ("time ratio", "time_ratio", ".2f"),
         ("fused RSS MB", "fused_rss_mb", ".1f"), ("sessions RSS MB", "sessions_rss_mb", ".1f"),
-        ("RSS ratio", "rss_ratio", ".2f"), ("p50 ratio", "p50_ratio", ".3f"),
+        ("RSS ratio", "rss_ratio", ".2f"), ("p50 ratio", "p50_ratio", ".3f"), ("p50 spread", "p50_spread", ""),
         ("artifact MB", "artifact_mb", ".2f"), ("sources MB", "sources_mb", ".2f"),
         ("size ratio", "size_ratio", ".3f")])
     kinds = ("anonymous", "executable file", "artifact file", "model files", "libraries")

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..context import Context
 from ..models import Workload, one_layer, ppocr
-from ..paired import in_fresh_process
+from ..paired import PROCESSES, dispatch_in_processes
 from ..setups import build_fused
 
 
@@ -30,22 +30,11 @@ def run(ctx: Context) -> dict:
     return {"rows": rows, "processes": ctx.scale(PROCESSES, 1)}
 
 
-# Where a process places its memory moves a model's time by a few per cent for the process's whole life,
-# either way (measured: the same comparison gave cls 0.95 to 1.06 in different processes), so the blocks are
-# spread over several fresh processes, which alternate which of the two they create first (``paired``).
-PROCESSES = 6
-
-
 def _compare(ctx: Context, workload: Workload, artifact: Path, index: int, folder: Path, per_block: int) -> dict:
     request = folder / f"{workload.name}.npz"
     np.savez(request, **{f"0/{k}": v for k, v in workload.feeds.items()})
-    processes = ctx.scale(PROCESSES, 1)
-    blocks = ctx.scale(30, 4)
-    runs = []
-    for p in range(processes):
-        args = [str(artifact), str(index), str(workload.path), str(request), str(ctx.threads),
-                "direct" if p % 2 == 0 else "fused", str(blocks), str(per_block)]
-        runs.append(in_fresh_process("popfuse.benchmarks.paired", ["dispatch", *args]))
+    runs = dispatch_in_processes(artifact, index, workload.path, request, ctx.threads, ctx.scale(PROCESSES, 1),
+                                 ctx.scale(30, 4), per_block)
     direct = np.array([x for r in runs for x in r["direct"]])
     fused = np.array([x for r in runs for x in r["fused"]])
     d50, f50 = np.percentile(direct, 50), np.percentile(fused, 50)

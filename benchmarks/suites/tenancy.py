@@ -30,7 +30,7 @@ import tritonclient.http as triton_http
 
 from ..context import Context
 from ..models import Workload, ppocr, variant
-from ..paired import in_fresh_process, parallel_fresh_processes
+from ..paired import PROCESSES, dispatch_in_processes, in_fresh_process, parallel_fresh_processes
 from ..probe import private
 from ..server_process import ServerProcess
 from ..setups import build_fused
@@ -61,9 +61,9 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
         for args, into in ((fused_args, fused), (plain_args, plain))[:: 1 if trial % 2 == 0 else -1]:
             into.append(in_fresh_process("popfuse.benchmarks.probe", args, timeout=1800))
     index = n - 1
-    dispatch = in_fresh_process("popfuse.benchmarks.paired", [
-        "dispatch", str(built.popef_path), str(index), str(workloads[index].path), str(_one(sub, workloads[index])),
-        str(ctx.threads), "direct", str(ctx.scale(10, 2)), str(ctx.scale(20, 3))], timeout=1800)
+    dispatch = dispatch_in_processes(built.popef_path, index, workloads[index].path, _one(sub, workloads[index]),
+                                     ctx.threads, ctx.scale(PROCESSES, 1), ctx.scale(10, 2), ctx.scale(20, 3),
+                                     timeout=1800)
     fused_s, plain_s = _median(fused, "seconds"), _median(plain, "seconds")
     fused_mb, plain_mb = _median(fused, "rss_run", "rss_base") / 1e6, _median(plain, "rss_run", "rss_base") / 1e6
     return {
@@ -73,7 +73,8 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
         "fused_first_results_s": fused_s, "sessions_first_results_s": plain_s, "time_ratio": fused_s / plain_s,
         "load_per_model_ms": 1e3 * _median(fused, "loaded_s") / n,
         "fused_rss_mb": fused_mb, "sessions_rss_mb": plain_mb, "rss_ratio": fused_mb / plain_mb,
-        "p50_ratio": float(np.median(dispatch["ratios"])),
+        "p50_ratio": float(np.median([x for run in dispatch for x in run["ratios"]])),
+        "p50_process_ratios": [float(np.median(run["ratios"])) for run in dispatch],
         # Where the RSS of the last trials went, by what it maps.
         "fused_resident_mb": {k: v / 1e6 for k, v in fused[-1]["resident_by_kind"].items()},
         "sessions_resident_mb": {k: v / 1e6 for k, v in plain[-1]["resident_by_kind"].items()},
