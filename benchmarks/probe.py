@@ -4,12 +4,15 @@
     python -m popfuse.benchmarks.probe sources REQUESTS.npz THREADS MODEL.onnx [MODEL.onnx …]
     python -m popfuse.benchmarks.probe hold K BARRIER (fused … | sources …)
     python -m popfuse.benchmarks.probe ortfile FILE.ort THREADS
+    python -m popfuse.benchmarks.probe build FOLDER MODEL.onnx [MODEL.onnx …]
 
 REQUESTS.npz holds model i's request as arrays named ``<i>/<input name>``.
 Prints one JSON line: seconds from load to the last first result, seconds to
 load, and RSS in bytes before loading, after loading and after running.
 ``ortfile`` only opens an ORT-format file as the executable cache does, and reports the seconds it took:
-onnxruntime's own share of a cold start. ``hold`` does the same as one of K processes started together: once all K have
+onnxruntime's own share of a cold start. ``build`` fuses the models into FOLDER and reports the seconds
+``popfuse.fusion.build`` took and the sizes it wrote: a build in a process of its own, as ``popfuse build`` runs,
+whatever the measuring process holds. ``hold`` does the same as one of K processes started together: once all K have
 run every model (a barrier of files in the folder BARRIER), it adds what the
 models added to the process's private memory (the pages no other process maps).
 """
@@ -24,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from .models import Workload
 
 
 def rss() -> int:
@@ -89,6 +94,15 @@ def main(argv: list[str]) -> None:
         figures["private"] = private() - figures["private_base"]
         barrier(folder, k, "measured")
         print(json.dumps(figures))
+        return
+    if argv[0] == "build":
+        from .setups import build_fused
+
+        workloads = [Workload(Path(m).stem, Path(m), {}) for m in argv[2:]]
+        start = time.perf_counter()
+        built = build_fused(workloads, Path(argv[1]))
+        print(json.dumps({"seconds": time.perf_counter() - start, "popef_path": str(built.popef_path),
+                          "artifact_bytes": built.artifact_bytes, "source_bytes": built.source_bytes}))
         return
     if argv[0] == "ortfile":
         options = ort.SessionOptions()

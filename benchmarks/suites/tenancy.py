@@ -3,7 +3,8 @@
 Each tenant is a PP-OCR model with its weights moved apart (``models.variant``): nothing deduplicates. For
 N = 8, 32 and 128 classifiers (and 8 recognisers), in fresh processes that alternate fused and plain:
 the time from loading to the first result of every model, and the RSS after running every model, against
-creating N sessions and running each once; the build time per model; the artifact's size against the
+creating N sessions and running each once; the build time per model (a build in a process of its own, as
+``popfuse build`` runs); the artifact's size against the
 sources; one model's p50 against its plain session. The executable cache is made by one load first
 (``first_load_s``), as a host's first start makes it; the trials measure the loads after it.
 
@@ -21,7 +22,6 @@ import contextlib
 import re
 import statistics
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -48,12 +48,12 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
     sub = folder / f"{name}{n}"
     sub.mkdir(exist_ok=True)
     workloads = [variant(name, i, folder) for i in range(n)]
-    start = time.perf_counter()
-    built = build_fused(workloads, sub)
-    build_s = time.perf_counter() - start
+    built = in_fresh_process("popfuse.benchmarks.probe", ["build", str(sub), *(str(w.path) for w in workloads)],
+                             timeout=1800)
+    build_s, artifact = built["seconds"], Path(built["popef_path"])
     requests = sub / "requests.npz"
     np.savez(requests, **{f"{i}/{k}": v for i, w in enumerate(workloads) for k, v in w.feeds.items()})
-    fused_args = ["fused", str(built.popef_path), str(requests), str(ctx.threads)]
+    fused_args = ["fused", str(artifact), str(requests), str(ctx.threads)]
     plain_args = ["sources", str(requests), str(ctx.threads), *(str(w.path) for w in workloads)]
     first = in_fresh_process("popfuse.benchmarks.probe", fused_args, timeout=1800)  # makes the cache entry
     fused, plain = [], []
@@ -61,7 +61,7 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
         for args, into in ((fused_args, fused), (plain_args, plain))[:: 1 if trial % 2 == 0 else -1]:
             into.append(in_fresh_process("popfuse.benchmarks.probe", args, timeout=1800))
     index = n - 1
-    dispatch = dispatch_in_processes(built.popef_path, index, workloads[index].path, _one(sub, workloads[index]),
+    dispatch = dispatch_in_processes(artifact, index, workloads[index].path, _one(sub, workloads[index]),
                                      ctx.threads, ctx.scale(PROCESSES, 1), ctx.scale(10, 2), ctx.scale(20, 3),
                                      timeout=1800)
     fused_s, plain_s = _median(fused, "seconds"), _median(plain, "seconds")
@@ -78,8 +78,8 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
         # Where the RSS of the last trials went, by what it maps.
         "fused_resident_mb": {k: v / 1e6 for k, v in fused[-1]["resident_by_kind"].items()},
         "sessions_resident_mb": {k: v / 1e6 for k, v in plain[-1]["resident_by_kind"].items()},
-        "artifact_bytes": built.artifact_bytes, "sources_bytes": built.source_bytes,
-        "size_ratio": built.artifact_bytes / built.source_bytes,
+        "artifact_bytes": built["artifact_bytes"], "sources_bytes": built["source_bytes"],
+        "size_ratio": built["artifact_bytes"] / built["source_bytes"],
     }
 
 
