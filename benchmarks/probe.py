@@ -9,10 +9,11 @@
 REQUESTS.npz holds model i's request as arrays named ``<i>/<input name>``.
 Prints one JSON line: seconds from load to the last first result, seconds to
 load, and RSS in bytes before loading, after loading and after running.
-``ortfile`` only opens an ORT-format file as the executable cache does, and reports the seconds it took:
-onnxruntime's own share of a cold start. ``build`` fuses the models into FOLDER and reports the seconds
-``popfuse.fusion.build`` took and the sizes it wrote: a build in a process of its own, as ``popfuse build`` runs,
-whatever the measuring process holds. ``hold`` does the same as one of K processes started together: once all K have
+``ortfile`` only opens an ORT-format file as the executable cache does, and reports the seconds it took and
+the RSS before and after: onnxruntime's own share of a cold start, and of its memory before any run.
+``build`` fuses the models into FOLDER and reports the seconds ``popfuse.fusion.build`` took and the sizes it
+wrote: a build in a process of its own, as ``popfuse build`` runs, whatever the measuring process holds.
+``hold`` does the same as one of K processes started together: once all K have
 run every model (a barrier of files in the folder BARRIER), it adds what the
 models added to the process's private memory (the pages no other process maps).
 """
@@ -109,9 +110,9 @@ def main(argv: list[str]) -> None:
         options.intra_op_num_threads = int(argv[2])
         options.add_session_config_entry("session.use_memory_mapped_ort_model", "1")
         options.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
-        start = time.perf_counter()
-        ort.InferenceSession(argv[1], options, providers=["CPUExecutionProvider"])
-        print(json.dumps({"seconds": time.perf_counter() - start}))
+        base, start = rss(), time.perf_counter()
+        _HELD.append(ort.InferenceSession(argv[1], options, providers=["CPUExecutionProvider"]))
+        print(json.dumps({"seconds": time.perf_counter() - start, "rss_base": base, "rss_loaded": rss()}))
         return
     print(json.dumps(measure(argv)))
 
