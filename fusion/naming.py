@@ -27,6 +27,18 @@ def namespace(index: int) -> str:
     return f"graph{index}/"
 
 
+def subgraph_of(name: str) -> int | None:
+    """The subgraph a name belongs to: in its namespace (``graph3/conv`` → 3) or leaving its leaf
+    (``slot/F32/0@dispatch/model3`` → 3); None for the compiler's other names."""
+    space, slash, _ = name.partition("/")
+    place = name.rpartition("@")[2]
+    for candidate, prefix in ((space if slash else "", "graph"), (place, "dispatch/model")):
+        number = candidate.removeprefix(prefix)
+        if number != candidate and number.isdigit():
+            return int(number)
+    return None
+
+
 def anchor(index: int, name: str) -> str:
     """The public name of model ``index``'s tensor ``name``."""
     return namespace(index) + name

@@ -191,3 +191,14 @@ def lstm_in_if_model() -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION)
     onnx.checker.check_model(model)
     return model
+
+
+def unknown_op_model() -> onnx.ModelProto:
+    """O = example.custom.Frobnicate(X): valid ONNX that no backend implements."""
+    graph = helper.make_graph(
+        [helper.make_node("Frobnicate", ["X"], ["O"], domain="example.custom")], "custom",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("O", TensorProto.FLOAT, [1, 4])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("example.custom", 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION)

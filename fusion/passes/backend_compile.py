@@ -5,7 +5,8 @@ the whole fused graph, the basic level alone took 0.08 s for 16 classifiers and 
 model, or a group of models sharing a prefix) is therefore compiled as a model of its own, whose inputs
 are the values the leaf reads from outside it, and put back where it was. Nothing an optimiser does at
 this level crosses a leaf's boundary: a leaf reads only the request's slots and index, which no
-optimisation can fold, so the result is the graph the whole-graph compile gave, in time linear in N.
+optimisation can fold, so the result is the graph the whole-graph compile gave, in time linear in N. The
+models' local functions go with each leaf; onnxruntime inlines them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from popfuse.runtime.errors import BackendError
 from .. import naming
 from ..dispatch.tree import leaf_graphs
 from ..errors import FusionError
-from ..graph import copy_model, subgraphs
+from ..graph import copy_model, subgraphs, walk_nodes
 from ..pipeline import PassResult
 
 # Values of the main graph that leaves read besides its inputs: the index the tree compares, as int64.
@@ -29,7 +30,8 @@ _MADE_IN_THE_MAIN_GRAPH = {name: helper.make_tensor_value_info(name, TensorProto
 
 
 def backend_compile(model: onnx.ModelProto, backend: Backend, device: str) -> PassResult[None]:
-    """``model`` optimised by ``backend`` for ``device``, leaf by leaf where its graph holds a dispatch tree.
+    """``model`` optimised by ``backend`` for ``device``: on the CPU leaf by leaf where its graph holds a
+    dispatch tree, else whole.
 
     Raises:
         BackendError: the backend could not compile a leaf, or returned something that is not ONNX.
@@ -39,7 +41,9 @@ def backend_compile(model: onnx.ModelProto, backend: Backend, device: str) -> Pa
     out = copy_model(model)
     leaves = leaf_graphs(out.graph)
     known = {**_MADE_IN_THE_MAIN_GRAPH, **{i.name: i for i in out.graph.input}}
-    if not leaves:
+    # Off the CPU a backend's compile places copies between host and device at a model's inputs, which a leaf
+    # compiled alone would keep inside its branch: there the graph is compiled whole, as it always was.
+    if not leaves or device != "cpu":
         return PassResult(_compiled(out, backend, device), True)
     reads = [_outer_reads(leaf) for leaf in leaves]
     for leaf, names in zip(leaves, reads):
@@ -48,13 +52,19 @@ def backend_compile(model: onnx.ModelProto, backend: Backend, device: str) -> Pa
             raise FusionError(f"the leaf {leaf.name!r} of the dispatch tree reads {unknown[0]!r} from outside it; "
                               f"a leaf may read only the graph's inputs and {sorted(_MADE_IN_THE_MAIN_GRAPH)}")
     opsets = {o.domain: o.version for o in out.opset_import}
+    functions: dict[tuple[str, str], onnx.FunctionProto] = {}
     for leaf, names in zip(leaves, reads):
         alone = helper.make_model(
             helper.make_graph(list(leaf.node), leaf.name, [known[n] for n in names], list(leaf.output),
                               initializer=list(leaf.initializer), value_info=list(leaf.value_info)),
-            opset_imports=list(out.opset_import), ir_version=out.ir_version,
+            opset_imports=list(out.opset_import), ir_version=out.ir_version, functions=list(out.functions),
         )
-        compiled = _compiled(alone, backend, device)
+        try:
+            compiled = _compiled(alone, backend, device)
+        except BackendError as e:
+            names = [*(n.name for n in walk_nodes(leaf.node)), *(o.name for o in leaf.output)]
+            models = sorted({i for name in names if (i := naming.subgraph_of(name)) is not None})
+            raise BackendError(f"{e} (in the dispatch leaf {leaf.name!r}, subgraphs {models})") from e
         outputs = {o.name for o in leaf.output}
         for field in ("node", "initializer", "value_info"):
             leaf.ClearField(field)
@@ -64,6 +74,10 @@ def backend_compile(model: onnx.ModelProto, backend: Backend, device: str) -> Pa
         leaf.value_info.extend(v for v in compiled.graph.value_info if v.name not in outputs)
         for o in compiled.opset_import:  # the domains of the nodes the optimisers made (com.microsoft …)
             opsets.setdefault(o.domain, o.version)
+        # onnxruntime inlines the model's local functions it can; those it kept are still called.
+        functions.update(((f.domain, f.name), f) for f in compiled.functions)
+    out.ClearField("functions")
+    out.functions.extend(functions.values())
     out.ClearField("opset_import")
     out.opset_import.extend(helper.make_opsetid(domain, version) for domain, version in sorted(opsets.items()))
     return PassResult(out, True)
@@ -93,4 +107,7 @@ def _outer_reads(graph: onnx.GraphProto) -> list[str]:
             made.update(node.output)
 
     visit(graph)
+    for output in graph.output:  # a branch may return a value of the enclosing graph as it is
+        if output.name not in made:
+            reads.setdefault(output.name)
     return [name for name in reads if name not in made]

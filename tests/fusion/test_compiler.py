@@ -9,15 +9,14 @@ import warnings
 
 import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from popfuse.fusion import FusionError, PassError, build, compile_artifact, fuse
-from popfuse.fusion.graph import IR_VERSION, walk_nodes
+from popfuse.fusion.graph import walk_nodes
 from popfuse.fusion.passes.precision import PrecisionWarning
 from popfuse.runtime.artifact import read_artifact
 from popfuse.runtime.errors import OutputError
 from tests.conftest import ppocr_config
-from tests.models import scale_model
+from tests.models import scale_model, unknown_op_model
 
 
 def test_two_builds_of_the_ppocr_fusion_are_byte_identical(ppocr_build, tmp_path):
@@ -31,16 +30,6 @@ def test_the_optimisers_node_names_are_numbered_in_graph_order(ppocr_build):
     generated = [n.name for n in walk_nodes(executable.graph.node) if n.name and "/" not in n.name]
     assert len(generated) > 3
     assert [int(name.rsplit("_token_", 1)[1]) for name in generated] == list(range(len(generated)))
-
-
-def unknown_op_model() -> onnx.ModelProto:
-    graph = helper.make_graph(
-        [helper.make_node("Frobnicate", ["X"], ["O"], domain="example.custom")], "custom",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("O", TensorProto.FLOAT, [1, 4])],
-    )
-    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("example.custom", 1)]
-    return helper.make_model(graph, opset_imports=opsets, ir_version=IR_VERSION)
 
 
 def test_a_build_whose_compile_fails_writes_nothing_and_names_the_pass(tmp_path):

@@ -27,3 +27,10 @@ def test_slot_and_weight_names():
     assert naming.input_slot("F32", 1) == "slot_in/F32/1"
     assert naming.output_slot("S64", 0) == "slot/S64/0"
     assert naming.shared_weight(7).startswith(naming.WEIGHTS_PREFIX)
+
+
+def test_a_name_says_which_subgraph_it_belongs_to():
+    assert naming.subgraph_of(naming.anchor(3, "conv")) == 3
+    assert naming.subgraph_of(naming.at(naming.output_slot("F32", 0), naming.model_position(12))) == 12
+    assert [naming.subgraph_of(n) for n in ("graphx/a", naming.branch("root", "if"), naming.shared_weight(1))] == [
+        None, None, None]

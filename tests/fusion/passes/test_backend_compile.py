@@ -14,7 +14,15 @@ from popfuse.fusion.graph import walk_nodes
 from popfuse.fusion.passes.backend_compile import backend_compile
 from popfuse.runtime import Runner, RuntimeConfig
 from popfuse.runtime.backends.onnxruntime import OnnxRuntimeBackend
-from tests.models import if_model, ppocr_input, ppocr_path, scale_model
+from popfuse.runtime.errors import BackendError
+from tests.models import (
+    if_model,
+    local_function_model,
+    ppocr_input,
+    ppocr_path,
+    scale_model,
+    unknown_op_model,
+)
 
 
 class CountingBackend(OnnxRuntimeBackend):
@@ -70,3 +78,18 @@ def test_one_leaf_written_in_the_main_graph_is_compiled_whole():
     backend = CountingBackend()
     backend_compile(model, backend, "cpu")
     assert len(backend.given) == 1 and backend.given[0].graph.input[0].name == "index"
+
+
+def test_the_models_local_functions_go_with_their_leaves(make_artifact):
+    # Each leaf was compiled without the fused model's functions: onnxruntime refused the call to them.
+    path = make_artifact([local_function_model(), scale_model(3.0), local_function_model()])
+    runner = Runner(path, RuntimeConfig(validate_io_params=False))
+    x = np.array([[1.0, 2.0, 3.0, 4.0]], np.float32)
+    for index in (0, 2):
+        np.testing.assert_array_equal(runner.execute({f"graph{index}/X": x})[f"graph{index}/O"], 2 * x)
+
+
+def test_a_leaf_the_backend_cannot_compile_is_named_with_its_subgraphs():
+    model = packed([scale_model(1.0), unknown_op_model(), scale_model(2.0)])
+    with pytest.raises(BackendError, match=r"Frobnicate.*\(in the dispatch leaf '[^']+', subgraphs \[1\]\)"):
+        backend_compile(model, OnnxRuntimeBackend(), "cpu")
