@@ -26,6 +26,10 @@ class Context:
         # and never fills or reads the user's own.
         os.environ["POPFUSE_CACHE_DIR"] = str(self.workdir / "executable-cache")
 
+    def newest_cache_entry(self) -> Path:
+        """The executable cache entry made last: the one a suite's first load of an artifact just made."""
+        return max((self.workdir / "executable-cache").glob("*.ort"), key=lambda p: p.stat().st_mtime_ns)
+
     def scale(self, full: int, smoke: int) -> int:
         """``full`` repetitions normally, ``smoke`` in a smoke run."""
         return smoke if self.smoke else full

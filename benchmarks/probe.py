@@ -29,8 +29,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .models import Workload
-
 
 def rss() -> int:
     """Resident set size of this process, in bytes (Linux)."""
@@ -97,6 +95,7 @@ def main(argv: list[str]) -> None:
         print(json.dumps(figures))
         return
     if argv[0] == "build":
+        from .models import Workload
         from .setups import build_fused
 
         workloads = [Workload(Path(m).stem, Path(m), {}) for m in argv[2:]]

@@ -100,6 +100,9 @@ def check_artifact(source: str | os.PathLike | bytes, config: RuntimeConfig | No
     label = source_label(source)
     if (built.name, built.version) != (name, version):
         problem = f"{label} was compiled by {built.name} {built.version}, but this machine has {name} {version}"
+    elif built.features.startswith(features + " "):
+        problem = (f"{label} was compiled by an earlier popfuse for one CPU's instruction sets [{built.features}]; "
+                   f"artifacts now record [{features}] and open on any CPU of it")
     else:
         problem = f"{label} was compiled for a machine with [{built.features}], but this machine has [{features}]"
     if config.check_package_hash:
@@ -139,9 +142,7 @@ class Runner:
         backend, device = resolve_target(artifact.metadata.target)
         # The weights are views of the artifact's mapping, used in place for the session's life.
         cache = self.config.executable_cache
-        # An executable holds what optimises on every machine of its kind: opening it adds what depends on
-        # this one's (onnxruntime's layout for the CPU's vector width), which the cache keeps.
-        options = SessionOptions(self.config.intra_op_num_threads, optimize=True, optimization_level="all",
+        options = SessionOptions(self.config.intra_op_num_threads, executable=True,
                                  cache_key=artifact.content_id or None,
                                  cache_dir=None if cache is None else os.fspath(cache))
         self._session = backend.open(artifact.executable, weights(artifact), device, options)

@@ -11,9 +11,7 @@ N sessions. Targets: at most 1.0×; at most 0.6× when the models share weights
 
 from __future__ import annotations
 
-import os
 import statistics
-from pathlib import Path
 
 import numpy as np
 
@@ -44,7 +42,7 @@ def run(ctx: Context) -> dict:
         source_args = ["sources", str(reqs), str(ctx.threads), *(str(w.path) for w in workloads)]
         # The first start makes the executable cache, as a host's first start does; the trials start after it.
         first = in_fresh_process("popfuse.benchmarks.probe", fused_args, timeout=600)
-        entry = max(Path(os.environ["POPFUSE_CACHE_DIR"]).glob("*.ort"), key=lambda p: p.stat().st_mtime_ns)
+        entry = ctx.newest_cache_entry()
         trials = ctx.scale(5, 1)
         fused, sources, engine = [], [], []
         for _ in range(trials):  # alternate, so both see the same machine state

@@ -19,7 +19,6 @@ a request of every model; the supervisor's own is counted apart.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import statistics
 import sys
@@ -59,7 +58,7 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
     fused_args = ["fused", str(artifact), str(requests), str(ctx.threads)]
     plain_args = ["sources", str(requests), str(ctx.threads), *(str(w.path) for w in workloads)]
     first = in_fresh_process("popfuse.benchmarks.probe", fused_args, timeout=1800)  # makes the cache entry
-    entry = max(Path(os.environ["POPFUSE_CACHE_DIR"]).glob("*.ort"), key=lambda p: p.stat().st_mtime_ns)
+    entry = ctx.newest_cache_entry()
     engine_args = ["ortfile", str(entry), str(ctx.threads)]
     fused, plain, engine = [], [], []
     for trial in range(ctx.scale(3, 1)):  # alternating, so that all see the same machine

@@ -75,8 +75,8 @@ class SessionOptions:
 
     Attributes:
         intra_op_num_threads: Threads one run may use.
-        optimize: Optimise the graph when opening it. An executable was optimised
-            when it was compiled; a plain model (the Paddle API's) may want it.
+        optimize: Optimise the graph when opening it: a plain model (the Paddle API's) may want it. An
+            executable is completed by the backend instead (``executable``).
         optimization_level: How far ``optimize`` goes: ``basic`` (semantics-preserving rewrites),
             ``extended`` (fusions too) or ``all`` (layout rewrites too).
         optimized_model_path: Where to write the graph as optimised (Paddle's ir_debug).
@@ -90,6 +90,9 @@ class SessionOptions:
         cache_key: Names the model's content (an artifact's ``content_id``); None keeps nothing.
         profile_prefix: Write a per-operator profile of the session's runs to ``<prefix>_<time>.json``
             when the session closes.
+        executable: The model is an artifact's executable, compiled to hold on every machine of its kind: the
+            backend completes it for this one (onnxruntime: the layout for the CPU's vector width), and keeps
+            the result in ``cache_dir``.
     """
 
     intra_op_num_threads: int | None = None
@@ -104,6 +107,7 @@ class SessionOptions:
     profile_prefix: str | None = None
     cache_dir: str | None = None
     cache_key: str | None = None
+    executable: bool = False
 
 
 class Backend(ABC):

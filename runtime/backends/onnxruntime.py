@@ -30,14 +30,11 @@ _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # session opens, and then read only their packed copy: (domain, op type) -> input index.
 _PREPACKED_BY_CPU = {("", "MatMul"): 1, ("com.microsoft", "FusedMatMul"): 1, ("", "Gemm"): 1}
 
-# CPU features that change what onnxruntime's full optimisation writes (the NCHWc
-# block size and its kernels follow the widest vector unit): they name an executable cache entry.
-_CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "amx_tile", "asimd", "sve")
-
-
 @functools.cache
 def _cpu_flags() -> tuple[str, ...]:
-    """The flags of ``_CPU_FLAGS`` this CPU has; read once, as every Runner checks them."""
+    """Every feature flag this CPU reports, sorted; read once. They name an executable cache entry: what
+    onnxruntime's full optimisation writes follows the CPU (the NCHWc block follows the widest vector unit,
+    int8 and fp16 layouts other units), and two hosts that share a cache folder must not share entries."""
     flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -45,7 +42,7 @@ def _cpu_flags() -> tuple[str, ...]:
                 flags.update(line.split(":", 1)[1].split())
     except OSError:
         pass  # not Linux: the machine name alone identifies the build
-    return tuple(f for f in _CPU_FLAGS if f in flags)
+    return tuple(sorted(flags))
 
 
 class OnnxRuntimeBackend(Backend):
@@ -112,7 +109,10 @@ class OnnxRuntimeBackend(Backend):
         providers = self._providers(device, options.device_id)
         so = ort.SessionOptions()
         so.log_severity_level = _log_severity(options.log_severity_level)
-        so.graph_optimization_level = _LEVELS[options.optimization_level] if options.optimize else _LEVELS[None]
+        if options.executable:  # what compile left to the machine: on the CPU, the layout for its vector width
+            so.graph_optimization_level = _LEVELS["all" if device == "cpu" else None]
+        else:
+            so.graph_optimization_level = _LEVELS[options.optimization_level] if options.optimize else _LEVELS[None]
         if options.intra_op_num_threads is not None:
             so.intra_op_num_threads = options.intra_op_num_threads
         if options.optimized_model_path is not None:
@@ -125,7 +125,9 @@ class OnnxRuntimeBackend(Backend):
         if options.memory_limit_bytes is not None:
             _bound_arena(options.memory_limit_bytes)
             so.add_session_config_entry("session.use_env_allocators", "1")
-        if options.cache_dir and options.cache_key and device == "cpu":
+        # A custom-op library's ops would have to be registered to write an entry, and its build is no part of
+        # the entry's name: such a model opens without the cache.
+        if options.cache_dir and options.cache_key and device == "cpu" and not options.custom_op_libraries:
             cached = _cached_executable(model, weights, so, options, " ".join([self.features(device), *_cpu_flags()]))
             if cached is not None:
                 # onnxruntime maps the file, and its weights stay there, used in place: processes that open the
@@ -154,14 +156,22 @@ class OnnxRuntimeBackend(Backend):
         values = [ort.OrtValue.ortvalue_from_numpy(w.data) for w in weights]
         for weight, value in zip(weights, values):
             so.add_initializer(weight.name, value)
-        with tempfile.TemporaryDirectory(prefix="popfuse-open-") as folder:
-            # onnxruntime checks that the file each external tensor names exists, though every one is
-            # supplied above: with no optimisation to do none is read, and empty stand-ins satisfy the check
-            # (were one read, it would fail loudly: it holds no data). Optimising reads the weights it
-            # rewrites from their files: then they hold the data.
-            _external_files(Path(folder), weights, filled=so.graph_optimization_level != _LEVELS[None])
-            so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
-            return _open_session(bytes(model), so, providers, options, keep=(weights, values))
+        optimizing = so.graph_optimization_level != _LEVELS[None]
+        try:
+            with tempfile.TemporaryDirectory(prefix="popfuse-open-") as folder:
+                # onnxruntime checks that the file each external tensor names exists, though every one is
+                # supplied above: with no optimisation to do none is read, and empty stand-ins satisfy the check
+                # (were one read, it would fail loudly: it holds no data). Optimising reads the weights it
+                # rewrites from their files: then every weight is written there.
+                _external_files(Path(folder), weights, filled=optimizing)
+                so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+                session = _open_session(bytes(model), so, providers, options, keep=(weights, values))
+        except OSError as e:
+            raise BackendError(f"cannot write the executable's weights to a temporary folder ({e.strerror or e}); "
+                               "set TMPDIR to a folder with room, or give RuntimeConfig an executable_cache") from e
+        if optimizing:
+            _trim_heap()  # what optimising freed, as after writing a cache entry
+        return session
 
 
 def _open_session(model: bytes | str, so: ort.SessionOptions, providers: list, options: SessionOptions,
@@ -190,12 +200,13 @@ def _cached_executable(model: bytes | memoryview, weights: Sequence[Weight], so:
     """The cache entry of ``model``, optimised at ``so``'s level, made first if it is missing or does not match
     its checksum; None when the cache folder cannot be used (the caller opens the model as it is)."""
     level = so.graph_optimization_level
-    entry = cache_entry(options.cache_dir, f"{options.cache_key} {level.name}", ort.__version__, machine)
+    recipe = " ".join([options.cache_key, level.name, *options.disabled_optimizers])
+    entry = cache_entry(options.cache_dir, recipe, ort.__version__, machine)
     checksum = entry.with_suffix(".sha256")
     try:
         if entry.is_file() and checksum.is_file() and checksum.read_text().strip() == _file_sha256(entry):
             return entry
-        _write_ort_format(model, weights, level, entry, checksum)
+        _write_ort_format(model, weights, level, options.disabled_optimizers, entry, checksum)
         # Optimising the graph freed more heap than the open session keeps, which the C library would
         # otherwise hold in this process for its whole life.
         _trim_heap()
@@ -240,9 +251,9 @@ def _trim_heap() -> None:
 
 
 def _write_ort_format(model: bytes | memoryview, weights: Sequence[Weight], level: ort.GraphOptimizationLevel,
-                      entry: Path, checksum: Path) -> None:
-    """Save ``model``, optimised at ``level``, in the ORT format, its weights inside, at ``entry`` (atomically),
-    and its SHA-256."""
+                      disabled: Sequence[str], entry: Path, checksum: Path) -> None:
+    """Save ``model``, optimised at ``level`` but for the ``disabled`` optimisers, in the ORT format, its weights
+    inside, at ``entry`` (atomically), and its SHA-256."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     so = ort.SessionOptions()
     so.graph_optimization_level = level
@@ -254,7 +265,8 @@ def _write_ort_format(model: bytes | memoryview, weights: Sequence[Weight], leve
         written = Path(folder) / "executable.ort"
         so.optimized_model_filepath = os.fspath(written)
         try:
-            ort.InferenceSession(bytes(model), so, providers=["CPUExecutionProvider"], enable_fallback=0)
+            ort.InferenceSession(bytes(model), so, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=list(disabled), enable_fallback=0)
         except (*_LOAD_ERRORS, RuntimeError, ValueError) as e:
             raise BackendError(f"onnxruntime could not prepare the executable cache: {e}") from e
         digest = _file_sha256(written)

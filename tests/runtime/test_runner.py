@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from dataclasses import replace
 
 import numpy as np
@@ -185,11 +186,21 @@ def test_artifact_from_before_slots_is_refused_with_the_fix(artifact, tmp_path):
         Runner(old)
 
 
-def test_artifact_compiled_for_other_cpu_features_is_refused(artifact, tmp_path):
-    foreign = with_backend(artifact, tmp_path / "foreign.popef", features="cpu x86_64 avx512f amx_tile imaginary_isa")
-    expected = r"compiled for a machine with \[cpu x86_64 .*imaginary_isa\], but this machine has"
+def test_artifact_compiled_for_another_architecture_is_refused(artifact, tmp_path):
+    foreign = with_backend(artifact, tmp_path / "foreign.popef", features="cpu imaginary_isa64")
+    expected = r"compiled for a machine with \[cpu imaginary_isa64\], but this machine has \[cpu .*popfuse build"
     with pytest.raises(ArtifactError, match=expected):
         Runner(foreign)
+
+
+def test_an_artifact_compiled_for_one_cpus_instruction_sets_says_to_rebuild_it(artifact, tmp_path):
+    # An earlier popfuse recorded the instruction sets its layout depended on: the refusal read as if this
+    # machine lacked them.
+    old = with_backend(artifact, tmp_path / "old.popef", features=f"cpu {platform.machine()} avx avx2 avx512f")
+    expected = (r"compiled by an earlier popfuse for one CPU's instruction sets \[cpu \w+ avx avx2 avx512f\]; "
+                r"artifacts now record \[cpu \w+\] and open on any CPU of it\. Rebuild it here")
+    with pytest.raises(ArtifactError, match=expected):
+        Runner(old)
 
 
 def test_switching_subgraphs_never_reloads(artifact, monkeypatch):

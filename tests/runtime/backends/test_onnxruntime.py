@@ -271,3 +271,18 @@ def test_the_load_that_makes_the_cache_entry_returns_the_heap_optimising_freed(p
     first, later = anonymous_kb(), anonymous_kb()
     assert len(list(tmp_path.glob("*.ort"))) == 1
     assert first < later + 8 * 1024, (first, later)
+
+
+def test_a_temporary_folder_that_cannot_be_written_is_a_backend_error_with_what_to_do(ppocr_build, tmp_path,
+                                                                                   monkeypatch):
+    # Without the cache, the layout's rewrites read the weights from temporary files: a full or read-only
+    # temporary folder surfaced as a bare OSError, which Runner does not raise.
+    import tempfile
+
+    from popfuse.runtime import Runner, RuntimeConfig
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the temporary folder would be")
+    monkeypatch.setattr(tempfile, "tempdir", str(blocked))
+    with pytest.raises(BackendError, match=r"cannot write the executable's weights to a temporary folder.*TMPDIR"):
+        Runner(ppocr_build.popef_path, RuntimeConfig(executable_cache=None))
