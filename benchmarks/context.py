@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +28,18 @@ class Context:
         # and never fills or reads the user's own.
         os.environ["POPFUSE_CACHE_DIR"] = str(self.workdir / "executable-cache")
 
-    def newest_cache_entry(self) -> Path:
-        """The executable cache entry made last: the one a suite's first load of an artifact just made."""
-        return max((self.workdir / "executable-cache").glob("*.ort"), key=lambda p: p.stat().st_mtime_ns)
+    @contextlib.contextmanager
+    def own_cache(self, name: str) -> Iterator[Path]:
+        """An executable cache of its own for the probes started inside: their first load makes its entry,
+        though an earlier suite loaded the same artifact (a build of the same models writes the same bytes,
+        and the entry is named by them: the cold start's first start found the dispatch suite's)."""
+        folder = self.workdir / "executable-caches" / name
+        previous = os.environ["POPFUSE_CACHE_DIR"]
+        os.environ["POPFUSE_CACHE_DIR"] = str(folder)
+        try:
+            yield folder
+        finally:
+            os.environ["POPFUSE_CACHE_DIR"] = previous
 
     def scale(self, full: int, smoke: int) -> int:
         """``full`` repetitions normally, ``smoke`` in a smoke run."""

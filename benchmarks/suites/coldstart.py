@@ -40,15 +40,16 @@ def run(ctx: Context) -> dict:
         np.savez(reqs, **{f"{i}/{k}": v for i, w in enumerate(workloads) for k, v in w.feeds.items()})
         fused_args = ["fused", str(artifact), str(reqs), str(ctx.threads)]
         source_args = ["sources", str(reqs), str(ctx.threads), *(str(w.path) for w in workloads)]
-        # The first start makes the executable cache, as a host's first start does; the trials start after it.
-        first = in_fresh_process("popfuse.benchmarks.probe", fused_args, timeout=600)
-        entry = ctx.newest_cache_entry()
-        trials = ctx.scale(5, 1)
-        fused, sources, engine = [], [], []
-        for _ in range(trials):  # alternate, so both see the same machine state
-            fused.append(in_fresh_process("popfuse.benchmarks.probe", fused_args, timeout=600))
-            sources.append(in_fresh_process("popfuse.benchmarks.probe", source_args, timeout=600))
-            engine.append(in_fresh_process("popfuse.benchmarks.probe", ["ortfile", str(entry), str(ctx.threads)]))
+        with ctx.own_cache(f"coldstart{len(rows)}") as cache:
+            # The first start makes the executable cache, as a host's first start does; the trials start after it.
+            first = in_fresh_process("popfuse.benchmarks.probe", fused_args, timeout=600)
+            (entry,) = cache.glob("*.ort")
+            trials = ctx.scale(5, 1)
+            fused, sources, engine = [], [], []
+            for _ in range(trials):  # alternate, so both see the same machine state
+                fused.append(in_fresh_process("popfuse.benchmarks.probe", fused_args, timeout=600))
+                sources.append(in_fresh_process("popfuse.benchmarks.probe", source_args, timeout=600))
+                engine.append(in_fresh_process("popfuse.benchmarks.probe", ["ortfile", str(entry), str(ctx.threads)]))
         rows.append(_summarise(label, len(workloads), first, fused, sources, engine))
     return {"rows": rows}
 

@@ -57,18 +57,19 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
     np.savez(requests, **{f"{i}/{k}": v for i, w in enumerate(workloads) for k, v in w.feeds.items()})
     fused_args = ["fused", str(artifact), str(requests), str(ctx.threads)]
     plain_args = ["sources", str(requests), str(ctx.threads), *(str(w.path) for w in workloads)]
-    first = in_fresh_process("popfuse.benchmarks.probe", fused_args, timeout=1800)  # makes the cache entry
-    entry = ctx.newest_cache_entry()
-    engine_args = ["ortfile", str(entry), str(ctx.threads)]
-    fused, plain, engine = [], [], []
-    for trial in range(ctx.scale(3, 1)):  # alternating, so that all see the same machine
-        contenders = ((fused_args, fused), (plain_args, plain), (engine_args, engine))
-        for args, into in contenders[:: 1 if trial % 2 == 0 else -1]:
-            into.append(in_fresh_process("popfuse.benchmarks.probe", args, timeout=1800))
-    index = n - 1
-    dispatch = dispatch_in_processes(artifact, index, workloads[index].path, _one(sub, workloads[index]),
-                                     ctx.threads, ctx.scale(PROCESSES, 1), ctx.scale(10, 2), ctx.scale(20, 3),
-                                     timeout=1800)
+    with ctx.own_cache(f"tenancy-{name}{n}") as cache:
+        first = in_fresh_process("popfuse.benchmarks.probe", fused_args, timeout=1800)  # makes the cache entry
+        (entry,) = cache.glob("*.ort")
+        engine_args = ["ortfile", str(entry), str(ctx.threads)]
+        fused, plain, engine = [], [], []
+        for trial in range(ctx.scale(3, 1)):  # alternating, so that all see the same machine
+            contenders = ((fused_args, fused), (plain_args, plain), (engine_args, engine))
+            for args, into in contenders[:: 1 if trial % 2 == 0 else -1]:
+                into.append(in_fresh_process("popfuse.benchmarks.probe", args, timeout=1800))
+        index = n - 1
+        dispatch = dispatch_in_processes(artifact, index, workloads[index].path, _one(sub, workloads[index]),
+                                         ctx.threads, ctx.scale(PROCESSES, 1), ctx.scale(10, 2), ctx.scale(20, 3),
+                                         timeout=1800)
     fused_s, plain_s = _median(fused, "seconds"), _median(plain, "seconds")
     fused_mb, plain_mb = _median(fused, "rss_run", "rss_base") / 1e6, _median(plain, "rss_run", "rss_base") / 1e6
     # onnxruntime's floor: opening the cached file alone, then every model's first run, which costs what the
