@@ -188,24 +188,21 @@ def _if_measured(rows: list[dict], column: tuple[str, str, str]) -> tuple[tuple[
     return (column,) if all(column[1] in r for r in rows) else ()
 
 
-def _floors(rows: list[dict], key: str, what: str) -> str:
-    """"; onnxruntime's floor (WHAT): …" from the rows that measured it (runs before it was measured did not)."""
-    if not all(key in r for r in rows):
-        return ""
-    return f"; onnxruntime's floor ({what}): " + ", ".join(f"{r['model']} N={r['n']}: {r[key]:.2f}x" for r in rows)
-
-
 def _tenancy_verdicts(tenancy: dict) -> dict[str, tuple[bool | None, str]]:
     rows, out = tenancy["rows"], {}
 
     def each(key: str, fmt: str = ".2f") -> str:
         return ", ".join(f"{r['model']} N={r['n']}: {r[key]:{fmt}}x" for r in rows)
 
-    opened = "onnxruntime alone opening the cached executable"
+    def floor(key: str, what: str) -> str:  # runs before the floors were measured have none
+        measured = all(key in r for r in rows)
+        return f"; onnxruntime's floor (onnxruntime alone opening the cached executable{what}): {each(key)}" \
+            if measured else ""
+
     out["tenancy_rss"] = (all(r["rss_ratio"] <= 0.6 for r in rows),
-                          each("rss_ratio") + _floors(rows, "floor_rss_ratio", f"{opened}, before any run"))
-    out["tenancy_time"] = (all(r["time_ratio"] <= 0.25 for r in rows), each("time_ratio")
-                           + _floors(rows, "floor_time_ratio", f"{opened}, then the sessions' own first runs"))
+                          each("rss_ratio") + floor("floor_rss_ratio", ", before any run"))
+    out["tenancy_time"] = (all(r["time_ratio"] <= 0.25 for r in rows),
+                           each("time_ratio") + floor("floor_time_ratio", ", then the sessions' own first runs"))
     out["tenancy_p50"] = (all(r["p50_ratio"] <= 1.03 for r in rows), each("p50_ratio", ".3f"))
     out["tenancy_size"] = (all(r["size_ratio"] <= 1.0 for r in rows), each("size_ratio", ".3f"))
     scale = [r for r in rows if r["model"] == rows[0]["model"]]  # the rows that vary N

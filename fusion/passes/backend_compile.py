@@ -62,8 +62,8 @@ def backend_compile(model: onnx.ModelProto, backend: Backend, device: str) -> Pa
         try:
             compiled = _compiled(alone, backend, device)
         except BackendError as e:
-            names = [*(n.name for n in walk_nodes(leaf.node)), *(o.name for o in leaf.output)]
-            models = sorted({i for name in names if (i := naming.subgraph_of(name)) is not None})
+            found = [*(n.name for n in walk_nodes(leaf.node)), *(o.name for o in leaf.output)]
+            models = sorted({i for name in found if (i := naming.subgraph_of(name)) is not None})
             raise BackendError(f"{e} (in the dispatch leaf {leaf.name!r}, subgraphs {models})") from e
         outputs = {o.name for o in leaf.output}
         for field in ("node", "initializer", "value_info"):

@@ -110,9 +110,10 @@ class OnnxRuntimeBackend(Backend):
         so = ort.SessionOptions()
         so.log_severity_level = _log_severity(options.log_severity_level)
         if options.executable:  # what compile left to the machine: on the CPU, the layout for its vector width
-            so.graph_optimization_level = _LEVELS["all" if device == "cpu" else None]
+            level = _LEVELS["all" if device == "cpu" else None]
         else:
-            so.graph_optimization_level = _LEVELS[options.optimization_level] if options.optimize else _LEVELS[None]
+            level = _LEVELS[options.optimization_level] if options.optimize else _LEVELS[None]
+        so.graph_optimization_level = level
         if options.intra_op_num_threads is not None:
             so.intra_op_num_threads = options.intra_op_num_threads
         if options.optimized_model_path is not None:
@@ -128,7 +129,8 @@ class OnnxRuntimeBackend(Backend):
         # A custom-op library's ops would have to be registered to write an entry, and its build is no part of
         # the entry's name: such a model opens without the cache.
         if options.cache_dir and options.cache_key and device == "cpu" and not options.custom_op_libraries:
-            cached = _cached_executable(model, weights, so, options, " ".join([self.features(device), *_cpu_flags()]))
+            machine = " ".join([self.features(device), *_cpu_flags()])
+            cached = _cached_executable(model, weights, level, options, machine)
             if cached is not None:
                 # onnxruntime maps the file, and its weights stay there, used in place: processes that open the
                 # same entry share its pages.
@@ -136,7 +138,7 @@ class OnnxRuntimeBackend(Backend):
                 # below ignores them.)
                 so.add_session_config_entry("session.use_memory_mapped_ort_model", "1")
                 so.add_session_config_entry("session.use_ort_model_bytes_for_initializers", "1")
-                level, so.graph_optimization_level = so.graph_optimization_level, _LEVELS[None]  # done when written
+                so.graph_optimization_level = _LEVELS[None]  # done when the entry was written
                 try:
                     session = _open_session(os.fspath(cached), so, providers, options, keep=cached)
                     # Loading read the whole file, but a run reads only the weights its kernels did not pack
@@ -156,7 +158,7 @@ class OnnxRuntimeBackend(Backend):
         values = [ort.OrtValue.ortvalue_from_numpy(w.data) for w in weights]
         for weight, value in zip(weights, values):
             so.add_initializer(weight.name, value)
-        optimizing = so.graph_optimization_level != _LEVELS[None]
+        optimizing = level != _LEVELS[None]
         try:
             with tempfile.TemporaryDirectory(prefix="popfuse-open-") as folder:
                 # onnxruntime checks that the file each external tensor names exists, though every one is
@@ -195,11 +197,10 @@ def _open_session(model: bytes | str, so: ort.SessionOptions, providers: list, o
 _CACHE_FORMAT = "2"
 
 
-def _cached_executable(model: bytes | memoryview, weights: Sequence[Weight], so: ort.SessionOptions,
+def _cached_executable(model: bytes | memoryview, weights: Sequence[Weight], level: ort.GraphOptimizationLevel,
                        options: SessionOptions, machine: str) -> Path | None:
-    """The cache entry of ``model``, optimised at ``so``'s level, made first if it is missing or does not match
-    its checksum; None when the cache folder cannot be used (the caller opens the model as it is)."""
-    level = so.graph_optimization_level
+    """The cache entry of ``model``, optimised at ``level``, made first if it is missing or does not match its
+    checksum; None when the cache folder cannot be used (the caller opens the model as it is)."""
     recipe = " ".join([options.cache_key, level.name, *options.disabled_optimizers])
     entry = cache_entry(options.cache_dir, recipe, ort.__version__, machine)
     checksum = entry.with_suffix(".sha256")
