@@ -2,6 +2,8 @@
 
     python -m popfuse.benchmarks.paired dispatch ARTIFACT INDEX MODEL.onnx REQUEST.npz THREADS FIRST BLOCKS PER_BLOCK
     python -m popfuse.benchmarks.paired switching ARTIFACT REQUESTS.npz THREADS FIRST PAIRS ROUNDS MODEL.onnx MODEL.onnx
+    python -m popfuse.benchmarks.paired tenants ARTIFACT REQUESTS.npz THREADS FIRST BLOCKS PER_BLOCK DEPTH \
+        INDEX=MODEL.onnx …
 
 Where a process happens to place its memory moves a model's time by a few per
 cent for the process's whole life, and so does which contender it creates
@@ -15,6 +17,14 @@ model i's request as arrays named ``<i>/<input name>``. Prints one JSON line.
 - ``switching``: requests alternating between the two models, and the same
   requests in two runs of one model each, on the fused runner and on two
   resident sessions: every latency of each sequence, in seconds.
+- ``tenants``: ``dispatch`` for each subgraph INDEX (REQUESTS.npz's request
+  ``<INDEX>/…``) against a plain session of its MODEL.onnx, all in one
+  process. The same blocks then pair two sessions of plain onnxruntime with the
+  last MODEL's first session: a second one (``twin``: how far onnxruntime's
+  own time for one model moves between two sessions of it in one process), and
+  one of the model run from inside DEPTH nested ``If`` nodes
+  (``models.nested_in_ifs``: what onnxruntime itself charges for a dispatch
+  tree that deep). Each INDEX's block ratios, the twin's and the nested one's.
 """
 
 from __future__ import annotations
@@ -26,6 +36,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+import onnx
+
+from .models import nested_in_ifs
 from .probe import requests
 from .setups import fused_feeds, runner, session
 from .timing import paired_blocks
@@ -56,6 +70,33 @@ def switching(argv: list[str]) -> dict:
         out["fused_steady"] += sequence(lambda i: fused.execute(public[i]), steady)
         out["resident_alt"] += sequence(lambda i: resident[i].run(None, feeds[i]), alternating)
         out["resident_steady"] += sequence(lambda i: resident[i].run(None, feeds[i]), steady)
+    return out
+
+
+def tenants(argv: list[str]) -> dict:
+    artifact, request, threads, first, blocks, per_block, depth, *models = argv
+    feeds = requests(request)
+    pairs = [(int(i), path) for i, path in (m.split("=", 1) for m in models)]
+
+    def plain() -> list:
+        return [session(path, int(threads)) for _, path in pairs]
+
+    made = _in_order(first, plain, lambda: runner(artifact, int(threads)))
+    direct, fused = made["direct"], made["fused"]
+    # Made last, after both contenders.
+    twin = session(pairs[-1][1], int(threads))
+    nested = session(nested_in_ifs(onnx.load(pairs[-1][1]), int(depth)).SerializeToString(), int(threads))
+    out: dict[str, object] = {"ratios": {}}
+    for (index, _), own in zip(pairs, direct):
+        public = fused_feeds(fused, index, feeds[index])
+        out["ratios"][str(index)] = paired_blocks(lambda own=own, f=feeds[index]: own.run(None, f),
+                                                  lambda p=public: fused.execute(p), int(blocks), int(per_block))[0]
+    last, own = pairs[-1][0], direct[-1]
+    out["twin"] = paired_blocks(lambda: own.run(None, feeds[last]), lambda: twin.run(None, feeds[last]),
+                                int(blocks), int(per_block))[0]
+    selected = {**feeds[last], "index": np.zeros(1, np.int64)} if int(depth) else feeds[last]
+    out["nested"] = paired_blocks(lambda: own.run(None, feeds[last]), lambda: nested.run(None, selected),
+                                  int(blocks), int(per_block))[0]
     return out
 
 
@@ -100,6 +141,17 @@ def dispatch_in_processes(artifact: Path, index: int, model: Path, request: Path
         "direct" if p % 2 == 0 else "fused", str(blocks), str(per_block)], timeout=timeout) for p in range(processes)]
 
 
+def tenants_in_processes(artifact: Path, models: dict[int, Path], request: Path, threads: int, processes: int,
+                         blocks: int, per_block: int, depth: int, timeout: float = 900) -> list[dict]:
+    """``tenants`` (each subgraph of ``models`` against a plain session of its model, and plain onnxruntime's
+    own floors beside them, ``depth`` If levels deep) in ``processes`` fresh processes, alternating which
+    contender each creates first: each process's result."""
+    return [in_fresh_process("popfuse.benchmarks.paired", [
+        "tenants", str(artifact), str(request), str(threads), "direct" if p % 2 == 0 else "fused", str(blocks),
+        str(per_block), str(depth), *(f"{i}={path}" for i, path in models.items())], timeout=timeout)
+        for p in range(processes)]
+
+
 def in_fresh_process(module: str, args: Sequence[str], timeout: float = 900) -> dict:
     """``python -m MODULE ARGS`` in a new process; the JSON line it printed last."""
     out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout)
@@ -123,7 +175,7 @@ def parallel_fresh_processes(module: str, args: Sequence[str], k: int, timeout: 
 
 
 def main(argv: list[str]) -> None:
-    modes = {"dispatch": dispatch, "switching": switching}
+    modes = {"dispatch": dispatch, "switching": switching, "tenants": tenants}
     print(json.dumps(modes[argv[0]](argv[1:])))
 
 

@@ -4,9 +4,12 @@ Each tenant is a PP-OCR model with its weights moved apart (``models.variant``):
 N = 8, 32 and 128 classifiers (and 8 recognisers), in fresh processes that alternate fused and plain:
 the time from loading to the first result of every model, and the RSS after running every model, against
 creating N sessions and running each once; the build time per model (the median of three builds, each in a
-process of its own, as ``popfuse build`` runs); the artifact's size against the sources; one model's p50
-against its plain session, paired over fresh processes. The executable cache is made by one load first
-(``first_load_s``), as a host's first start makes it; the trials measure the loads after it.
+process of its own, as ``popfuse build`` runs); the artifact's size against the sources; the p50 of five
+models spread over the index range against their plain sessions, paired over fresh processes, with a second
+plain session of the last one against its first in the same processes (onnxruntime against itself), and one
+of it under as many nested ``If`` nodes as the tree puts above it (onnxruntime's own floor for the dispatch). The
+executable cache is made by one load first (``first_load_s``), as a host's first start makes it; the trials
+measure the loads after it.
 
 Several worker processes: K processes each serving the PP-OCR artifact, against K processes each holding
 plain sessions of the three models; every process's private memory (pages no other process maps) once all
@@ -30,7 +33,7 @@ import tritonclient.http as triton_http
 
 from ..context import Context
 from ..models import Workload, ppocr, variant
-from ..paired import PROCESSES, dispatch_in_processes, in_fresh_process, parallel_fresh_processes
+from ..paired import PROCESSES, in_fresh_process, parallel_fresh_processes, tenants_in_processes
 from ..probe import private
 from ..server_process import ServerProcess
 from ..setups import build_fused
@@ -66,9 +69,10 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
             contenders = ((fused_args, fused), (plain_args, plain), (engine_args, engine))
             for args, into in contenders[:: 1 if trial % 2 == 0 else -1]:
                 into.append(in_fresh_process("popfuse.benchmarks.probe", args, timeout=1800))
-        index = n - 1
-        dispatch = dispatch_in_processes(artifact, index, workloads[index].path, _one(sub, workloads[index]),
-                                         ctx.threads, ctx.scale(PROCESSES, 1), ctx.scale(10, 2), ctx.scale(20, 3),
+        sampled = {i: workloads[i].path for i in sorted({0, n // 4, n // 2, 3 * n // 4, n - 1})}
+        depth = (n - 1).bit_length()  # the If levels above the last model in the balanced tree: ceil(log2 N)
+        dispatch = tenants_in_processes(artifact, sampled, requests, ctx.threads, ctx.scale(PROCESSES, 1),
+                                        ctx.scale(10, 2), ctx.scale(20, 3), depth,
                                          timeout=1800)
     fused_s, plain_s = _median(fused, "seconds"), _median(plain, "seconds")
     fused_mb, plain_mb = _median(fused, "rss_run", "rss_base") / 1e6, _median(plain, "rss_run", "rss_base") / 1e6
@@ -84,20 +88,21 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
         "load_per_model_ms": 1e3 * _median(fused, "loaded_s") / n,
         "fused_rss_mb": fused_mb, "sessions_rss_mb": plain_mb, "rss_ratio": fused_mb / plain_mb,
         "floor_time_ratio": floor_s / plain_s, "engine_rss_mb": engine_mb, "floor_rss_ratio": engine_mb / plain_mb,
-        "p50_ratio": float(np.median([x for run in dispatch for x in run["ratios"]])),
-        "p50_process_ratios": [float(np.median(run["ratios"])) for run in dispatch],
+        # Every block of every sampled model in every process; then by process, and by model.
+        "p50_ratio": float(np.median([x for run in dispatch for r in run["ratios"].values() for x in r])),
+        "p50_process_ratios": [float(np.median([x for r in run["ratios"].values() for x in r])) for run in dispatch],
+        "p50_model_ratios": {i: float(np.median([x for run in dispatch for x in run["ratios"][str(i)]]))
+                             for i in sampled},
+        "twin_ratio": float(np.median([x for run in dispatch for x in run["twin"]])),
+        "twin_process_ratios": [float(np.median(run["twin"])) for run in dispatch],
+        "depth": depth, "nested_ratio": float(np.median([x for run in dispatch for x in run["nested"]])),
+        "nested_process_ratios": [float(np.median(run["nested"])) for run in dispatch],
         # Where the RSS of the last trials went, by what it maps.
         "fused_resident_mb": {k: v / 1e6 for k, v in fused[-1]["resident_by_kind"].items()},
         "sessions_resident_mb": {k: v / 1e6 for k, v in plain[-1]["resident_by_kind"].items()},
         "artifact_bytes": built["artifact_bytes"], "sources_bytes": built["source_bytes"],
         "size_ratio": built["artifact_bytes"] / built["source_bytes"],
     }
-
-
-def _one(folder: Path, workload) -> Path:
-    path = folder / f"request-{workload.name}.npz"
-    np.savez(path, **{f"0/{k}": v for k, v in workload.feeds.items()})
-    return path
 
 
 def _median(trials: list[dict], key: str, base: str | None = None) -> float:

@@ -7,7 +7,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from popfuse.benchmarks.models import variant
+from popfuse.benchmarks.models import nested_in_ifs, variant
 
 
 def test_a_variant_moves_every_weight_but_keeps_the_scalars(tmp_path):
@@ -29,3 +29,22 @@ def test_a_variant_moves_every_weight_but_keeps_the_scalars(tmp_path):
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the graph's own arithmetic
     out = ort.InferenceSession(str(first.path), options, providers=["CPUExecutionProvider"]).run(None, first.feeds)
     assert np.isfinite(out[0]).all()
+
+
+def _if_levels(graph: onnx.GraphProto) -> int:
+    ifs = [n for n in graph.node if n.op_type == "If"]
+    return 1 + max(_if_levels(a.g) for a in ifs[0].attribute) if ifs else 0
+
+
+def test_a_model_nested_in_ifs_runs_its_own_graph_that_many_levels_down(tmp_path):
+    # onnxruntime's floor for the tenants' p50: the classifier itself, behind as many Ifs as the tree has.
+    workload = variant("cls", 0, tmp_path)
+    model = onnx.load(workload.path)
+    plain = ort.InferenceSession(str(workload.path), providers=["CPUExecutionProvider"]).run(None, workload.feeds)
+    for depth in (0, 3):
+        nested = nested_in_ifs(model, depth)
+        onnx.checker.check_model(nested, full_check=True)
+        assert _if_levels(nested.graph) == depth
+        session = ort.InferenceSession(nested.SerializeToString(), providers=["CPUExecutionProvider"])
+        feeds = {**workload.feeds, "index": np.zeros(1, np.int64)} if depth else workload.feeds
+        np.testing.assert_array_equal(session.run(None, feeds)[0], plain[0])

@@ -46,6 +46,12 @@ def test_benchmark_smoke_run_writes_the_report(tmp_path):
     assert serving["compute_bound"]["per_item_ms"] > 0
     assert set(serving["call_cost"]) == {"http_us", "grpc_us", "bare_grpc_us"}
     assert all(r["met"] for r in results["precision"]["rows"])
+    # The tenants' p50: every sampled model paired in every process, and onnxruntime against itself beside it.
+    for row in results["tenancy"]["rows"]:
+        assert set(row["p50_model_ratios"]) == {str(i) for i in {0, row["n"] - 1}}  # n = 1, 2
+        assert row["p50_ratio"] > 0 and row["twin_ratio"] > 0 and len(row["twin_process_ratios"]) >= 1
+        assert row["depth"] == (row["n"] - 1).bit_length() and row["nested_ratio"] > 0
+    assert "twin ratio" in report and "p50 by model" in report and "If floor" in report
     for plot in ("dispatch", "switching", "coldstart", "scaling", "serving", "precision"):
         assert (tmp_path / "benchmarks" / f"{plot}.png").stat().st_size > 1000
 
