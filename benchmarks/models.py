@@ -11,6 +11,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from popfuse.fusion import IR_VERSION
+from popfuse.fusion.graph import copy_model
 
 OPSET = 17
 PPOCR = {
@@ -166,14 +167,24 @@ def nested_in_ifs(model: onnx.ModelProto, depth: int) -> onnx.ModelProto:
     """``model`` run from inside ``depth`` nested ``If`` nodes, as plain onnxruntime would run it behind a
     dispatch tree: the fused graph's mechanism with nothing of popfuse's. Each ``If`` compares an int64 [1]
     input ``index`` (fed 0) with 1 and takes the branch holding the next level; the other branch returns an
-    empty tensor. The model's nodes and weights are unchanged, and read its inputs from the main graph."""
-    graph, out = model.graph, model.graph.output[0]
+    empty tensor. The model's nodes, weights and functions are unchanged, and read its inputs from the main
+    graph.
+
+    Raises:
+        ValueError: ``depth`` is negative, or the model has other than one output.
+    """
+    graph = model.graph
+    if depth < 0:
+        raise ValueError(f"nested_in_ifs takes a depth of 0 or more, not {depth}")
     if len(graph.output) != 1:
         raise ValueError(f"nested_in_ifs takes a model of one output; {graph.name!r} has {len(graph.output)}")
+    if depth == 0:
+        return copy_model(model)
+    out = graph.output[0]
     elem, rank = out.type.tensor_type.elem_type, len(out.type.tensor_type.shape.dim)
+    weights = {t.name for t in graph.initializer}  # listed among the inputs by models of IR version 3
     body = helper.make_graph(list(graph.node), "leaf", [], [helper.make_tensor_value_info(out.name, elem, None)],
                              list(graph.initializer), value_info=list(graph.value_info))
-    nodes = list(graph.node)
     for level in range(depth):
         empty = numpy_helper.from_array(np.zeros((0,) * rank, helper.tensor_dtype_to_np_dtype(elem)))
         other = helper.make_graph([helper.make_node("Constant", [], [f"empty{level}"], value=empty)], f"other{level}",
@@ -184,7 +195,10 @@ def nested_in_ifs(model: onnx.ModelProto, depth: int) -> onnx.ModelProto:
                  helper.make_node("Less", ["index", f"one{level}"], [f"cond{level}"]),
                  helper.make_node("If", [f"cond{level}"], [result], then_branch=body, else_branch=other)]
         body = helper.make_graph(nodes, f"level{level}", [], [helper.make_tensor_value_info(result, elem, None)])
-    inputs = list(graph.input) + ([helper.make_tensor_value_info("index", TensorProto.INT64, [1])] if depth else [])
-    main = helper.make_graph(nodes, "nested", inputs, [out], [] if depth else list(graph.initializer),
-                             value_info=[] if depth else list(graph.value_info))
-    return helper.make_model(main, opset_imports=model.opset_import, ir_version=IR_VERSION)
+    inputs = [i for i in graph.input if i.name not in weights]
+    main = helper.make_graph(nodes, "nested", [*inputs, helper.make_tensor_value_info("index", TensorProto.INT64, [1])],
+                             [out])
+    nested = helper.make_model(main, opset_imports=model.opset_import, functions=model.functions,
+                               ir_version=IR_VERSION)
+    onnx.checker.check_model(nested)
+    return nested

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from .models import nested_in_ifs
 from .probe import requests
@@ -78,26 +79,29 @@ def tenants(argv: list[str]) -> dict:
     feeds = requests(request)
     pairs = [(int(i), path) for i, path in (m.split("=", 1) for m in models)]
 
-    def plain() -> list:
+    def plain() -> list[ort.InferenceSession]:
         return [session(path, int(threads)) for _, path in pairs]
 
     made = _in_order(first, plain, lambda: runner(artifact, int(threads)))
     direct, fused = made["direct"], made["fused"]
-    # Made last, after both contenders.
+    # The floors are made after both contenders in every process, whichever came first: where their memory
+    # lies is not spread as the contenders' is, which the twin's own spread over the processes shows.
     twin = session(pairs[-1][1], int(threads))
     nested = session(nested_in_ifs(onnx.load(pairs[-1][1]), int(depth)).SerializeToString(), int(threads))
-    out: dict[str, object] = {"ratios": {}}
+    ratios: dict[str, list[float]] = {}
     for (index, _), own in zip(pairs, direct):
         public = fused_feeds(fused, index, feeds[index])
-        out["ratios"][str(index)] = paired_blocks(lambda own=own, f=feeds[index]: own.run(None, f),
-                                                  lambda p=public: fused.execute(p), int(blocks), int(per_block))[0]
-    last, own = pairs[-1][0], direct[-1]
-    out["twin"] = paired_blocks(lambda: own.run(None, feeds[last]), lambda: twin.run(None, feeds[last]),
-                                int(blocks), int(per_block))[0]
-    selected = {**feeds[last], "index": np.zeros(1, np.int64)} if int(depth) else feeds[last]
-    out["nested"] = paired_blocks(lambda: own.run(None, feeds[last]), lambda: nested.run(None, selected),
-                                  int(blocks), int(per_block))[0]
-    return out
+        ratios[str(index)] = paired_blocks(lambda own=own, f=feeds[index]: own.run(None, f),
+                                           lambda p=public: fused.execute(p), int(blocks), int(per_block))[0]
+    last_index, last_plain = pairs[-1][0], direct[-1]
+    request = feeds[last_index]
+    selected = {**request, "index": np.zeros(1, np.int64)} if int(depth) else request
+
+    def against_last(contender: Callable[[], object]) -> list[float]:
+        return paired_blocks(lambda: last_plain.run(None, request), contender, int(blocks), int(per_block))[0]
+
+    return {"ratios": ratios, "twin": against_last(lambda: twin.run(None, request)),
+            "nested": against_last(lambda: nested.run(None, selected))}
 
 
 def _in_order(first: str, direct: Callable[[], object], fused: Callable[[], object]) -> dict[str, object]:

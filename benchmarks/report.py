@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -191,8 +192,11 @@ def _if_measured(rows: list[dict], column: tuple[str, str, str]) -> tuple[tuple[
 def _tenancy_verdicts(tenancy: dict) -> dict[str, tuple[bool | None, str]]:
     rows, out = tenancy["rows"], {}
 
+    def each_of(value: Callable[[dict], float], fmt: str = ".3f") -> str:
+        return ", ".join(f"{r['model']} N={r['n']}: {value(r):{fmt}}x" for r in rows)
+
     def each(key: str, fmt: str = ".2f") -> str:
-        return ", ".join(f"{r['model']} N={r['n']}: {r[key]:{fmt}}x" for r in rows)
+        return each_of(lambda r: r[key], fmt)
 
     def floor(key: str, what: str) -> str:  # runs before the floors were measured have none
         measured = all(key in r for r in rows)
@@ -203,12 +207,13 @@ def _tenancy_verdicts(tenancy: dict) -> dict[str, tuple[bool | None, str]]:
                           each("rss_ratio") + floor("floor_rss_ratio", ", before any run"))
     out["tenancy_time"] = (all(r["time_ratio"] <= 0.25 for r in rows),
                            each("time_ratio") + floor("floor_time_ratio", ", then the sessions' own first runs"))
-    twin = "; onnxruntime against itself (a second plain session of the same model, in the same processes): " \
-        + each("twin_ratio", ".3f") if all("twin_ratio" in r for r in rows) else ""
+    floors = ""
     if all("nested_ratio" in r for r in rows):
-        twin += "; onnxruntime's floor (the same model under as many nested Ifs as the tree has above it, " \
-            "plain onnxruntime): " + each("nested_ratio", ".3f")
-    out["tenancy_p50"] = (all(r["p50_ratio"] <= 1.03 for r in rows), each("p50_ratio", ".3f") + twin)
+        floors = ("; the last model's own: " + each_of(lambda r: r["p50_model_ratios"][str(r["n"] - 1)])
+                  + "; onnxruntime against itself (a second plain session of the last model, in the same processes): "
+                  + each("twin_ratio", ".3f") + "; onnxruntime's floor (the last model under as many nested Ifs as "
+                  "the tree has above it, plain onnxruntime): " + each("nested_ratio", ".3f"))
+    out["tenancy_p50"] = (all(r["p50_ratio"] <= 1.03 for r in rows), each("p50_ratio", ".3f") + floors)
     out["tenancy_size"] = (all(r["size_ratio"] <= 1.0 for r in rows), each("size_ratio", ".3f"))
     scale = [r for r in rows if r["model"] == rows[0]["model"]]  # the rows that vary N
     ns = [r["n"] for r in scale]

@@ -47,6 +47,12 @@ def run(ctx: Context) -> dict:
     return {"rows": rows, "workers": _workers(ctx, folder)}
 
 
+def last_depth(n: int) -> int:
+    """The ``If`` levels above the last of ``n`` models of equal cost: the dispatch tree is then balanced,
+    its ranges divided in the middle, and the last model sits on the deeper side of every division."""
+    return (n - 1).bit_length()
+
+
 def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
     sub = folder / f"{name}{n}"
     sub.mkdir(exist_ok=True)
@@ -70,10 +76,9 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
             for args, into in contenders[:: 1 if trial % 2 == 0 else -1]:
                 into.append(in_fresh_process("popfuse.benchmarks.probe", args, timeout=1800))
         sampled = {i: workloads[i].path for i in sorted({0, n // 4, n // 2, 3 * n // 4, n - 1})}
-        depth = (n - 1).bit_length()  # the If levels above the last model in the balanced tree: ceil(log2 N)
-        dispatch = tenants_in_processes(artifact, sampled, requests, ctx.threads, ctx.scale(PROCESSES, 1),
-                                        ctx.scale(10, 2), ctx.scale(20, 3), depth,
-                                         timeout=1800)
+        depth = last_depth(n)
+        tenants = tenants_in_processes(artifact, sampled, requests, ctx.threads, ctx.scale(PROCESSES, 1),
+                                       ctx.scale(10, 2), ctx.scale(20, 3), depth, timeout=1800)
     fused_s, plain_s = _median(fused, "seconds"), _median(plain, "seconds")
     fused_mb, plain_mb = _median(fused, "rss_run", "rss_base") / 1e6, _median(plain, "rss_run", "rss_base") / 1e6
     # onnxruntime's floor: opening the cached file alone, then every model's first run, which costs what the
@@ -89,14 +94,14 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
         "fused_rss_mb": fused_mb, "sessions_rss_mb": plain_mb, "rss_ratio": fused_mb / plain_mb,
         "floor_time_ratio": floor_s / plain_s, "engine_rss_mb": engine_mb, "floor_rss_ratio": engine_mb / plain_mb,
         # Every block of every sampled model in every process; then by process, and by model.
-        "p50_ratio": float(np.median([x for run in dispatch for r in run["ratios"].values() for x in r])),
-        "p50_process_ratios": [float(np.median([x for r in run["ratios"].values() for x in r])) for run in dispatch],
-        "p50_model_ratios": {i: float(np.median([x for run in dispatch for x in run["ratios"][str(i)]]))
+        "p50_ratio": float(np.median([x for run in tenants for r in run["ratios"].values() for x in r])),
+        "p50_process_ratios": [float(np.median([x for r in run["ratios"].values() for x in r])) for run in tenants],
+        "p50_model_ratios": {str(i): float(np.median([x for run in tenants for x in run["ratios"][str(i)]]))
                              for i in sampled},
-        "twin_ratio": float(np.median([x for run in dispatch for x in run["twin"]])),
-        "twin_process_ratios": [float(np.median(run["twin"])) for run in dispatch],
-        "depth": depth, "nested_ratio": float(np.median([x for run in dispatch for x in run["nested"]])),
-        "nested_process_ratios": [float(np.median(run["nested"])) for run in dispatch],
+        "twin_ratio": float(np.median([x for run in tenants for x in run["twin"]])),
+        "twin_process_ratios": [float(np.median(run["twin"])) for run in tenants],
+        "depth": depth, "nested_ratio": float(np.median([x for run in tenants for x in run["nested"]])),
+        "nested_process_ratios": [float(np.median(run["nested"])) for run in tenants],
         # Where the RSS of the last trials went, by what it maps.
         "fused_resident_mb": {k: v / 1e6 for k, v in fused[-1]["resident_by_kind"].items()},
         "sessions_resident_mb": {k: v / 1e6 for k, v in plain[-1]["resident_by_kind"].items()},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import numpy_helper
 
 from popfuse.benchmarks.models import nested_in_ifs, variant
@@ -48,3 +49,21 @@ def test_a_model_nested_in_ifs_runs_its_own_graph_that_many_levels_down(tmp_path
         session = ort.InferenceSession(nested.SerializeToString(), providers=["CPUExecutionProvider"])
         feeds = {**workload.feeds, "index": np.zeros(1, np.int64)} if depth else workload.feeds
         np.testing.assert_array_equal(session.run(None, feeds)[0], plain[0])
+
+
+def test_nesting_keeps_weights_a_model_lists_among_its_inputs_as_weights_and_refuses_what_it_cannot_nest():
+    weight = numpy_helper.from_array(np.ones((1, 4), np.float32), "w")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Add", ["x", "w"], ["y"])], "old",
+        [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 4]) for n in ("x", "w")],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])], [weight])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=10)
+    session = ort.InferenceSession(nested_in_ifs(model, 2).SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["x", "index"]
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    np.testing.assert_array_equal(session.run(None, {"x": x, "index": np.zeros(1, np.int64)})[0], x + 1)
+    with pytest.raises(ValueError, match="depth of 0 or more, not -1"):
+        nested_in_ifs(model, -1)
+    model.graph.output.append(onnx.helper.make_tensor_value_info("x2", onnx.TensorProto.FLOAT, [1, 4]))
+    with pytest.raises(ValueError, match="one output; 'old' has 2"):
+        nested_in_ifs(model, 1)

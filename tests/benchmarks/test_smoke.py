@@ -50,7 +50,7 @@ def test_benchmark_smoke_run_writes_the_report(tmp_path):
     for row in results["tenancy"]["rows"]:
         assert set(row["p50_model_ratios"]) == {str(i) for i in {0, row["n"] - 1}}  # n = 1, 2
         assert row["p50_ratio"] > 0 and row["twin_ratio"] > 0 and len(row["twin_process_ratios"]) >= 1
-        assert row["depth"] == (row["n"] - 1).bit_length() and row["nested_ratio"] > 0
+        assert row["depth"] >= 0 and row["nested_ratio"] > 0 and len(row["nested_process_ratios"]) >= 1
     assert "twin ratio" in report and "p50 by model" in report and "If floor" in report
     for plot in ("dispatch", "switching", "coldstart", "scaling", "serving", "precision"):
         assert (tmp_path / "benchmarks" / f"{plot}.png").stat().st_size > 1000
