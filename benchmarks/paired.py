@@ -140,9 +140,8 @@ def dispatch_in_processes(artifact: Path, index: int, model: Path, request: Path
                           blocks: int, per_block: int, timeout: float = 900) -> list[dict]:
     """``dispatch`` (subgraph ``index`` of ``artifact`` against a plain session of ``model``) in ``processes``
     fresh processes, alternating which contender each creates first: each process's result."""
-    return [in_fresh_process("popfuse.benchmarks.paired", [
-        "dispatch", str(artifact), str(index), str(model), str(request), str(threads),
-        "direct" if p % 2 == 0 else "fused", str(blocks), str(per_block)], timeout=timeout) for p in range(processes)]
+    return _alternating("dispatch", [artifact, index, model, request, threads], [blocks, per_block], processes,
+                        timeout)
 
 
 def tenants_in_processes(artifact: Path, models: dict[int, Path], request: Path, threads: int, processes: int,
@@ -150,9 +149,16 @@ def tenants_in_processes(artifact: Path, models: dict[int, Path], request: Path,
     """``tenants`` (each subgraph of ``models`` against a plain session of its model, and plain onnxruntime's
     own floors beside them, ``depth`` If levels deep) in ``processes`` fresh processes, alternating which
     contender each creates first: each process's result."""
+    return _alternating("tenants", [artifact, request, threads],
+                        [blocks, per_block, depth, *(f"{i}={path}" for i, path in models.items())], processes, timeout)
+
+
+def _alternating(mode: str, before: Sequence[object], after: Sequence[object], processes: int,
+                 timeout: float) -> list[dict]:
+    """Mode ``mode`` with its arguments ``before`` FIRST and ``after`` it, in ``processes`` fresh processes whose
+    FIRST alternates between ``direct`` and ``fused``: each process's result."""
     return [in_fresh_process("popfuse.benchmarks.paired", [
-        "tenants", str(artifact), str(request), str(threads), "direct" if p % 2 == 0 else "fused", str(blocks),
-        str(per_block), str(depth), *(f"{i}={path}" for i, path in models.items())], timeout=timeout)
+        mode, *map(str, before), "direct" if p % 2 == 0 else "fused", *map(str, after)], timeout=timeout)
         for p in range(processes)]
 
 
