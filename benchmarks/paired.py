@@ -24,7 +24,8 @@ model i's request as arrays named ``<i>/<input name>``. Prints one JSON line.
   own time for one model moves between two sessions of it in one process), and
   one of the model run from inside DEPTH nested ``If`` nodes
   (``models.nested_in_ifs``: what onnxruntime itself charges for a dispatch
-  tree that deep). Each INDEX's block ratios, the twin's and the nested one's.
+  tree that deep). Each INDEX's block ratios, the twin's and the nested one's,
+  and whether the process runs on jemalloc (preloaded by the caller).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+from popfuse.runtime.server.heap import jemalloc_active, preload_env
 
 from .models import nested_in_ifs
 from .probe import requests
@@ -101,7 +104,7 @@ def tenants(argv: list[str]) -> dict:
         return paired_blocks(lambda: last_plain.run(None, request), contender, int(blocks), int(per_block))[0]
 
     return {"ratios": ratios, "twin": against_last(lambda: twin.run(None, request)),
-            "nested": against_last(lambda: nested.run(None, selected))}
+            "nested": against_last(lambda: nested.run(None, selected)), "jemalloc": jemalloc_active()}
 
 
 def _in_order(first: str, direct: Callable[[], object], fused: Callable[[], object]) -> dict[str, object]:
@@ -145,26 +148,35 @@ def dispatch_in_processes(artifact: Path, index: int, model: Path, request: Path
 
 
 def tenants_in_processes(artifact: Path, models: dict[int, Path], request: Path, threads: int, processes: int,
-                         blocks: int, per_block: int, depth: int, timeout: float = 900) -> list[dict]:
+                         blocks: int, per_block: int, depth: int, timeout: float = 900,
+                         preload: str | None = None) -> list[dict]:
     """``tenants`` (each subgraph of ``models`` against a plain session of its model, and plain onnxruntime's
     own floors beside them, ``depth`` If levels deep) in ``processes`` fresh processes, alternating which
-    contender each creates first: each process's result."""
-    return _alternating("tenants", [artifact, request, threads],
-                        [blocks, per_block, depth, *(f"{i}={path}" for i, path in models.items())], processes, timeout)
+    contender each creates first, with the C library ``preload`` (jemalloc) in LD_PRELOAD if given: each
+    process's result."""
+    runs = _alternating("tenants", [artifact, request, threads],
+                        [blocks, per_block, depth, *(f"{i}={path}" for i, path in models.items())], processes, timeout,
+                        preload_env(preload) if preload else None)
+    if any(run["jemalloc"] != bool(preload) for run in runs):  # the loader only warns of a preload it cannot make
+        raise RuntimeError(f"the tenants' processes did not all run on {preload or 'the system allocator'}")
+    return runs
 
 
 def _alternating(mode: str, before: Sequence[object], after: Sequence[object], processes: int,
-                 timeout: float) -> list[dict]:
+                 timeout: float, env: dict[str, str] | None = None) -> list[dict]:
     """Mode ``mode`` with its arguments ``before`` FIRST and ``after`` it, in ``processes`` fresh processes whose
     FIRST alternates between ``direct`` and ``fused``: each process's result."""
     return [in_fresh_process("popfuse.benchmarks.paired", [
-        mode, *map(str, before), "direct" if p % 2 == 0 else "fused", *map(str, after)], timeout=timeout)
+        mode, *map(str, before), "direct" if p % 2 == 0 else "fused", *map(str, after)], timeout=timeout, env=env)
         for p in range(processes)]
 
 
-def in_fresh_process(module: str, args: Sequence[str], timeout: float = 900) -> dict:
-    """``python -m MODULE ARGS`` in a new process; the JSON line it printed last."""
-    out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout)
+def in_fresh_process(module: str, args: Sequence[str], timeout: float = 900,
+                     env: dict[str, str] | None = None) -> dict:
+    """``python -m MODULE ARGS`` in a new process (with environment ``env``, else this one's); the JSON line it
+    printed last."""
+    out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout,
+                         env=env)
     if out.returncode != 0:
         raise RuntimeError(f"python -m {module} {' '.join(args)} failed with status {out.returncode}:\n"
                            f"{out.stderr[-3000:]}")

@@ -26,6 +26,7 @@ import numpy as np
 
 from popfuse.runtime.display import human_size, table
 from popfuse.runtime.errors import PopfuseError
+from popfuse.runtime.server.heap import ALLOCATORS
 
 from .arguments import (
     EXIT_BROKEN_PIPE,
@@ -174,6 +175,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_ray(args)
     if not args.artifacts:
         raise UsageError("name the artifacts to serve, or a catalog with --ray CATALOG.yaml")
+    from popfuse.runtime.server.heap import use_allocator
+
+    use_allocator(args.memory_allocator, args.argv)  # first: with jemalloc, the command starts again
     try:
         from popfuse.runtime.server.access import Restriction
         from popfuse.runtime.server.serve import serve
@@ -213,7 +217,8 @@ _CATALOG_SETS = {"max_batch_size": None, "max_queue_delay_us": None, "model_conf
                  "header_timeout": None, "body_timeout": None, "max_connections": None,
                  "http_restricted_api": "ingress.http_restricted_api",
                  "grpc_restricted_api": "ingress.grpc_restricted_api",
-                 "worker_processes": "replicas.num_replicas", "trusted_key": "replicas.trusted_keys"}
+                 "worker_processes": "replicas.num_replicas", "trusted_key": "replicas.trusted_keys",
+                 "memory_allocator": None}
 
 
 def _serve_ray(args: argparse.Namespace) -> int:
@@ -320,6 +325,10 @@ def make_parser() -> argparse.ArgumentParser:
                             "or unloading over the API is off when K > 1")
     group.add_argument("--workers", type=int, default=None,
                        help="threads that run models, in each process (default: the number of cores)")
+    group.add_argument("--memory-allocator", choices=ALLOCATORS, default="system",
+                       help="the C allocator every process runs on: the system's, or jemalloc preloaded (from "
+                            "$POPFUSE_JEMALLOC, the system, or the ray extra), which keeps a large fusion's p50 "
+                            "nearer its models' own; see docs/server.md")
     group.add_argument("--threads", type=int, default=None,
                        help="onnxruntime intra-op threads per execution (default: onnxruntime's choice)")
     add_trusted_key_arg(group)
@@ -370,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = make_parser().parse_args(argv)
     except SystemExit as e:  # --help, --version, and usage errors (already printed on one line)
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what to run again in a process started afresh
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s" if args.verbose else "popfuse: %(message)s")
     if args.verbose:

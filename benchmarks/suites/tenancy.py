@@ -1,22 +1,23 @@
 """The multi-tenant scale: dozens of distinct real models in one artifact, against one plain session each.
 
 Each tenant is a PP-OCR model with its weights moved apart (``models.variant``): nothing deduplicates. For
-N = 8, 32 and 128 classifiers (and 8 recognisers), in fresh processes that alternate fused and plain:
-the time from loading to the first result of every model, and the RSS after running every model, against
-creating N sessions and running each once; the build time per model (the median of three builds, each in a
-process of its own, as ``popfuse build`` runs); the artifact's size against the sources; the p50 of five
-models spread over the index range against their plain sessions, paired over fresh processes, with a second
-plain session of the last one against its first in the same processes (onnxruntime against itself), and one
-of it under as many nested ``If`` nodes as the tree puts above it (onnxruntime's own floor for the dispatch). The
-executable cache is made by one load first (``first_load_s``), as a host's first start makes it; the trials
-measure the loads after it.
+N = 8, 32 and 128 classifiers (and 8 recognisers), in fresh processes that alternate fused and plain: the time
+from loading to the first result of every model, and the RSS after running every model, against creating N
+sessions and running each once; the build time per model (the median of three builds, each in a process of its
+own, as ``popfuse build`` runs); the artifact's size against the sources; the p50 of five models spread over the
+index range against their plain sessions, paired over fresh processes, with a second plain session of the last
+one against its first in the same processes (onnxruntime against itself), and one of it under as many nested
+``If`` nodes as the tree puts above it (onnxruntime's own floor for the dispatch); the same pairs again in
+processes started on jemalloc, wherever a library is found, as ``popfuse serve --memory-allocator jemalloc``
+runs (``heap.find_jemalloc``). The executable cache is made by one load first (``first_load_s``), as a host's
+first start makes it; the trials measure the loads after it.
 
-Several worker processes: K processes each serving the PP-OCR artifact, against K processes each holding
-plain sessions of the three models; every process's private memory (pages no other process maps) once all
-K have run every model. The first process holds what the others share; the figure is per extra worker.
-Served the same way: ``popfuse serve --worker-processes K`` against K baseline servers (``baseline_server``,
-one plain session per model, the same HTTP stack), every process's whole private memory once each has answered
-a request of every model; the supervisor's own is counted apart.
+Several worker processes: K processes each serving the PP-OCR artifact, against K processes each holding plain
+sessions of the three models; every process's private memory (pages no other process maps) once all K have run
+every model. The first process holds what the others share; the figure is per extra worker. Served the same way:
+``popfuse serve --worker-processes K`` against K baseline servers (``baseline_server``, one plain session per
+model, the same HTTP stack), every process's whole private memory once each has answered a request of every
+model; the supervisor's own is counted apart.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import tritonclient.http as triton_http
 
+from popfuse.runtime.server.heap import find_jemalloc
+
 from ..context import Context
 from ..models import Workload, ppocr, variant
 from ..paired import PROCESSES, in_fresh_process, parallel_fresh_processes, tenants_in_processes
@@ -43,7 +46,8 @@ def run(ctx: Context) -> dict:
     folder = ctx.workdir / "tenancy"
     folder.mkdir(parents=True, exist_ok=True)
     cases = [("cls", 1), ("cls", 2)] if ctx.smoke else [("cls", 8), ("cls", 32), ("cls", 128), ("rec", 8)]
-    rows = [_case(ctx, folder, name, n) for name, n in cases]
+    jemalloc = find_jemalloc()  # first: a $POPFUSE_JEMALLOC that names no file fails before any work
+    rows = [_case(ctx, folder, name, n, jemalloc) for name, n in cases]
     return {"rows": rows, "workers": _workers(ctx, folder)}
 
 
@@ -53,7 +57,7 @@ def last_depth(n: int) -> int:
     return (n - 1).bit_length()
 
 
-def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
+def _case(ctx: Context, folder: Path, name: str, n: int, jemalloc: str | None) -> dict:
     sub = folder / f"{name}{n}"
     sub.mkdir(exist_ok=True)
     workloads = [variant(name, i, folder) for i in range(n)]
@@ -77,8 +81,16 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
                 into.append(in_fresh_process("popfuse.benchmarks.probe", args, timeout=1800))
         sampled = {i: workloads[i].path for i in sorted({0, n // 4, n // 2, 3 * n // 4, n - 1})}
         depth = last_depth(n)
-        tenants = tenants_in_processes(artifact, sampled, requests, ctx.threads, ctx.scale(PROCESSES, 1),
-                                       ctx.scale(10, 2), ctx.scale(20, 3), depth, timeout=1800)
+
+        def paired(preload: str | None = None) -> dict:
+            runs = tenants_in_processes(artifact, sampled, requests, ctx.threads, ctx.scale(PROCESSES, 1),
+                                        ctx.scale(10, 2), ctx.scale(20, 3), depth, timeout=1800, preload=preload)
+            return _p50s(runs, sampled)
+
+        # The same pairs again on jemalloc, as popfuse serve --memory-allocator jemalloc runs: both contenders
+        # and the floors alike, in processes started with it preloaded.
+        p50s = paired()
+        jemalloc_p50s = paired(jemalloc) if jemalloc else None
     fused_s, plain_s = _median(fused, "seconds"), _median(plain, "seconds")
     fused_mb, plain_mb = _median(fused, "rss_run", "rss_base") / 1e6, _median(plain, "rss_run", "rss_base") / 1e6
     # onnxruntime's floor: opening the cached file alone, then every model's first run, which costs what the
@@ -93,20 +105,27 @@ def _case(ctx: Context, folder: Path, name: str, n: int) -> dict:
         "load_per_model_ms": 1e3 * _median(fused, "loaded_s") / n,
         "fused_rss_mb": fused_mb, "sessions_rss_mb": plain_mb, "rss_ratio": fused_mb / plain_mb,
         "floor_time_ratio": floor_s / plain_s, "engine_rss_mb": engine_mb, "floor_rss_ratio": engine_mb / plain_mb,
-        # Every block of every sampled model in every process; then by process, and by model.
-        "p50_ratio": float(np.median([x for run in tenants for r in run["ratios"].values() for x in r])),
-        "p50_process_ratios": [float(np.median([x for r in run["ratios"].values() for x in r])) for run in tenants],
-        "p50_model_ratios": {str(i): float(np.median([x for run in tenants for x in run["ratios"][str(i)]]))
-                             for i in sampled},
-        "twin_ratio": float(np.median([x for run in tenants for x in run["twin"]])),
-        "twin_process_ratios": [float(np.median(run["twin"])) for run in tenants],
-        "depth": depth, "nested_ratio": float(np.median([x for run in tenants for x in run["nested"]])),
-        "nested_process_ratios": [float(np.median(run["nested"])) for run in tenants],
+        **p50s, "depth": depth, "jemalloc": jemalloc_p50s,
         # Where the RSS of the last trials went, by what it maps.
         "fused_resident_mb": {k: v / 1e6 for k, v in fused[-1]["resident_by_kind"].items()},
         "sessions_resident_mb": {k: v / 1e6 for k, v in plain[-1]["resident_by_kind"].items()},
         "artifact_bytes": built["artifact_bytes"], "sources_bytes": built["source_bytes"],
         "size_ratio": built["artifact_bytes"] / built["source_bytes"],
+    }
+
+
+def _p50s(runs: list[dict], sampled: dict[int, Path]) -> dict:
+    """The tenants' p50 ratios: every block of every sampled model in every process; then by process, and by
+    model; and the twin's and the If floor's, overall and by process."""
+    return {
+        "p50_ratio": float(np.median([x for run in runs for r in run["ratios"].values() for x in r])),
+        "p50_process_ratios": [float(np.median([x for r in run["ratios"].values() for x in r])) for run in runs],
+        "p50_model_ratios": {str(i): float(np.median([x for run in runs for x in run["ratios"][str(i)]]))
+                             for i in sampled},
+        "twin_ratio": float(np.median([x for run in runs for x in run["twin"]])),
+        "twin_process_ratios": [float(np.median(run["twin"])) for run in runs],
+        "nested_ratio": float(np.median([x for run in runs for x in run["nested"]])),
+        "nested_process_ratios": [float(np.median(run["nested"])) for run in runs],
     }
 
 

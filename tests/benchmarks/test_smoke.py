@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from popfuse.benchmarks.cli import SUITES
+from popfuse.runtime.server.heap import find_jemalloc
 
 
 def test_benchmark_smoke_run_writes_the_report(tmp_path):
@@ -52,6 +53,15 @@ def test_benchmark_smoke_run_writes_the_report(tmp_path):
         assert row["p50_ratio"] > 0 and row["twin_ratio"] > 0 and len(row["twin_process_ratios"]) >= 1
         assert row["depth"] >= 0 and row["nested_ratio"] > 0 and len(row["nested_process_ratios"]) >= 1
     assert "twin ratio" in report and "p50 by model" in report and "If floor" in report
+    # Paired again on jemalloc wherever one is found, as popfuse serve --memory-allocator jemalloc runs.
+    jemalloc = find_jemalloc() is not None
+    assert jemalloc or not os.environ.get("POPFUSE_REQUIRE_JEMALLOC")  # CI provides one: nothing may go unchecked
+    for row in results["tenancy"]["rows"]:
+        assert (row["jemalloc"] is not None) == jemalloc
+        if jemalloc:
+            assert set(row["jemalloc"]["p50_model_ratios"]) == set(row["p50_model_ratios"])
+            assert row["jemalloc"]["p50_ratio"] > 0 and row["jemalloc"]["nested_ratio"] > 0
+    assert ("p50 ratio, jemalloc" in report) == jemalloc
     for plot in ("dispatch", "switching", "coldstart", "scaling", "serving", "precision"):
         assert (tmp_path / "benchmarks" / f"{plot}.png").stat().st_size > 1000
 
