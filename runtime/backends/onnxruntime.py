@@ -34,7 +34,12 @@ _PREPACKED_BY_CPU = {("", "MatMul"): 1, ("com.microsoft", "FusedMatMul"): 1, (""
 def _cpu_flags() -> tuple[str, ...]:
     """Every feature flag this CPU reports, sorted; read once. They name an executable cache entry: what
     onnxruntime's full optimisation writes follows the CPU (the NCHWc block follows the widest vector unit,
-    int8 and fp16 layouts other units), and two hosts that share a cache folder must not share entries."""
+    int8 and fp16 layouts other units), and two hosts that share a cache folder must not share entries.
+
+    Both views are kept: the kernel's (/proc/cpuinfo) and what CPUID tells this process, as numpy and
+    onnxruntime's MLAS each ask it at start. They differ under emulators (valgrind, qemu-user, Intel's SDE),
+    where an entry written natively with 16-wide NCHWc blocks would otherwise meet kernels of 8.
+    """
     flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -42,7 +47,16 @@ def _cpu_flags() -> tuple[str, ...]:
                 flags.update(line.split(":", 1)[1].split())
     except OSError:
         pass  # not Linux: the machine name alone identifies the build
-    return tuple(sorted(flags))
+    return tuple(sorted(flags)) + tuple(f"cpuid:{name}" for name in _cpuid_features())
+
+
+def _cpuid_features() -> list[str]:
+    """The CPU features numpy found through CPUID at import (with the OS's support for their registers), sorted."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy 1.x
+        from numpy.core._multiarray_umath import __cpu_features__ as features
+    return sorted(name for name, present in features.items() if present)
 
 
 class OnnxRuntimeBackend(Backend):

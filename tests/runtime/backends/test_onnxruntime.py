@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +148,30 @@ def test_entries_are_named_by_contents_version_and_machine():
     assert len({base, cache_entry("/c", "other", "1.31.1", "cpu x86_64 avx2"),
                 cache_entry("/c", "key", "1.32.0", "cpu x86_64 avx2"),
                 cache_entry("/c", "key", "1.31.1", "cpu x86_64 avx512f")}) == 4
+
+
+def test_a_cpu_whose_cpuid_says_otherwise_than_the_kernel_gets_entries_of_its_own(ppocr_build, tmp_path,
+                                                                                  monkeypatch):
+    # Under an emulator (valgrind, qemu-user) CPUID may deny AVX-512 while /proc/cpuinfo lists it. onnxruntime's
+    # kernels follow CPUID: an entry written natively, its NCHWc blocks 16 wide, must not be opened there.
+    from popfuse.runtime.backends import onnxruntime as backend
+
+    x = {"graph2/x": ppocr_input("cls", seed=1)}
+    want = cached_runner(ppocr_build.popef_path, tmp_path).execute(x)
+    features = sys.modules["numpy._core._multiarray_umath"].__cpu_features__  # what numpy read from CPUID
+    widest = [name for name, present in features.items() if present and name.startswith(("AVX512", "X86_V4"))]
+    for name in widest or ["AVX2"]:
+        monkeypatch.setitem(features, name, False)
+    backend._cpu_flags.cache_clear()
+    try:
+        narrower = cached_runner(ppocr_build.popef_path, tmp_path)
+    finally:
+        monkeypatch.undo()
+        backend._cpu_flags.cache_clear()
+    assert len(list(tmp_path.glob("*.ort"))) == 2
+    got = narrower.execute(x)
+    np.testing.assert_allclose(got["graph2/save_infer_model/scale_0.tmp_1"],
+                               want["graph2/save_infer_model/scale_0.tmp_1"], rtol=1e-5, atol=1e-6)
 
 
 def test_a_cache_folder_that_cannot_be_written_is_said_once_and_the_artifact_still_opens(make_artifact, tmp_path,
