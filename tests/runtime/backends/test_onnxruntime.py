@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +157,11 @@ def test_a_cpu_whose_cpuid_says_otherwise_than_the_kernel_gets_entries_of_its_ow
 
     x = {"graph2/x": ppocr_input("cls", seed=1)}
     want = cached_runner(ppocr_build.popef_path, tmp_path).execute(x)
-    features = sys.modules["numpy._core._multiarray_umath"].__cpu_features__  # what numpy read from CPUID
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:  # numpy 1.x
+        from numpy.core import _multiarray_umath as umath
+    features = umath.__cpu_features__  # what numpy read from CPUID
     widest = [name for name, present in features.items() if present and name.startswith(("AVX512", "X86_V4"))]
     for name in widest or ["AVX2"]:
         monkeypatch.setitem(features, name, False)
