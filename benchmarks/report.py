@@ -207,14 +207,18 @@ def _tenancy_verdicts(tenancy: dict) -> dict[str, tuple[bool | None, str]]:
                           each("rss_ratio") + floor("floor_rss_ratio", ", before any run"))
     out["tenancy_time"] = (all(r["time_ratio"] <= 0.25 for r in rows),
                            each("time_ratio") + floor("floor_time_ratio", ", then the sessions' own first runs"))
-    floors = ""
-    if all("nested_ratio" in r for r in rows):
-        floors = ("; the last model's own: " + each_of(lambda r: r["p50_model_ratios"][str(r["n"] - 1)])
-                  + "; onnxruntime against itself (a second plain session of the last model, in the same processes): "
-                  + each("twin_ratio", ".3f") + "; onnxruntime's floor (the last model under as many nested Ifs as "
-                  "the tree has above it, plain onnxruntime): " + each("nested_ratio", ".3f"))
+    def p50s(of: Callable[[dict], dict]) -> str:
+        """The p50 figures of ``of(row)``: a row itself (the system allocator) or its ``jemalloc`` pairs."""
+        text = each_of(lambda r: of(r)["p50_ratio"])
+        if all("nested_ratio" in of(r) for r in rows):  # runs before the floors were measured have none
+            text += ("; the last model's own: " + each_of(lambda r: of(r)["p50_model_ratios"][str(r["n"] - 1)])
+                     + "; onnxruntime against itself (a second plain session of the last model, in the same "
+                     "processes): " + each_of(lambda r: of(r)["twin_ratio"]) + "; onnxruntime's floor (the last "
+                     "model under as many nested Ifs as the tree has above it, plain onnxruntime): "
+                     + each_of(lambda r: of(r)["nested_ratio"]))
+        return text
+
     system_met = all(r["p50_ratio"] <= 1.03 for r in rows)
-    system = each("p50_ratio", ".3f") + floors
     if all(r.get("jemalloc") for r in rows):
         # Judged as a multi-tenant host is told to serve: popfuse serve --memory-allocator jemalloc, the plain
         # sessions and the floors on jemalloc too. The default allocator's figures, and whether they meet the
@@ -222,13 +226,10 @@ def _tenancy_verdicts(tenancy: dict) -> dict[str, tuple[bool | None, str]]:
         out["tenancy_p50"] = (
             all(r["jemalloc"]["p50_ratio"] <= 1.03 for r in rows),
             "on jemalloc (popfuse serve --memory-allocator jemalloc, not the default; the plain sessions on it "
-            "too): " + each_of(lambda r: r["jemalloc"]["p50_ratio"]) + "; the last model's own: "
-            + each_of(lambda r: r["jemalloc"]["p50_model_ratios"][str(r["n"] - 1)]) + "; twin: "
-            + each_of(lambda r: r["jemalloc"]["twin_ratio"]) + "; If floor: "
-            + each_of(lambda r: r["jemalloc"]["nested_ratio"]) + ". On the system allocator (glibc, the default), "
-            + ("met" if system_met else "not met") + ": " + system)
+            "too): " + p50s(lambda r: r["jemalloc"]) + ". On the system allocator (glibc, the default), "
+            + ("met" if system_met else "not met") + ": " + p50s(lambda r: r))
     else:
-        out["tenancy_p50"] = (system_met, system)
+        out["tenancy_p50"] = (system_met, p50s(lambda r: r))
     out["tenancy_size"] = (all(r["size_ratio"] <= 1.0 for r in rows), each("size_ratio", ".3f"))
     scale = [r for r in rows if r["model"] == rows[0]["model"]]  # the rows that vary N
     ns = [r["n"] for r in scale]
